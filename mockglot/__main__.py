@@ -1,0 +1,3 @@
+from mockglot.cli import main
+
+raise SystemExit(main())

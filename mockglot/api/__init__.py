@@ -1,0 +1,1 @@
+"""The public Kallglot surface. It never imports the control plane."""

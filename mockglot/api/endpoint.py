@@ -1,0 +1,142 @@
+"""How every public REST endpoint runs: authenticate, rate-limit, check scope, read the body, apply
+idempotency, call the handler, and answer in the contract's envelope with the usage headers.
+
+An API area declares its endpoints as `Endpoint` values (path, method, wire types, scope); the same table
+builds the routes and the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mockglot import validation
+from mockglot.errors import ApiError
+from mockglot.http import error_response, json_response, read_json_body, request_id
+from mockglot.state.auth import ApiKey
+from mockglot.state.idempotency import StoredResponse
+from mockglot.state.ratelimit import RateLimited, RateStatus
+from mockglot.state.server import ServerState
+from mockglot.wire import encode
+
+T = TypeVar("T")
+WARNING_HEADER = "X-Mockglot-Warning"
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: Any
+    media_type: str | None = None  # None: `body` is a wire value encoded as JSON; else raw text
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Context:
+    state: ServerState
+    key: ApiKey
+    request: Request
+    body: Any
+    warnings: list[str] = field(default_factory=list)
+
+    def path(self, name: str) -> str:
+        return self.request.path_params[name]
+
+    def parse(self, type_: type[T]) -> T:
+        value, unknown = validation.convert(self.body or {}, type_, strict=self.state.settings.strict)
+        if unknown:
+            self.warnings.append(f"ignored unknown field(s): {', '.join(unknown)}")
+        return value
+
+
+Handler = Callable[[Context], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    scope: str
+    summary: str
+    status: int = 200
+    request: type | None = None
+    response: type | None = None
+    body_required: bool = False
+    idempotent: bool = False
+    query: dict[str, type] = field(default_factory=dict)
+    media_types: tuple[str, ...] = ()
+
+
+def usage_headers(key: ApiKey, rate: RateStatus) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(rate.limit),
+        "X-RateLimit-Remaining": str(rate.remaining),
+        "X-RateLimit-Reset": str(rate.reset),
+        "X-API-Credits-Remaining": str(key.credits_remaining),
+        "X-API-Credits-Used": str(key.credits_used),
+    }
+
+
+def route(endpoint: Endpoint, state: ServerState) -> Route:
+    async def run(request: Request) -> Response:
+        rid = request_id(request)
+        key: ApiKey | None = None
+        rate: RateStatus | None = None
+        claimed: tuple[Any, str] | None = None
+        try:
+            key = state.keys.authenticate(
+                request.headers.get("authorization"), request.headers.get("x-api-key")
+            )
+            try:
+                rate = state.rate_limiter.hit(key.key, key.rate_limit, state.clock.now())
+            except RateLimited as exc:
+                rate = exc.rate
+                raise
+            key.require(endpoint.scope)
+            body = (
+                await read_json_body(request, required=endpoint.body_required)
+                if endpoint.method == "POST"
+                else None
+            )
+            idempotency_key = request.headers.get("idempotency-key") if endpoint.idempotent else None
+            if idempotency_key is not None:
+                fingerprint = _fingerprint(request, body)
+                replay = state.idempotency.begin(key.owner, idempotency_key, fingerprint, state.clock.now())
+                if replay is not None:
+                    headers = {**usage_headers(key, rate), "Idempotent-Replayed": "true"}
+                    return json_response(replay.status, replay.body, headers)
+                claimed = (key.owner, idempotency_key)
+            ctx = Context(state=state, key=key, request=request, body=body)
+            reply = await endpoint.handler(ctx)
+            content = reply.body if reply.media_type else encode(reply.body)
+            if claimed is not None:
+                state.idempotency.complete(*claimed, StoredResponse(reply.status, content))
+                claimed = None
+            headers = {**usage_headers(key, rate), **reply.headers}
+            if ctx.warnings:
+                headers[WARNING_HEADER] = "; ".join(ctx.warnings)
+            if reply.media_type:
+                return Response(
+                    content, status_code=reply.status, media_type=reply.media_type, headers=headers
+                )
+            return json_response(reply.status, content, headers)
+        except ApiError as exc:
+            headers = usage_headers(key, rate) if key is not None and rate is not None else {}
+            return error_response(exc, rid, headers)
+        finally:
+            if claimed is not None:
+                state.idempotency.abandon(*claimed)
+
+    return Route(endpoint.path, run, methods=[endpoint.method], name=endpoint.summary)
+
+
+def _fingerprint(request: Request, body: Any) -> str:
+    canonical = msgspec.json.encode(body, order="sorted").decode() if body is not None else ""
+    return f"{request.method} {request.url.path} {canonical}"

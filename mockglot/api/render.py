@@ -1,0 +1,83 @@
+"""State records as wire values: the one place that decides what a resource looks like to a client."""
+
+from __future__ import annotations
+
+from msgspec import UNSET
+
+from mockglot import wire
+from mockglot.state.clock import isoformat
+from mockglot.state.sessions import SessionRecord, SessionStore, Turn
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else isoformat(value)
+
+
+def session(record: SessionRecord, store: SessionStore, origin: str) -> wire.Session:
+    """The session object; `origin` is the WebSocket origin the client reached us on (ws://host:port)."""
+    stream: wire.StreamInfo | object = UNSET
+    if record.status != "ended":
+        token = store.current_token(record)
+        stream = wire.StreamInfo(
+            url=f"{origin}/v1/sessions/{record.id}/connect",
+            token=token.token,
+            expires_at=isoformat(token.expires_at),
+        )
+    routing = record.request.routing
+    return wire.Session(
+        id=record.id,
+        status=record.status,
+        mode=record.request.mode,
+        provider=record.provider,
+        phone_number=routing.phone_number if routing else None,
+        source_language=record.request.source_language,
+        target_language=record.request.target_language,
+        stream=stream,
+        recording=record.request.recording or wire.RecordingOptions(),
+        metadata=record.metadata,
+        created_at=isoformat(record.created_at),
+        started_at=_iso(record.started_at),
+        ended_at=_iso(record.ended_at),
+    )
+
+
+def summary(record: SessionRecord, now: float) -> wire.SessionSummary:
+    assert record.ended_at is not None
+    return wire.SessionSummary(
+        id=record.id, duration_seconds=record.duration_seconds(now), ended_at=isoformat(record.ended_at)
+    )
+
+
+def turn(item: Turn) -> wire.TranscriptTurn:
+    translation = (
+        wire.Translation(language=item.translation_language, text=item.translation_text)
+        if item.translation_language is not None and item.translation_text is not None
+        else UNSET
+    )
+    return wire.TranscriptTurn(
+        sequence=item.sequence,
+        speaker=item.speaker,  # type: ignore[arg-type]
+        language=item.language,
+        text=item.text,
+        translation=translation,
+        confidence=item.confidence,
+        timestamp=isoformat(item.timestamp),
+    )
+
+
+def transcript(record: SessionRecord, now: float) -> wire.Transcript:
+    languages: list[str] = []
+    for item in record.turns:
+        if item.language and item.language not in languages:
+            languages.append(item.language)
+    return wire.Transcript(
+        id=f"trn_{record.id}",
+        session_id=record.id,
+        status="completed" if record.status == "ended" else "in_progress",
+        turns=[turn(item) for item in record.turns],
+        metadata=wire.TranscriptMetadata(
+            total_turns=len(record.turns),
+            duration_seconds=record.duration_seconds(now),
+            languages_detected=languages,
+        ),
+    )

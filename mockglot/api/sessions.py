@@ -1,0 +1,139 @@
+"""Sessions: create, retrieve, end, transcript (kallglot-api.md §6)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from mockglot import wire
+from mockglot.api import render
+from mockglot.api.endpoint import Context, Endpoint, Reply
+from mockglot.api.transcript_formats import MEDIA_TYPES, RENDERERS
+from mockglot.errors import ApiError
+
+PROVIDERS = {
+    "phone_number": "twilio",
+    "connection_id": "telnyx",
+    "sip": "sip",
+}  # [emulator] routing -> provider
+
+
+def stream_origin(request: Request) -> str:
+    """The WebSocket origin the client called us on, honouring a TLS-terminating proxy."""
+    proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip().lower()
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
+    return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host.split(',')[0].strip()}"
+
+
+def resolve_provider(routing: wire.Routing | None) -> str | None:
+    """Exactly one destination: a phone number, a connection, or SIP."""
+    if routing is None:
+        return None
+    chosen = [
+        name
+        for name, present in (
+            ("phone_number", routing.phone_number is not None),
+            ("connection_id", routing.connection_id is not None),
+            ("sip", routing.type == "sip"),
+        )
+        if present
+    ]
+    if len(chosen) != 1:
+        found = f"got {', '.join(chosen)}" if chosen else "got none"
+        raise ApiError(
+            "invalid_routing",
+            f'`routing` needs exactly one of `phone_number`, `connection_id` or `type: "sip"` ({found}).',
+            param="routing",
+        )
+    if routing.sip is not None and routing.type != "sip":
+        raise ApiError(
+            "invalid_routing",
+            '`routing.sip` is only allowed with `routing.type: "sip"`.',
+            param="routing.sip",
+        )
+    return PROVIDERS[chosen[0]]
+
+
+def validate_agent(request: wire.SessionCreate) -> None:
+    if request.agent_id is not None:
+        raise ApiError(
+            "ai_agent_not_found",
+            f"No saved agent {request.agent_id!r} for this API key. Create one with POST /v1/agents, or "
+            "describe the agent inline with `ai_agent`.",
+            param="agent_id",
+        )
+    if request.mode == "ai_agent" and request.ai_agent is None:
+        raise ApiError(
+            "missing_required_field",
+            "`ai_agent` is required in ai_agent mode (unless `agent_id` names a saved agent): give at least "
+            '{"system_prompt": "..."}.',
+            param="ai_agent",
+        )
+    if request.overrides is not None and request.agent_id is None:
+        raise ApiError(
+            "invalid_field_value",
+            "`overrides` changes a saved agent; it needs `agent_id`.",
+            param="overrides",
+        )
+
+
+async def create_session(ctx: Context) -> Reply:
+    if isinstance(ctx.body, dict) and "provider" in ctx.body:
+        raise ApiError(
+            "invalid_field_value",
+            "`provider` is not a request field: describe the destination with `routing` "
+            '(`phone_number`, `connection_id` or `type: "sip"`) and the provider is resolved from it.',
+            param="provider",
+        )
+    request = ctx.parse(wire.SessionCreate)
+    provider = resolve_provider(request.routing)
+    validate_agent(request)
+    ctx.key.charge()
+    record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider)
+    return Reply(201, render.session(record, ctx.state.sessions, stream_origin(ctx.request)))
+
+
+async def get_session(ctx: Context) -> Reply:
+    record = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
+    return Reply(200, render.session(record, ctx.state.sessions, stream_origin(ctx.request)))
+
+
+async def end_session(ctx: Context) -> Reply:
+    ctx.parse(wire.SessionEndRequest)
+    record = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
+    ctx.state.sessions.end(record, "api_end")
+    return Reply(200, render.summary(record, ctx.state.clock.now()))
+
+
+async def get_transcript(ctx: Context) -> Reply:
+    record = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
+    fmt = ctx.request.query_params.get("format", "json")
+    if fmt == "json":
+        return Reply(200, render.transcript(record, ctx.state.clock.now()))
+    if fmt not in RENDERERS:
+        raise ApiError(
+            "invalid_field_value",
+            f"Unknown transcript format {fmt!r}: use json (the default), text, srt or vtt.",
+            param="format",
+        )
+    return Reply(200, RENDERERS[fmt](record.turns).encode(), media_type=MEDIA_TYPES[fmt])
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST", "/v1/sessions", create_session, "sessions:write", "Create a session",
+        status=201, request=wire.SessionCreate, response=wire.Session, body_required=True, idempotent=True,
+    ),
+    Endpoint(
+        "GET", "/v1/sessions/{session_id}", get_session, "sessions:read", "Retrieve a session",
+        response=wire.Session,
+    ),
+    Endpoint(
+        "POST", "/v1/sessions/{session_id}/end", end_session, "sessions:write", "End a session",
+        request=wire.SessionEndRequest, response=wire.SessionSummary, idempotent=True,
+    ),
+    Endpoint(
+        "GET", "/v1/sessions/{session_id}/transcript", get_transcript, "sessions:read",
+        "Retrieve a session's transcript", response=wire.Transcript, query={"format": str},
+        media_types=tuple(MEDIA_TYPES.values()),
+    ),
+]  # fmt: skip

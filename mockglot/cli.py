@@ -1,0 +1,102 @@
+"""The `mockglot` command: `serve` the emulator, `stream` a file to a server, manage Vosk `models`."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import Sequence
+
+import msgspec
+import uvicorn
+
+from mockglot import settings as settings_module
+from mockglot.settings import Settings
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the emulator", description="Serve the Kallglot API locally.")
+    env = settings_module.ENV_PREFIX
+    p.add_argument("--host", help=f"interface to bind (default 127.0.0.1; {env}HOST)")
+    p.add_argument("--port", type=int, help=f"port (default 8080, 0 picks a free one; {env}PORT)")
+    p.add_argument("--seed", type=int, help=f"seed every ID and token for repeatable runs ({env}SEED)")
+    p.add_argument("--keys", help=f"keys file (YAML/JSON); without it any well-formed key works ({env}KEYS)")
+    p.add_argument("--strict", action="store_true", default=None, help=f"reject unknown fields ({env}STRICT)")
+    p.add_argument("--log-format", choices=["text", "json"], help=f"log format ({env}LOG_FORMAT)")
+    p.add_argument("--scenario", help=f"default scenario, a name or a file ({env}SCENARIO)")
+    p.add_argument("--fixtures", action="append", help=f"extra fixtures folder, repeatable ({env}FIXTURES)")
+    p.add_argument("--engine", choices=["scripted", "vosk"], help=f"recognition engine ({env}ENGINE)")
+    p.add_argument(
+        "--vosk-model", dest="vosk_models", action="append", metavar="LANG=PATH",
+        help=f"a Vosk model for a language, repeatable ({env}VOSK_MODELS=ko=/m/ko,de=/m/de)",
+    )  # fmt: skip
+    p.add_argument(
+        "--output-pace", choices=["realtime", "instant"], help=f"audio.output pacing ({env}OUTPUT_PACE)"
+    )
+    p.add_argument("--rate-limit", type=int, help=f"requests per minute per key ({env}RATE_LIMIT)")
+    p.add_argument("--control-token", help=f"protect /_mockglot with this bearer token ({env}CONTROL_TOKEN)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mockglot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    sub.add_parser("models", help="list or download Vosk models", add_help=False)
+    return parser
+
+
+def banner(settings: Settings, port: int) -> str:
+    host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{port}"
+    return "\n".join(
+        [
+            f"mockglot serving the Kallglot API on {base}/v1 (WebSocket ws://{host}:{port}/v1)",
+            f"  OpenAPI: {base}/openapi.json   control plane: {base}/_mockglot",
+            "  try it:",
+            f"  curl -s {base}/v1/sessions -H 'Authorization: Bearer sk_test_mockglot123' "
+            "-H 'Content-Type: application/json' "
+            '-d \'{"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}\'',
+        ]
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from mockglot.app import create_app
+    from mockglot.logs import uvicorn_log_config
+
+    overrides = {
+        name: value
+        for name, value in vars(args).items()
+        if name in {f.name for f in msgspec.structs.fields(Settings)}
+    }
+    try:
+        settings = settings_module.from_env(**overrides)
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"mockglot: {exc}", file=sys.stderr)
+        return 2
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        print(f"mockglot: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+    print(banner(settings, port), flush=True)
+    config = uvicorn.Config(app, log_config=uvicorn_log_config(settings.log_format), ws_ping_interval=None)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["models"]:
+        from mockglot import models
+
+        return models.run(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2

@@ -1,0 +1,1 @@
+"""Recognizers: how a speaker's audio becomes partial and final transcripts."""

@@ -1,0 +1,53 @@
+"""Server settings: one struct, filled from CLI flags and `MOCKGLOT_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    seed: int | None = None
+    keys: str | None = None
+    strict: bool = False
+    log_format: Literal["text", "json"] = "text"
+    scenario: str = "order-change"
+    fixtures: list[str] = msgspec.field(default_factory=list)
+    engine: Literal["scripted", "vosk"] = "scripted"
+    vosk_models: list[str] = msgspec.field(default_factory=list)
+    output_pace: Literal["realtime", "instant"] = "realtime"
+    vad_silence_ms: int = 500
+    rate_limit: int | None = None
+    control_token: str | None = None
+    pacing_checks: bool = False
+
+
+# Each setting's environment variable and how to read it from a string.
+ENV_PREFIX = "MOCKGLOT_"
+_LIST_FIELDS = {"fixtures", "vosk_models"}
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+
+
+def from_env(environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
+    """Settings from the environment, then explicit overrides (CLI flags) on top."""
+    values: dict[str, object] = {}
+    for field in msgspec.structs.fields(Settings):
+        raw = environ.get(ENV_PREFIX + field.name.upper())
+        if raw is None or raw == "":
+            continue
+        if field.name in _LIST_FIELDS:
+            values[field.name] = [item.strip() for item in raw.split(",") if item.strip()]
+        elif field.type is bool:
+            values[field.name] = raw.strip().lower() in _BOOL_TRUE
+        else:
+            values[field.name] = raw
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid setting: {exc}") from None

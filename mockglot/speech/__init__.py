@@ -1,0 +1,1 @@
+"""Audio in and out: the mu-law codec, translation and speech synthesis."""

@@ -1,0 +1,1 @@
+"""Server state: everything the API remembers, with no knowledge of HTTP."""

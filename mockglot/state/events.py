@@ -1,0 +1,33 @@
+"""Lifecycle events: the state announces what happened; webhooks and live streams listen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mockglot.state.sessions import SessionRecord, Turn
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # the webhook event type: session.created, session.started, transcript.segment, ...
+    session: SessionRecord
+    turn: Turn | None = None
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def publish(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            listener(event)

@@ -1,0 +1,71 @@
+"""Idempotency keys: a retried POST replays the first successful response instead of acting twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mockglot.errors import ApiError
+from mockglot.state.auth import Owner
+
+LIFETIME_SECONDS = 24 * 60 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Record:
+    fingerprint: str
+    created_at: float
+    response: StoredResponse | None = None  # None while the first request is still running
+
+
+class IdempotencyStore:
+    def __init__(self) -> None:
+        self._records: dict[tuple[Owner, str], _Record] = {}
+
+    def reset(self, organization: str | None = None) -> None:
+        if organization is None:
+            self._records.clear()
+        else:
+            self._records = {k: v for k, v in self._records.items() if k[0][0] != organization}
+
+    def begin(self, owner: Owner, key: str, fingerprint: str, now: float) -> StoredResponse | None:
+        """Claim the key for this request, or return the response to replay.
+
+        Returns None when the caller should run the request (and then `complete` or `abandon` the key).
+        """
+        record = self._records.get((owner, key))
+        if record is not None and now - record.created_at >= LIFETIME_SECONDS:
+            record = None
+        if record is not None:
+            if record.fingerprint != fingerprint:
+                raise ApiError(
+                    "idempotency_mismatch",
+                    f"The Idempotency-Key {key!r} was first used with a different method, path or body. "
+                    "Use a new key for a different request.",
+                    param="Idempotency-Key",
+                )
+            if record.response is None:
+                raise ApiError(
+                    "idempotency_conflict",
+                    f"A request with the Idempotency-Key {key!r} is still being processed. Retry after 1 s.",
+                    retry_after=1,
+                )
+            return record.response
+        self._records[(owner, key)] = _Record(fingerprint=fingerprint, created_at=now)
+        return None
+
+    def complete(self, owner: Owner, key: str, response: StoredResponse) -> None:
+        record = self._records.get((owner, key))
+        if record is not None:
+            record.response = response
+
+    def abandon(self, owner: Owner, key: str) -> None:
+        """Errors are not cached: the key may be retried."""
+        record = self._records.get((owner, key))
+        if record is not None and record.response is None:
+            del self._records[(owner, key)]

@@ -1,0 +1,57 @@
+"""The one source of randomness: every ID and token comes from here, so a seeded server repeats itself.
+
+Each purpose (session IDs, request IDs, tokens, ...) draws from its own stream derived from the seed, so a
+health check or a retried request does not shift the IDs a test cares about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ID_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the time part of seeded IDs counts from here
+
+
+class Randomness:
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._streams: dict[str, random.Random] = {}
+        self._counters: dict[str, int] = {}
+
+    def reseed(self, seed: int | None) -> None:
+        self.seed = seed
+        self._streams.clear()
+        self._counters.clear()
+
+    def stream(self, purpose: str) -> random.Random:
+        rng = self._streams.get(purpose)
+        if rng is None:
+            if self.seed is None:
+                rng = random.Random(secrets.randbits(128))
+            else:
+                digest = hashlib.sha256(f"{self.seed}:{purpose}".encode()).digest()
+                rng = random.Random(int.from_bytes(digest, "big"))
+            self._streams[purpose] = rng
+        return rng
+
+    def ulid(self, purpose: str, now_ms: int) -> str:
+        """A 26-character ULID-style body: 10 characters of time, 16 of randomness.
+
+        Seeded, the time part is a per-purpose counter instead of the clock, so IDs repeat run after run
+        and still sort in creation order.
+        """
+        if self.seed is not None:
+            count = self._counters.get(purpose, 0) + 1
+            self._counters[purpose] = count
+            now_ms = _ID_EPOCH_MS + count
+        time_part = "".join(CROCKFORD[(now_ms >> (5 * i)) & 31] for i in reversed(range(10)))
+        rng = self.stream(purpose)
+        return time_part + "".join(CROCKFORD[rng.getrandbits(5)] for _ in range(16))
+
+    def hex(self, purpose: str, nbytes: int) -> str:
+        return self.stream(purpose).getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()
+
+    def random(self, purpose: str) -> float:
+        return self.stream(purpose).random()

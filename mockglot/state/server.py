@@ -1,0 +1,36 @@
+"""Everything the server remembers, in one object with one `reset()`."""
+
+from __future__ import annotations
+
+from mockglot.settings import Settings
+from mockglot.state.auth import KeyStore, load_keys_file
+from mockglot.state.clock import Clock
+from mockglot.state.events import EventBus
+from mockglot.state.idempotency import IdempotencyStore
+from mockglot.state.randomness import Randomness
+from mockglot.state.ratelimit import RateLimiter
+from mockglot.state.sessions import SessionStore
+
+
+class ServerState:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.randomness = Randomness(settings.seed)
+        self.events = EventBus()
+        self.keys = KeyStore(load_keys_file(settings.keys) if settings.keys else None)
+        self.rate_limiter = RateLimiter(settings.rate_limit)
+        self.idempotency = IdempotencyStore()
+        self.sessions = SessionStore(self.clock, self.randomness, self.events)
+        self.clock.on_change(self.sessions.sweep)
+
+    def reset(self, organization: str | None = None) -> None:
+        """Forget everything (or one organization's part): sessions, idempotency keys, usage."""
+        if organization is None:
+            self.randomness.reseed(self.settings.seed)
+            self.rate_limiter.reset()
+        else:
+            self.rate_limiter.reset({k.key for k in self.keys.all() if k.organization == organization})
+        self.sessions.reset(organization)
+        self.idempotency.reset(organization)
+        self.keys.reset(organization)

@@ -1,0 +1,234 @@
+"""Sessions and their state machine: created -> active (first audio) -> ended.
+
+The store holds everything the stream feeds it (audio per speaker, finals as turns) and everything REST reads
+back, scoped by owner so one organization never sees another's sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mockglot.errors import ApiError
+from mockglot.speech.codec import SAMPLE_RATE_HZ
+from mockglot.state.auth import Owner
+from mockglot.state.clock import Clock
+from mockglot.state.events import Event, EventBus
+from mockglot.state.randomness import Randomness
+from mockglot.wire import EndReason, SessionCreate, Status
+
+TOKEN_LIFETIME_SECONDS = 5 * 60
+IDLE_TIMEOUT_SECONDS = 30 * 60
+
+
+@dataclass(slots=True)
+class Turn:
+    sequence: int
+    speaker: str
+    language: str | None
+    text: str
+    confidence: float
+    timestamp: float
+    start_ms: int
+    end_ms: int
+    translation_language: str | None = None
+    translation_text: str | None = None
+
+
+@dataclass(slots=True)
+class StreamToken:
+    token: str
+    session_id: str
+    expires_at: float
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    id: str
+    owner: Owner
+    api_key: str
+    request: SessionCreate
+    provider: str | None
+    created_at: float
+    last_activity: float
+    token: StreamToken
+    status: Status = "created"
+    started_at: float | None = None
+    ended_at: float | None = None
+    end_reason: EndReason | None = None
+    turns: list[Turn] = field(default_factory=list)
+    next_turn: int = 1
+    audio: dict[str, bytearray] = field(default_factory=dict)  # speaker -> mu-law bytes received
+    last_sequence: dict[str, int] = field(default_factory=dict)  # speaker -> last accepted sequence
+    connected: bool = False
+
+    @property
+    def mode(self) -> str:
+        return self.request.mode
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.request.metadata or {}
+
+    def audio_seconds(self) -> float:
+        """The longest speaker's audio: what the session lasted by the audio the server received."""
+        return max((len(data) for data in self.audio.values()), default=0) / SAMPLE_RATE_HZ
+
+    def duration_seconds(self, now: float) -> float:
+        """From the first audio to the end (or now), and never shorter than the audio received.
+
+        A client that streams at full speed sends a minute of audio in a second; the audio is what the
+        call lasted.
+        """
+        if self.started_at is None:
+            return 0.0
+        until = self.ended_at if self.ended_at is not None else now
+        return round(max(until - self.started_at, self.audio_seconds()), 1)
+
+    def reserve_turn(self) -> int:
+        sequence = self.next_turn
+        self.next_turn += 1
+        return sequence
+
+
+class SessionStore:
+    def __init__(self, clock: Clock, randomness: Randomness, events: EventBus) -> None:
+        self.clock = clock
+        self.randomness = randomness
+        self.events = events
+        self._sessions: dict[str, SessionRecord] = {}
+        self._tokens: dict[str, StreamToken] = {}
+
+    def reset(self, organization: str | None = None) -> None:
+        if organization is None:
+            self._sessions.clear()
+            self._tokens.clear()
+            return
+        gone = {sid for sid, s in self._sessions.items() if s.owner[0] == organization}
+        self._sessions = {sid: s for sid, s in self._sessions.items() if sid not in gone}
+        self._tokens = {t: v for t, v in self._tokens.items() if v.session_id not in gone}
+
+    def all(self, organization: str | None = None) -> list[SessionRecord]:
+        return [s for s in self._sessions.values() if organization is None or s.owner[0] == organization]
+
+    def create(
+        self, owner: Owner, api_key: str, request: SessionCreate, provider: str | None
+    ) -> SessionRecord:
+        now = self.clock.now()
+        session_id = "sess_" + self.randomness.ulid("session", int(now * 1000))
+        record = SessionRecord(
+            id=session_id,
+            owner=owner,
+            api_key=api_key,
+            request=request,
+            provider=provider,
+            created_at=now,
+            last_activity=now,
+            token=self._new_token(session_id, owner, now),
+        )
+        self._sessions[session_id] = record
+        self.events.publish(Event("session.created", record))
+        return record
+
+    def get(self, owner: Owner, session_id: str) -> SessionRecord:
+        """The owner's session, or 404: another owner's session is indistinguishable from none."""
+        self.sweep()
+        record = self._sessions.get(session_id)
+        if record is None or record.owner != owner:
+            raise ApiError(
+                "session_not_found",
+                f"No session {session_id!r} for this API key. Sessions are visible only to keys of the "
+                "organization and environment (live/test) that created them.",
+                param="id",
+            )
+        return record
+
+    def find(self, session_id: str) -> SessionRecord | None:
+        return self._sessions.get(session_id)
+
+    # --- stream tokens ---------------------------------------------------------------------------------
+
+    def _new_token(self, session_id: str, owner: Owner, now: float) -> StreamToken:
+        body = self.randomness.ulid("token", int(now * 1000)) + self.randomness.hex("token", 8)
+        token = StreamToken(f"kst_{owner[1]}_{body}", session_id, now + TOKEN_LIFETIME_SECONDS)
+        self._tokens[token.token] = token
+        return token
+
+    def current_token(self, record: SessionRecord) -> StreamToken:
+        """The session's stream token, reissued once the old one has expired so a client can reconnect."""
+        now = self.clock.now()
+        if record.token.expires_at <= now:
+            record.token = self._new_token(record.id, record.owner, now)
+        return record.token
+
+    def check_token(self, session_id: str, token: str | None) -> SessionRecord:
+        """Admit a stream connection: the token must be this session's and unexpired."""
+        self.sweep()
+        if not token:
+            raise ApiError(
+                "invalid_token",
+                "No stream token. Connect to stream.url with `?token=<stream.token>` from the session object.",
+                param="token",
+            )
+        issued = self._tokens.get(token)
+        record = self._sessions.get(session_id)
+        if record is None:
+            raise ApiError("session_not_found", f"No session {session_id!r}.", status=4004)
+        if issued is None or issued.session_id != session_id:
+            raise ApiError(
+                "invalid_token",
+                "This stream token is unknown or belongs to another session. Use stream.token from "
+                f"GET /v1/sessions/{session_id}.",
+                param="token",
+            )
+        if issued.expires_at <= self.clock.now():
+            raise ApiError(
+                "expired_token",
+                "This stream token has expired (tokens live 5 minutes). GET /v1/sessions/"
+                f"{session_id} returns a fresh one.",
+                param="token",
+            )
+        if record.status == "ended":
+            raise ApiError("session_ended", f"Session {session_id} has ended.", status=4009)
+        if record.connected:
+            raise ApiError(
+                "session_already_connected",
+                "Another stream is already open on this session. Close it before connecting again.",
+            )
+        return record
+
+    # --- what the stream feeds --------------------------------------------------------------------------
+
+    def touch(self, record: SessionRecord) -> None:
+        record.last_activity = self.clock.now()
+
+    def add_audio(self, record: SessionRecord, speaker: str, mulaw: bytes) -> None:
+        now = self.clock.now()
+        record.last_activity = now
+        record.audio.setdefault(speaker, bytearray()).extend(mulaw)
+        if record.status == "created":
+            record.status = "active"
+            record.started_at = now
+            self.events.publish(Event("session.started", record))
+
+    def add_turn(self, record: SessionRecord, turn: Turn) -> None:
+        record.turns.append(turn)
+        record.turns.sort(key=lambda t: t.sequence)
+        self.events.publish(Event("transcript.segment", record, turn))
+
+    def end(self, record: SessionRecord, reason: EndReason, at: float | None = None) -> bool:
+        """End the session; False if it had already ended (ending is idempotent)."""
+        if record.status == "ended":
+            return False
+        record.status = "ended"
+        record.ended_at = self.clock.now() if at is None else at
+        record.end_reason = reason
+        self.events.publish(Event("session.ended", record))
+        self.events.publish(Event("transcript.ready", record))
+        return True
+
+    def sweep(self) -> None:
+        """End every session idle for 30 minutes of the server clock."""
+        now = self.clock.now()
+        for record in list(self._sessions.values()):
+            if record.status != "ended" and now - record.last_activity >= IDLE_TIMEOUT_SECONDS:
+                self.end(record, "idle_timeout", at=record.last_activity + IDLE_TIMEOUT_SECONDS)

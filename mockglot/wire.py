@@ -1,0 +1,196 @@
+"""The contract as types: every request, response and stream frame of the public API.
+
+Handlers decode into these and encode from them; the OpenAPI document is generated from them. Field order
+follows the contract's examples so responses read the same as the documentation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+LANGUAGES = [
+    "ar",
+    "bg",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "hu",
+    "id",
+    "it",
+    "ja",
+    "ko",
+    "nl",
+    "no",
+    "pl",
+    "pt",
+    "ro",
+    "ru",
+    "sk",
+    "sv",
+    "th",
+    "tr",
+    "uk",
+    "vi",
+    "zh",
+]
+Language = Literal[
+    "ar", "bg", "cs", "da", "de", "el", "en", "es", "fi", "fr", "he", "hi", "hu", "id", "it",
+    "ja", "ko", "nl", "no", "pl", "pt", "ro", "ru", "sk", "sv", "th", "tr", "uk", "vi", "zh",
+]  # fmt: skip
+MODES = ("bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice")
+Mode = Literal["bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice"]
+Speaker = Literal["customer", "agent"]
+TurnSpeaker = Literal["customer", "agent", "ai_agent"]
+Voice = Literal["alloy", "echo", "fable", "onyx", "nova", "shimmer"]
+Status = Literal["created", "active", "ended"]
+EndReason = Literal["explicit_end", "api_end", "idle_timeout", "max_duration"]
+
+E164 = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{1,14}$", description="E.164 phone number")]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=40)]
+MetadataValue = Annotated[str, Meta(max_length=500)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)]
+SipHeaderName = Annotated[str, Meta(pattern=r"^[Xx]-[A-Za-z0-9-]+$")]
+
+
+# --- requests -------------------------------------------------------------------------------------------
+
+
+class SipRouting(Struct, kw_only=True):
+    from_uri: Annotated[str, Meta(pattern=r"^sips?:.+")] | None = None
+    headers: dict[SipHeaderName, str] | None = None
+
+
+class Routing(Struct, kw_only=True):
+    phone_number: E164 | None = None
+    connection_id: Annotated[str, Meta(pattern=r"^pcon_[A-Za-z0-9]+$")] | None = None
+    type: Literal["sip"] | None = None
+    sip: SipRouting | None = None
+    direction: Literal["inbound", "outbound"] | None = None
+
+
+class RecordingOptions(Struct, kw_only=True):
+    enabled: bool = False
+
+
+class AgentTool(Struct, kw_only=True):
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: Annotated[str, Meta(max_length=1024)] = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object"})
+
+
+class AiAgentConfig(Struct, kw_only=True):
+    system_prompt: Annotated[str, Meta(max_length=20000)] | None = None
+    voice: Voice | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    knowledge_base_id: Annotated[str, Meta(pattern=r"^kb_[A-Za-z0-9]+$")] | None = None
+    tools: list[AgentTool] | None = None
+
+
+class SessionCreate(Struct, kw_only=True):
+    mode: Mode
+    source_language: Language | None = None
+    target_language: Language | None = None
+    routing: Routing | None = None
+    recording: RecordingOptions | None = None
+    metadata: Metadata | None = None
+    ai_agent: AiAgentConfig | None = None
+    agent_id: Annotated[str, Meta(pattern=r"^agt_[A-Za-z0-9]+$")] | None = None
+    overrides: AiAgentConfig | None = None
+
+
+class SessionEndRequest(Struct, kw_only=True):
+    """`POST /v1/sessions/{id}/end` takes an empty body or an empty object."""
+
+
+# --- responses ------------------------------------------------------------------------------------------
+
+
+class StreamInfo(Struct, kw_only=True):
+    url: str
+    token: str
+    expires_at: str
+
+
+class Session(Struct, kw_only=True):
+    id: str
+    object: Literal["session"] = "session"
+    status: Status
+    mode: Mode
+    provider: Literal["twilio", "telnyx", "sip"] | None
+    phone_number: str | None
+    source_language: Language | None
+    target_language: Language | None
+    stream: StreamInfo | UnsetType = UNSET
+    recording: RecordingOptions
+    metadata: dict[str, str]
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+
+
+class SessionSummary(Struct, kw_only=True):
+    id: str
+    object: Literal["session"] = "session"
+    status: Literal["ended"] = "ended"
+    duration_seconds: float
+    ended_at: str
+
+
+class Translation(Struct, kw_only=True):
+    language: str
+    text: str
+
+
+class TranscriptTurn(Struct, kw_only=True):
+    sequence: int
+    speaker: TurnSpeaker
+    language: str | None
+    text: str
+    translation: Translation | UnsetType = UNSET
+    confidence: float
+    timestamp: str
+
+
+class TranscriptMetadata(Struct, kw_only=True):
+    total_turns: int
+    duration_seconds: float
+    languages_detected: list[str]
+
+
+class Transcript(Struct, kw_only=True):
+    id: str
+    object: Literal["transcript"] = "transcript"
+    session_id: str
+    status: Literal["in_progress", "completed"]
+    turns: list[TranscriptTurn]
+    metadata: TranscriptMetadata
+
+
+class ErrorDetail(Struct, kw_only=True):
+    type: str
+    code: str
+    message: str
+    param: str | None
+    request_id: str | None
+    retry_after: int | UnsetType = UNSET
+
+
+class ErrorEnvelope(Struct, kw_only=True):
+    error: ErrorDetail
+
+
+encoder = msgspec.json.Encoder()
+
+
+def encode(value: object) -> bytes:
+    return encoder.encode(value)
