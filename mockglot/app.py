@@ -11,10 +11,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from mockglot.api import sessions
+from mockglot.api import sessions, stream
 from mockglot.api.endpoint import Endpoint, route
+from mockglot.engines.hub import StreamHub
 from mockglot.http import RequestIdMiddleware, http_exception, json_response, unhandled_exception
 from mockglot.openapi import document
 from mockglot.settings import Settings
@@ -47,13 +48,13 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
 
     routes = [route(endpoint, state) for endpoint in PUBLIC_ENDPOINTS]
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    routes.append(WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect))
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
         lifespan=lifespan,
     )
     app.state.mockglot = state
-    app.add_middleware(
-        RequestIdMiddleware, randomness=state.randomness, clock_ms=lambda: int(state.clock.now() * 1000)
-    )
+    app.state.hub = StreamHub(state, state.scenarios)
+    app.add_middleware(RequestIdMiddleware, randomness=state.randomness, clock_ms=lambda: int(state.clock.now() * 1000))
     return app

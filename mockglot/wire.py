@@ -189,6 +189,106 @@ class ErrorEnvelope(Struct, kw_only=True):
     error: ErrorDetail
 
 
+# --- stream frames (kallglot-api.md §7) ----------------------------------------------------------------
+
+
+class AudioFormat(Struct, kw_only=True):
+    encoding: Literal["mulaw"] = "mulaw"
+    sample_rate_hz: Literal[8000] = 8000
+
+
+class AudioPayload(Struct, kw_only=True):
+    encoding: str
+    sample_rate_hz: int
+    payload: str
+
+
+class AudioInput(Struct, kw_only=True, tag="audio.input", tag_field="type"):
+    sequence: int
+    speaker: str
+    audio: AudioPayload
+    timestamp_ms: int | None = None
+
+
+class Ping(Struct, tag="ping", tag_field="type"):
+    pass
+
+
+class SessionEndFrame(Struct, tag="session.end", tag_field="type"):
+    pass
+
+
+ClientFrame = AudioInput | Ping | SessionEndFrame
+
+
+class SessionReady(Struct, kw_only=True, tag="session.ready", tag_field="type"):
+    session_id: str
+    mode: Mode
+    source_language: str | None
+    target_language: str | None
+    audio: AudioFormat = msgspec.field(default_factory=AudioFormat)
+
+
+class TranscriptPartial(Struct, kw_only=True, tag="transcript.partial", tag_field="type"):
+    session_id: str
+    turn: int
+    speaker: TurnSpeaker
+    language: str | None
+    text: str
+
+
+class TranscriptFinal(Struct, kw_only=True, tag="transcript.final", tag_field="type"):
+    session_id: str
+    turn: int
+    speaker: TurnSpeaker
+    language: str | None
+    text: str
+    confidence: float
+    translation: Translation | UnsetType = UNSET
+    start_ms: int
+    end_ms: int
+
+
+class OutputAudio(Struct, kw_only=True):
+    encoding: Literal["mulaw"] = "mulaw"
+    sample_rate_hz: Literal[8000] = 8000
+    payload: str
+
+
+class AudioOutput(Struct, kw_only=True, tag="audio.output", tag_field="type"):
+    session_id: str
+    turn: int
+    speaker: TurnSpeaker
+    listener: Speaker
+    language: str | None
+    sequence: int
+    audio: OutputAudio
+
+
+class Pong(Struct, kw_only=True, tag="pong", tag_field="type"):
+    session_id: str
+
+
+class SessionEnded(Struct, kw_only=True, tag="session.ended", tag_field="type"):
+    session_id: str
+    reason: EndReason
+
+
+class FrameError(Struct, kw_only=True):
+    type: str
+    code: str
+    message: str
+    param: str | None
+
+
+class SessionError(Struct, kw_only=True, tag="session.error", tag_field="type"):
+    session_id: str
+    error: FrameError
+
+
+ServerFrame = SessionReady | TranscriptPartial | TranscriptFinal | AudioOutput | Pong | SessionEnded | SessionError
+
+
 encoder = msgspec.json.Encoder()
 
 

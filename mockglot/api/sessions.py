@@ -10,6 +10,7 @@ from mockglot.api.endpoint import Context, Endpoint, Reply
 from mockglot.api.transcript_formats import MEDIA_TYPES, RENDERERS
 from mockglot.errors import ApiError
 
+ENGINES = ("scripted", "vosk")
 PROVIDERS = {
     "phone_number": "twilio",
     "connection_id": "telnyx",
@@ -37,18 +38,19 @@ def resolve_provider(routing: wire.Routing | None) -> str | None:
         )
         if present
     ]
+    if routing.sip is not None and routing.type != "sip":
+        raise ApiError(
+            "invalid_routing",
+            '`routing.sip` is only allowed with `routing.type: "sip"`: add `"type": "sip"` for a SIP '
+            "destination, or remove `sip`.",
+            param="routing.sip",
+        )
     if len(chosen) != 1:
         found = f"got {', '.join(chosen)}" if chosen else "got none"
         raise ApiError(
             "invalid_routing",
             f'`routing` needs exactly one of `phone_number`, `connection_id` or `type: "sip"` ({found}).',
             param="routing",
-        )
-    if routing.sip is not None and routing.type != "sip":
-        raise ApiError(
-            "invalid_routing",
-            '`routing.sip` is only allowed with `routing.type: "sip"`.',
-            param="routing.sip",
         )
     return PROVIDERS[chosen[0]]
 
@@ -87,8 +89,17 @@ async def create_session(ctx: Context) -> Reply:
     request = ctx.parse(wire.SessionCreate)
     provider = resolve_provider(request.routing)
     validate_agent(request)
+    metadata = request.metadata or {}
+    scenario = ctx.state.scenarios.choose(ctx.key.key, metadata, ctx.state.settings.scenario)
+    engine = metadata.get("mockglot_engine", ctx.state.settings.engine)
+    if engine not in ENGINES:
+        raise ApiError(
+            "invalid_field_value",
+            f"Unknown engine {engine!r} in metadata.mockglot_engine: use {' or '.join(ENGINES)}.",
+            param="metadata.mockglot_engine",
+        )
     ctx.key.charge()
-    record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider)
+    record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine)
     return Reply(201, render.session(record, ctx.state.sessions, stream_origin(ctx.request)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mockglot.scenarios import ScenarioLibrary
 from mockglot.settings import Settings
 from mockglot.state.auth import KeyStore, load_keys_file
 from mockglot.state.clock import Clock
@@ -22,6 +23,8 @@ class ServerState:
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.idempotency = IdempotencyStore()
         self.sessions = SessionStore(self.clock, self.randomness, self.events)
+        self.scenarios = ScenarioLibrary(settings.fixtures)
+        self.scenarios.get(settings.scenario)  # an unknown default fails at start, not at the first session
         self.clock.on_change(self.sessions.sweep)
 
     def reset(self, organization: str | None = None) -> None:
@@ -34,3 +37,5 @@ class ServerState:
         self.sessions.reset(organization)
         self.idempotency.reset(organization)
         self.keys.reset(organization)
+        if organization is None:
+            self.scenarios.reset()

@@ -13,6 +13,7 @@ from mockglot.speech.codec import SAMPLE_RATE_HZ
 from mockglot.state.auth import Owner
 from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
+from mockglot.state.journal import Journal
 from mockglot.state.randomness import Randomness
 from mockglot.wire import EndReason, SessionCreate, Status
 
@@ -60,6 +61,9 @@ class SessionRecord:
     audio: dict[str, bytearray] = field(default_factory=dict)  # speaker -> mu-law bytes received
     last_sequence: dict[str, int] = field(default_factory=dict)  # speaker -> last accepted sequence
     connected: bool = False
+    scenario: str = "order-change"
+    engine: str = "scripted"
+    journal: Journal = field(default_factory=Journal)
 
     @property
     def mode(self) -> str:
@@ -111,7 +115,13 @@ class SessionStore:
         return [s for s in self._sessions.values() if organization is None or s.owner[0] == organization]
 
     def create(
-        self, owner: Owner, api_key: str, request: SessionCreate, provider: str | None
+        self,
+        owner: Owner,
+        api_key: str,
+        request: SessionCreate,
+        provider: str | None,
+        scenario: str = "order-change",
+        engine: str = "scripted",
     ) -> SessionRecord:
         now = self.clock.now()
         session_id = "sess_" + self.randomness.ulid("session", int(now * 1000))
@@ -124,6 +134,8 @@ class SessionStore:
             created_at=now,
             last_activity=now,
             token=self._new_token(session_id, owner, now),
+            scenario=scenario,
+            engine=engine,
         )
         self._sessions[session_id] = record
         self.events.publish(Event("session.created", record))

@@ -1,0 +1,353 @@
+"""The stream: `/v1/sessions/{id}/connect` (kallglot-api.md §7).
+
+One `Connection` per socket: a reader that validates client frames and feeds the session's pipeline, one
+writer that sends frames in order and journals them, and one player per listener that paces translated speech.
+Bad frames get a `session.error` and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from mockglot import wire
+from mockglot.engines.pipeline import SessionPipeline, SpeechJob
+from mockglot.errors import STREAM_CLOSE_CODES, ApiError
+from mockglot.faults import StreamFault
+from mockglot.speech import codec
+from mockglot.state.events import Event
+from mockglot.state.sessions import SessionRecord
+
+log = logging.getLogger("mockglot.stream")
+
+OUTPUT_FRAME_MS = 100
+OUTPUT_FRAME_BYTES = codec.SAMPLE_RATE_HZ * OUTPUT_FRAME_MS // 1000
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_PAYLOAD_B64 = (MAX_PAYLOAD_BYTES + 2) // 3 * 4
+SPEAKERS = ("customer", "agent")
+PACING_SLACK_MS = 2000  # with pacing checks on, audio may run this far ahead of real time, plus 2x
+
+
+def frame_error(session_id: str, exc: ApiError) -> wire.SessionError:
+    return wire.SessionError(session_id=session_id, error=wire.FrameError(**exc.frame_error()))
+
+
+def parse_client_frame(text: str) -> wire.ClientFrame:
+    """Decode and validate one client frame; every failure is an ApiError naming the field."""
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ApiError("invalid_message", f"Frames must be JSON text: {exc}.") from None
+    if not isinstance(raw, dict):
+        raise ApiError("invalid_message", f"A frame must be a JSON object, not {type(raw).__name__}.")
+    kind = raw.get("type")
+    if kind not in ("audio.input", "ping", "session.end"):
+        raise ApiError(
+            "invalid_message",
+            f"Unknown frame type {kind!r}: send audio.input, ping or session.end.",
+            param="type",
+        )
+    try:
+        frame = msgspec.convert(raw, wire.ClientFrame)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        path = message.rsplit("`$.", 1)[1].rstrip("`") if "`$." in message else None
+        if path is None and "missing required field" in message:
+            path = message.split("`")[1]
+            if "- at `$.audio`" in message:
+                path = f"audio.{path}"
+        code = "invalid_audio_format" if path and path.startswith("audio") else "invalid_message"
+        if path == "speaker":
+            code = "invalid_speaker"
+        raise ApiError(code, f"Invalid {kind} frame: {message}.", param=path) from None
+    return frame
+
+
+def audio_bytes(frame: wire.AudioInput) -> bytes:
+    """The frame's mu-law audio, after every check §7 names."""
+    audio = frame.audio
+    if frame.speaker not in SPEAKERS:
+        raise ApiError("invalid_speaker", f"Unknown speaker {frame.speaker!r}: use customer or agent.", param="speaker")
+    if audio.encoding != "mulaw":
+        raise ApiError(
+            "invalid_audio_format",
+            f"Unsupported encoding {audio.encoding!r}: send 8 kHz mono mu-law (encoding: mulaw).",
+            param="audio.encoding",
+        )
+    if audio.sample_rate_hz != codec.SAMPLE_RATE_HZ:
+        raise ApiError(
+            "invalid_audio_format",
+            f"Unsupported sample rate {audio.sample_rate_hz}: send 8000 Hz mu-law.",
+            param="audio.sample_rate_hz",
+        )
+    if len(audio.payload) > MAX_PAYLOAD_B64 + 4:
+        raise ApiError(
+            "invalid_audio_format",
+            f"The payload is larger than {MAX_PAYLOAD_BYTES} bytes: send 20-200 ms frames.",
+            param="audio.payload",
+        )
+    try:
+        data = base64.b64decode(audio.payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError("invalid_audio_format", "The payload is not valid base64.", param="audio.payload") from None
+    if not data:
+        raise ApiError("invalid_audio_format", "The payload is empty.", param="audio.payload")
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise ApiError(
+            "invalid_audio_format",
+            f"The payload is larger than {MAX_PAYLOAD_BYTES} bytes: send 20-200 ms frames.",
+            param="audio.payload",
+        )
+    return data
+
+
+class Connection:
+    """One client socket on one session."""
+
+    def __init__(self, websocket: WebSocket, record: SessionRecord, pipeline: SessionPipeline, hub: Any) -> None:
+        self.websocket = websocket
+        self.record = record
+        self.pipeline = pipeline
+        self.hub = hub
+        self.state = hub.state
+        self.outbox: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self.players: dict[str, asyncio.Queue[SpeechJob | None]] = {}
+        self.player_tasks: list[asyncio.Task[None]] = []
+        self.instant = hub.settings.output_pace == "instant"
+        self.close_code: int | None = None
+        self.frames_in = 0
+        self.faults: list[StreamFault] = list(hub.faults_for(record))
+        self.fired: dict[int, int] = {}
+        self.first_audio_wall: dict[str, float] = {}
+        self.ended = False
+
+    # --- Sink ---------------------------------------------------------------------------------------
+
+    def send(self, frame: wire.ServerFrame) -> None:
+        self.outbox.put_nowait((type(frame).__struct_config__.tag, wire.encode(frame).decode()))  # type: ignore[attr-defined]
+
+    def speak(self, job: SpeechJob) -> None:
+        queue = self.players.get(job.listener)
+        if queue is None:
+            queue = self.players[job.listener] = asyncio.Queue()
+            self.player_tasks.append(asyncio.create_task(self._play(queue)))
+        queue.put_nowait(job)
+
+    # --- tasks --------------------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        """The only task that sends: frames leave in the order they were produced."""
+        while True:
+            item = await self.outbox.get()
+            if item is None:
+                break
+            kind, text = item
+            self.record.journal.append("out", self.state.clock.now(), kind, text)
+            await self.websocket.send_text(text)
+        if self.websocket.client_state == WebSocketState.CONNECTED:
+            await self.websocket.close(self.close_code or 1000)
+
+    async def _play(self, queue: asyncio.Queue[SpeechJob | None]) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while (job := await queue.get()) is not None:
+            audio = job.audio if job.audio is not None else await self.hub.synthesize(job.text, job.language)
+            due = max(due, loop.time())
+            for offset in range(0, len(audio), OUTPUT_FRAME_BYTES):
+                chunk = audio[offset : offset + OUTPUT_FRAME_BYTES]
+                if not self.instant and not self.ended:
+                    await asyncio.sleep(max(due - loop.time(), 0))
+                    due += len(chunk) / codec.SAMPLE_RATE_HZ
+                self.send(
+                    wire.AudioOutput(
+                        session_id=self.record.id,
+                        turn=job.turn,
+                        speaker=job.speaker,  # type: ignore[arg-type]
+                        listener=job.listener,  # type: ignore[arg-type]
+                        language=job.language,
+                        sequence=self.pipeline.next_output_sequence(job.listener),
+                        audio=wire.OutputAudio(payload=base64.b64encode(chunk).decode()),
+                    )
+                )
+
+    async def _drain_players(self) -> None:
+        """Send what is left to say, at once: the stream is ending."""
+        self.ended = True
+        for queue in self.players.values():
+            queue.put_nowait(None)
+        if self.player_tasks:
+            await asyncio.gather(*self.player_tasks, return_exceptions=True)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        record = self.record
+        record.connected = True
+        self.pipeline.sink = self
+        unsubscribe = self.state.events.subscribe(self._on_event)
+        writer = asyncio.create_task(self._write())
+        try:
+            self.send(
+                wire.SessionReady(
+                    session_id=record.id,
+                    mode=record.request.mode,
+                    source_language=self.pipeline.languages["customer"],
+                    target_language=self.pipeline.languages["agent"],
+                )
+            )
+            await self._read()
+        finally:
+            unsubscribe()
+            record.connected = False
+            self.pipeline.sink = None
+            if not self.ended:
+                for task in self.player_tasks:
+                    task.cancel()
+            self.outbox.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await writer
+
+    async def _read(self) -> None:
+        while self.close_code is None:
+            try:
+                message = await self.websocket.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            now = self.state.clock.now()
+            text = message.get("text")
+            if text is None:
+                size = len(message.get("bytes") or b"")
+                self.record.journal.append("in", now, "(binary)", f"<{size} bytes>")
+                self._error(ApiError("invalid_message", "Binary frames are not accepted: send JSON text frames."))
+                continue
+            try:
+                frame = parse_client_frame(text)
+            except ApiError as exc:
+                self.record.journal.append("in", now, "(invalid)", text)
+                self._error(exc)
+                await self._faults()
+                continue
+            self.record.journal.append("in", now, frame.__struct_config__.tag, text)  # type: ignore[attr-defined]
+            self.frames_in += 1
+            self.state.sessions.touch(self.record)
+            if isinstance(frame, wire.Ping):
+                self.send(wire.Pong(session_id=self.record.id))
+            elif isinstance(frame, wire.SessionEndFrame):
+                await self._finish()
+                return
+            else:
+                await self._audio(frame)
+            await self._faults()
+
+    async def _audio(self, frame: wire.AudioInput) -> None:
+        try:
+            data = audio_bytes(frame)
+        except ApiError as exc:
+            self._error(exc)
+            return
+        last = self.record.last_sequence.get(frame.speaker)
+        if last is not None and frame.sequence <= last:
+            self._error(
+                ApiError(
+                    "duplicate_sequence",
+                    f"Sequence {frame.sequence} for {frame.speaker} is not above the last accepted ({last}); "
+                    "the frame was dropped.",
+                    param="sequence",
+                )
+            )
+            return
+        self.record.last_sequence[frame.speaker] = frame.sequence
+        self.state.sessions.add_audio(self.record, frame.speaker, data)
+        if self.hub.settings.pacing_checks and self._too_fast(frame.speaker):
+            self._error(ApiError("rate_limited", "Audio is arriving much faster than real time; send it at real time."))
+            self.close_code = 1008
+            return
+        await self.pipeline.audio(frame.speaker, codec.mulaw_to_pcm(data))
+
+    def _too_fast(self, speaker: str) -> bool:
+        wall = time.monotonic()
+        started = self.first_audio_wall.setdefault(speaker, wall)
+        audio_ms = len(self.record.audio[speaker]) * 1000 / codec.SAMPLE_RATE_HZ
+        return audio_ms > 2 * (wall - started) * 1000 + PACING_SLACK_MS
+
+    async def _faults(self) -> None:
+        for index, fault in enumerate(self.faults):
+            fired = self.fired.get(index, 0)
+            if fired >= fault.times or not fault.due(self.frames_in, self.pipeline.finals):
+                continue
+            if fault.probability < 1 and self.state.randomness.random("faults") >= fault.probability:
+                continue
+            self.fired[index] = fired + 1
+            message = fault.message or f"Injected fault: {fault.action}."
+            if fault.action == "close":
+                self._error(ApiError("internal_error", message) if fault.close_code == 1011 else None)
+                self.close_code = fault.close_code
+            elif fault.action == "error":
+                self._error(ApiError(fault.error_code, message))
+            elif fault.action == "malformed":
+                self.outbox.put_nowait(("(malformed)", '{"type": "transcript.final", "text": '))
+            elif fault.action == "stall":
+                await asyncio.sleep(fault.stall_ms / 1000)
+
+    def _error(self, exc: ApiError | None) -> None:
+        if exc is not None:
+            self.send(frame_error(self.record.id, exc))
+
+    async def _finish(self) -> None:
+        """`session.end`: flush speech in progress, say what is left, then `session.ended`."""
+        await self.pipeline.flush()
+        await self._drain_players()
+        self.state.sessions.end(self.record, "explicit_end")
+
+    def _on_event(self, event: Event) -> None:
+        if event.session is not self.record or event.type != "session.ended":
+            return
+        self.ended = True
+        for task in self.player_tasks:
+            task.cancel()
+        self.send(wire.SessionEnded(session_id=self.record.id, reason=self.record.end_reason or "api_end"))
+        self.close_code = 1000
+        self.outbox.put_nowait(None)
+
+
+async def reject(websocket: WebSocket, session_id: str, exc: ApiError) -> None:
+    """A failed connect: one `session.error`, then the close code of the table."""
+    await websocket.send_text(wire.encode(frame_error(session_id, exc)).decode())
+    await websocket.close(STREAM_CLOSE_CODES.get(exc.code, 1011))
+
+
+def presented_token(websocket: WebSocket) -> str | None:
+    token = websocket.query_params.get("token")
+    if token:
+        return token
+    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def connect(websocket: WebSocket) -> None:
+    hub = websocket.app.state.hub
+    session_id = websocket.path_params["session_id"]
+    await websocket.accept()
+    try:
+        record = hub.state.sessions.check_token(session_id, presented_token(websocket))
+    except ApiError as exc:
+        await reject(websocket, session_id, exc)
+        return
+    try:
+        await Connection(websocket, record, hub.pipeline(record), hub).run()
+    except Exception:
+        log.exception("stream on session %s failed", session_id)
+        record.connected = False
+        if websocket.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await reject(websocket, session_id, ApiError("internal_error", "mockglot hit an internal error."))

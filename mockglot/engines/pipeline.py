@@ -1,0 +1,208 @@
+"""A session's pipeline: recognizer -> translator -> synthesizer, shaped by the session's mode.
+
+It outlives any one WebSocket (a client may reconnect), keeps each speaker's recognizer and turn numbering,
+writes every final to the transcript, and hands frames to whichever connection is attached now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from msgspec import UNSET
+
+from mockglot import wire
+from mockglot.engines.base import Final, Partial, Recognizer
+from mockglot.engines.scripted import ScriptedRecognizer
+from mockglot.errors import ApiError
+from mockglot.scenarios import LoadedScenario
+from mockglot.speech.translate import Translator
+from mockglot.state.sessions import SessionRecord, SessionStore, Turn
+
+AI_MODES = ("ai_agent", "help_chat_voice")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechJob:
+    """Words for a listener to hear: pre-rendered audio, or text to synthesize in `language`."""
+
+    turn: int
+    speaker: str
+    listener: str
+    language: str | None
+    text: str
+    audio: bytes | None = None
+
+
+class Sink(Protocol):
+    def send(self, frame: wire.ServerFrame) -> None: ...
+
+    def speak(self, job: SpeechJob) -> None: ...
+
+
+RecognizerFactory = Callable[[SessionRecord, str, str | None], Recognizer]
+
+
+class SessionPipeline:
+    def __init__(
+        self,
+        record: SessionRecord,
+        sessions: SessionStore,
+        scenario: LoadedScenario,
+        translator: Translator,
+        make_recognizer: RecognizerFactory,
+        silence_ms: int = 500,
+    ) -> None:
+        self.record = record
+        self.sessions = sessions
+        self.scenario = scenario
+        self.translator = translator
+        self.make_recognizer = make_recognizer
+        self.silence_ms = silence_ms
+        self.sink: Sink | None = None
+        self.recognizers: dict[str, Recognizer | None] = {}
+        self.pending_turn: dict[str, int] = {}
+        self.ai_script = ScriptedRecognizer(scenario, "ai_agent", silence_ms=silence_ms)
+        self.output_sequence: dict[str, int] = {}
+        self.finals = 0
+        request = record.request
+        self.languages = {
+            "customer": request.source_language or scenario.scenario.source_language,
+            "agent": request.target_language or scenario.scenario.target_language,
+        }
+
+    # --- what the connection calls -----------------------------------------------------------------
+
+    async def audio(self, speaker: str, pcm: bytes) -> None:
+        recognizer = self._recognizer(speaker)
+        if recognizer is not None:
+            await self._handle(speaker, await recognizer.accept(pcm))
+
+    async def flush(self) -> None:
+        for speaker, recognizer in list(self.recognizers.items()):
+            if recognizer is not None:
+                await self._handle(speaker, await recognizer.flush())
+
+    def close(self) -> None:
+        for recognizer in self.recognizers.values():
+            if recognizer is not None:
+                recognizer.close()
+        self.recognizers.clear()
+
+    def next_output_sequence(self, listener: str) -> int:
+        sequence = self.output_sequence.get(listener, 0) + 1
+        self.output_sequence[listener] = sequence
+        return sequence
+
+    # --- inside ------------------------------------------------------------------------------------
+
+    def _send(self, frame: wire.ServerFrame) -> None:
+        if self.sink is not None:
+            self.sink.send(frame)
+
+    def _recognizer(self, speaker: str) -> Recognizer | None:
+        if speaker not in self.recognizers:
+            try:
+                self.recognizers[speaker] = self.make_recognizer(self.record, speaker, self.languages[speaker])
+            except ApiError as exc:
+                self.recognizers[speaker] = None  # reported once; the audio is still journaled
+                self._send(wire.SessionError(session_id=self.record.id, error=wire.FrameError(**exc.frame_error())))
+        return self.recognizers[speaker]
+
+    async def _handle(self, speaker: str, results: list[Partial | Final]) -> None:
+        for result in results:
+            turn = self.pending_turn.get(speaker)
+            if turn is None:
+                turn = self.pending_turn[speaker] = self.record.reserve_turn()
+            if isinstance(result, Partial):
+                self._send(
+                    wire.TranscriptPartial(
+                        session_id=self.record.id,
+                        turn=turn,
+                        speaker=speaker,  # type: ignore[arg-type]
+                        language=self.languages[speaker],
+                        text=result.text,
+                    )
+                )
+                continue
+            del self.pending_turn[speaker]
+            self._final(turn, speaker, result)
+            if speaker == "customer" and self.record.mode in AI_MODES:
+                self._ai_reply(result)
+
+    def _final(self, turn: int, speaker: str, result: Final) -> None:
+        mode = self.record.mode
+        language = self.languages[speaker]
+        listener = "agent" if speaker == "customer" else "customer"
+        target = self.languages[listener]
+        translated = mode not in AI_MODES and target is not None
+        translation = (
+            self.translator.translate(result.text, language, target, result.translation) if translated else None
+        )
+        self._record_final(turn, speaker, language, result, target if translated else None, translation)
+        audible = translated and (mode == "bidirectional_translation" or speaker == "agent")
+        if audible and self.sink is not None and translation is not None:
+            self.sink.speak(SpeechJob(turn, speaker, listener, target, translation, result.output_audio))
+
+    def _ai_reply(self, after: Final) -> None:
+        reply = self.ai_script.next_reply()
+        if reply is None:
+            return
+        turn = self.record.reserve_turn()
+        language = self.languages["customer"]
+        duration_ms = max(len(reply.text) * 60, 300)
+        result = Final(
+            text=reply.text,
+            confidence=1.0,
+            start_ms=after.end_ms,
+            end_ms=after.end_ms + duration_ms,
+            output_audio=self.scenario.audio.get(reply.audio) if reply.audio else None,
+        )
+        self._record_final(turn, "ai_agent", language, result, None, None)
+        if self.sink is not None:
+            self.sink.speak(SpeechJob(turn, "ai_agent", "customer", language, reply.text, result.output_audio))
+
+    def _record_final(
+        self,
+        turn: int,
+        speaker: str,
+        language: str | None,
+        result: Final,
+        translation_language: str | None,
+        translation: str | None,
+    ) -> None:
+        """One final: a frame to the client and a turn in the transcript, with the same text."""
+        self.finals += 1
+        self.sessions.add_turn(
+            self.record,
+            Turn(
+                sequence=turn,
+                speaker=speaker,
+                language=language,
+                text=result.text,
+                confidence=result.confidence,
+                timestamp=self.sessions.clock.now(),
+                start_ms=result.start_ms,
+                end_ms=result.end_ms,
+                translation_language=translation_language,
+                translation_text=translation,
+            ),
+        )
+        self._send(
+            wire.TranscriptFinal(
+                session_id=self.record.id,
+                turn=turn,
+                speaker=speaker,  # type: ignore[arg-type]
+                language=language,
+                text=result.text,
+                confidence=result.confidence,
+                translation=(
+                    wire.Translation(language=translation_language, text=translation)
+                    if translation is not None and translation_language is not None
+                    else UNSET
+                ),
+                start_ms=result.start_ms,
+                end_ms=result.end_ms,
+            )
+        )

@@ -1,0 +1,170 @@
+"""Speech synthesis for `audio.output`: text in, 8 kHz mu-law out.
+
+espeak-ng (shipped by the PyPI package `espeakng-loader`, so pip alone installs it) speaks in the listener's
+language; without it a deterministic tone whose length follows the text keeps the pipeline working.
+Both are synchronous and CPU-bound: callers run `synthesize` in a thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import struct
+import threading
+from typing import Protocol
+
+from mockglot.speech import codec
+
+# ISO-639-1 code -> espeak-ng voice name, where they differ. Every code of the supported list
+# (ar bg cs da de el en es fi fr he hi hu id it ja ko nl no pl pt ro ru sk sv th tr uk vi zh) was checked
+# with espeak_SetVoiceByName against the espeak-ng data in espeakng-loader 0.2.4: all load, none fall back.
+# Unknown codes fall back to `en` at run time (see `EspeakSynthesizer._voice_for`).
+_VOICE_NAMES: dict[str, str] = {"zh": "cmn", "no": "nb"}
+_FALLBACK_VOICE = "en"
+
+# espeak-ng constants (speak_lib.h).
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_ESPEAK_CHARS_UTF8 = 1
+_EE_OK = 0
+_ESPEAK_RATE = 1  # espeak_PARAMETER: words per minute
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class Synthesizer(Protocol):
+    name: str
+
+    def synthesize(self, text: str, language: str) -> bytes:
+        """Speak `text` in `language` (ISO-639-1); return 8 kHz mu-law."""
+        ...
+
+
+class _Espeak:
+    """The process-wide espeak-ng instance: the C library keeps global state and is not thread-safe."""
+
+    def __init__(self) -> None:
+        import espeakng_loader  # optional dependency: ImportError means "use the tone"
+
+        self.lock = threading.Lock()
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib.espeak_Initialize.restype = ctypes.c_int
+        self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        self._lib.espeak_Synth.restype = ctypes.c_int
+        rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        if rate <= 0:
+            raise RuntimeError(f"espeak_Initialize failed ({rate})")
+        self.sample_rate_hz: int = rate
+        self._chunks: list[bytes] = []
+        # Keep a reference: ctypes frees the trampoline when the Python object dies.
+        self._callback = _SynthCallback(self._collect)
+        self._lib.espeak_SetSynthCallback(self._callback)
+        self._voice: str | None = None
+
+    def _collect(self, wav: ctypes._Pointer[ctypes.c_short], samples: int, _events: int | None) -> int:
+        if wav and samples > 0:
+            self._chunks.append(ctypes.string_at(wav, samples * codec.SAMPLE_WIDTH))
+        return 0  # 0 = continue synthesis
+
+    def set_voice(self, voice: str) -> bool:
+        """Select a voice; False if espeak-ng has no such voice. Call with `lock` held."""
+        if voice == self._voice:
+            return True
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+            return False
+        self._voice = voice
+        return True
+
+    def speak(self, text: str, voice: str, words_per_minute: int) -> bytes:
+        """Return 16-bit PCM at `sample_rate_hz`. Call with `lock` held."""
+        if not self.set_voice(voice):
+            raise ValueError(f"espeak-ng has no voice {voice!r}")
+        self._lib.espeak_SetParameter(_ESPEAK_RATE, words_per_minute, 0)
+        data = text.encode() + b"\0"
+        self._chunks = []
+        err = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+        if err != _EE_OK:
+            raise RuntimeError(f"espeak_Synth failed ({err})")
+        pcm = b"".join(self._chunks)
+        self._chunks = []
+        return pcm
+
+
+@functools.cache
+def _espeak() -> _Espeak:
+    """Initialise espeak-ng once per process (it cannot be initialised twice with different settings)."""
+    return _Espeak()
+
+
+class EspeakSynthesizer:
+    """espeak-ng speech, resampled to 8 kHz mu-law; results cached by (text, voice, speed)."""
+
+    name = "espeak-ng"
+
+    def __init__(self, words_per_minute: int = 160, cache_size: int = 256) -> None:
+        self._engine = _espeak()
+        self.words_per_minute = words_per_minute
+        self._cached = functools.lru_cache(maxsize=cache_size)(self._render)
+
+    def synthesize(self, text: str, language: str) -> bytes:
+        return self._cached(text, self._voice_for(language), self.words_per_minute)
+
+    def cache_info(self) -> functools._CacheInfo:
+        return self._cached.cache_info()
+
+    def _voice_for(self, language: str) -> str:
+        code = language.lower().split("-")[0]
+        voice = _VOICE_NAMES.get(code, code)
+        with self._engine.lock:
+            return voice if self._engine.set_voice(voice) else _FALLBACK_VOICE
+
+    def _render(self, text: str, voice: str, words_per_minute: int) -> bytes:
+        with self._engine.lock:
+            pcm = self._engine.speak(text, voice, words_per_minute)
+        return codec.pcm_to_mulaw(codec.resample(pcm, self._engine.sample_rate_hz, codec.SAMPLE_RATE_HZ))
+
+
+class ToneSynthesizer:
+    """Dependency-free stand-in: a tone whose length follows the text and whose pitch identifies it."""
+
+    name = "tone"
+    MS_PER_CHAR = 60
+    MIN_MS = 300
+    MAX_MS = 10_000
+    AMPLITUDE = 8000
+
+    def synthesize(self, text: str, language: str) -> bytes:
+        duration_ms = min(max(len(text) * self.MS_PER_CHAR, self.MIN_MS), self.MAX_MS)
+        samples = duration_ms * codec.SAMPLE_RATE_HZ // 1000
+        step = 2 * math.pi * self.frequency_hz(text, language) / codec.SAMPLE_RATE_HZ
+        pcm = struct.pack(f"<{samples}h", *(round(self.AMPLITUDE * math.sin(step * i)) for i in range(samples)))
+        return codec.pcm_to_mulaw(pcm)
+
+    @staticmethod
+    def frequency_hz(text: str, language: str) -> int:
+        """300..1299 Hz from a stable hash (not `hash()`, which is salted per process)."""
+        digest = hashlib.sha256(f"{language}\0{text}".encode()).digest()
+        return 300 + int.from_bytes(digest[:4], "big") % 1000
+
+
+def default_synthesizer() -> Synthesizer:
+    """espeak-ng when `espeakng-loader` is installed and initialises, else the tone."""
+    try:
+        return EspeakSynthesizer()
+    except (ImportError, OSError, RuntimeError):
+        return ToneSynthesizer()

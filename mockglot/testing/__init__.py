@@ -1,0 +1,1 @@
+"""Helpers for testing against mockglot: a server in a thread, and the pytest plugin."""

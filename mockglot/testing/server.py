@@ -1,0 +1,85 @@
+"""The real app under a real uvicorn server, in a background thread, on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import uvicorn
+
+from mockglot.app import create_app
+from mockglot.settings import Settings
+from mockglot.state.server import ServerState
+
+T = TypeVar("T")
+
+
+class ServerThread:
+    """Starts on enter, stops on exit; `call()` runs a function on the server's event loop."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings(port=0)
+        self.state = ServerState(self.settings)
+        self.app = create_app(self.settings, self.state)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerThread:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", ws_ping_interval=None, lifespan="on")
+        self._server = uvicorn.Server(config)
+        started = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.call_soon(started.set)
+            loop.run_until_complete(self._server.serve(sockets=[sock]))  # type: ignore[union-attr]
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="mockglot-server", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("mockglot server failed to start")
+            threading.Event().wait(0.01)
+        return self
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function` on the server's loop (state is not thread-safe) and return its result."""
+        assert self._loop is not None
+
+        async def invoke() -> T:
+            return function(*args)
+
+        return asyncio.run_coroutine_threadsafe(invoke(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
