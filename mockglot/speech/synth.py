@@ -7,6 +7,7 @@ Both are synchronous and CPU-bound: callers run `synthesize` in a thread.
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import functools
 import hashlib
@@ -20,7 +21,7 @@ from mockglot.speech import codec
 # ISO-639-1 code -> espeak-ng voice name, where they differ. Every code of the supported list
 # (ar bg cs da de el en es fi fr he hi hu id it ja ko nl no pl pt ro ru sk sv th tr uk vi zh) was checked
 # with espeak_SetVoiceByName against the espeak-ng data in espeakng-loader 0.2.4: all load, none fall back.
-# Unknown codes fall back to `en` at run time (see `EspeakSynthesizer._voice_for`).
+# A voice espeak-ng lacks falls back to `en` at run time (see `_Espeak.speak`).
 _VOICE_NAMES: dict[str, str] = {"zh": "cmn", "no": "nb"}
 _FALLBACK_VOICE = "en"
 
@@ -43,71 +44,87 @@ class Synthesizer(Protocol):
 
 
 class _Espeak:
-    """The process-wide espeak-ng instance: the C library keeps global state and is not thread-safe."""
+    """espeak-ng, loaded afresh for every clip.
+
+    espeak-ng keeps synthesis state in C statics that no API call resets (the pitch-flutter phase in wavegen.c
+    runs on across utterances), so the same text sounds slightly different depending on what was spoken
+    before. Loading the library anew per clip (dlopen, initialise, speak, terminate, dlclose: about 4 ms)
+    makes the audio a pure function of (text, voice, speed), which the cache and the committed fixtures rely
+    on. The library is not thread-safe either: one process-wide lock serialises every use.
+    """
+
+    lock = threading.Lock()
 
     def __init__(self) -> None:
         import espeakng_loader  # optional dependency: ImportError means "use the tone"
 
-        self.lock = threading.Lock()
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        self._lib.espeak_Initialize.restype = ctypes.c_int
-        self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self._lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        self._lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
-        self._lib.espeak_Synth.restype = ctypes.c_int
-        rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
-        if rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed ({rate})")
-        self.sample_rate_hz: int = rate
+        self._library_path = espeakng_loader.get_library_path()
+        self._data_path = espeakng_loader.get_data_path().encode()
         self._chunks: list[bytes] = []
         # Keep a reference: ctypes frees the trampoline when the Python object dies.
         self._callback = _SynthCallback(self._collect)
-        self._lib.espeak_SetSynthCallback(self._callback)
-        self._voice: str | None = None
+        self.speak("", _FALLBACK_VOICE, 160)  # fail here, not mid-call, if the library or its data is broken
 
     def _collect(self, wav: ctypes._Pointer[ctypes.c_short], samples: int, _events: int | None) -> int:
         if wav and samples > 0:
             self._chunks.append(ctypes.string_at(wav, samples * codec.SAMPLE_WIDTH))
         return 0  # 0 = continue synthesis
 
-    def set_voice(self, voice: str) -> bool:
-        """Select a voice; False if espeak-ng has no such voice. Call with `lock` held."""
-        if voice == self._voice:
-            return True
-        if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-            return False
-        self._voice = voice
-        return True
+    def speak(self, text: str, voice: str, words_per_minute: int) -> tuple[bytes, int]:
+        """16-bit PCM and its sample rate; a voice espeak-ng lacks is replaced by the fallback voice."""
+        with self.lock:
+            lib = _open_library(self._library_path)
+            try:
+                rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data_path, 0)
+                if rate <= 0:
+                    raise RuntimeError(f"espeak_Initialize failed ({rate})")
+                lib.espeak_SetSynthCallback(self._callback)
+                if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+                    lib.espeak_SetVoiceByName(_FALLBACK_VOICE.encode())
+                lib.espeak_SetParameter(_ESPEAK_RATE, words_per_minute, 0)
+                data = text.encode() + b"\0"
+                self._chunks = []
+                err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+                if err != _EE_OK:
+                    raise RuntimeError(f"espeak_Synth failed ({err})")
+                return b"".join(self._chunks), rate
+            finally:
+                self._chunks = []
+                lib.espeak_Terminate()
+                _close_library(lib)
 
-    def speak(self, text: str, voice: str, words_per_minute: int) -> bytes:
-        """Return 16-bit PCM at `sample_rate_hz`. Call with `lock` held."""
-        if not self.set_voice(voice):
-            raise ValueError(f"espeak-ng has no voice {voice!r}")
-        self._lib.espeak_SetParameter(_ESPEAK_RATE, words_per_minute, 0)
-        data = text.encode() + b"\0"
-        self._chunks = []
-        err = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
-        if err != _EE_OK:
-            raise RuntimeError(f"espeak_Synth failed ({err})")
-        pcm = b"".join(self._chunks)
-        self._chunks = []
-        return pcm
+
+def _open_library(path: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(path)
+    lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
+    lib.espeak_Synth.restype = ctypes.c_int
+    return lib
+
+
+def _close_library(lib: ctypes.CDLL) -> None:
+    """Unload, so the next load starts from pristine statics (a no-op where the platform offers no unload)."""
+    unload = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary", None)
+    if unload is not None:
+        unload(lib._handle)
 
 
 @functools.cache
 def _espeak() -> _Espeak:
-    """Initialise espeak-ng once per process (it cannot be initialised twice with different settings)."""
+    """Find and check espeak-ng once per process."""
     return _Espeak()
 
 
@@ -122,21 +139,20 @@ class EspeakSynthesizer:
         self._cached = functools.lru_cache(maxsize=cache_size)(self._render)
 
     def synthesize(self, text: str, language: str) -> bytes:
-        return self._cached(text, self._voice_for(language), self.words_per_minute)
+        return self._cached(text, voice_for(language), self.words_per_minute)
 
     def cache_info(self) -> functools._CacheInfo:
         return self._cached.cache_info()
 
-    def _voice_for(self, language: str) -> str:
-        code = language.lower().split("-")[0]
-        voice = _VOICE_NAMES.get(code, code)
-        with self._engine.lock:
-            return voice if self._engine.set_voice(voice) else _FALLBACK_VOICE
-
     def _render(self, text: str, voice: str, words_per_minute: int) -> bytes:
-        with self._engine.lock:
-            pcm = self._engine.speak(text, voice, words_per_minute)
-        return codec.pcm_to_mulaw(codec.resample(pcm, self._engine.sample_rate_hz, codec.SAMPLE_RATE_HZ))
+        pcm, rate = self._engine.speak(text, voice, words_per_minute)
+        return codec.pcm_to_mulaw(codec.resample(pcm, rate, codec.SAMPLE_RATE_HZ))
+
+
+def voice_for(language: str) -> str:
+    """The espeak-ng voice name for an ISO-639-1 code (`pt-BR` and `PT` count as `pt`)."""
+    code = language.lower().split("-")[0]
+    return _VOICE_NAMES.get(code, code)
 
 
 class ToneSynthesizer:
