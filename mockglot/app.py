@@ -15,6 +15,10 @@ from starlette.routing import Route, WebSocketRoute
 
 from mockglot.api import sessions, stream
 from mockglot.api.endpoint import Endpoint, route
+from mockglot.control import faults, keys, requests, scenarios, system
+from mockglot.control import sessions as control_sessions
+from mockglot.control.endpoint import control_route
+from mockglot.control.middleware import FaultMiddleware, RequestJournalMiddleware
 from mockglot.engines.hub import StreamHub
 from mockglot.http import RequestIdMiddleware, http_exception, json_response, unhandled_exception
 from mockglot.openapi import document
@@ -22,16 +26,29 @@ from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 
 PUBLIC_ENDPOINTS: list[Endpoint] = [*sessions.ENDPOINTS]
+CONTROL_ENDPOINTS: list[Endpoint] = [
+    *system.ENDPOINTS,
+    *control_sessions.ENDPOINTS,
+    *requests.ENDPOINTS,
+    *faults.ENDPOINTS,
+    *scenarios.ENDPOINTS,
+    *keys.ENDPOINTS,
+]
 SWEEP_INTERVAL_SECONDS = 1.0
 
 
 def create_app(settings: Settings | None = None, state: ServerState | None = None) -> Starlette:
     settings = settings or Settings()
     state = state or ServerState(settings)
-    openapi = msgspec.json.encode(document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))
+    hub = StreamHub(state, state.scenarios)
+    public_doc = msgspec.json.encode(document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))
+    control_doc = msgspec.json.encode(document("mockglot control plane", CONTROL_ENDPOINTS, security=False))
 
-    async def openapi_json(request: Request) -> Response:
-        return json_response(200, openapi)
+    def serve_document(content: bytes) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return json_response(200, content)
+
+        return endpoint  # type: ignore[return-value]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -46,15 +63,22 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         finally:
             sweeper.cancel()
 
-    routes = [route(endpoint, state) for endpoint in PUBLIC_ENDPOINTS]
-    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
-    routes.append(WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect))
+    routes = [
+        *(route(endpoint, state) for endpoint in PUBLIC_ENDPOINTS),
+        WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect),
+        Route("/openapi.json", serve_document(public_doc), methods=["GET"]),
+        *(control_route(endpoint, state, hub) for endpoint in CONTROL_ENDPOINTS),
+        Route("/_mockglot/openapi.json", serve_document(control_doc), methods=["GET"]),
+    ]
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
         lifespan=lifespan,
     )
     app.state.mockglot = state
-    app.state.hub = StreamHub(state, state.scenarios)
+    app.state.hub = hub
+    # Added last runs first: request IDs wrap the journal, which wraps the faults.
+    app.add_middleware(FaultMiddleware, state=state)
+    app.add_middleware(RequestJournalMiddleware, state=state)
     app.add_middleware(RequestIdMiddleware, randomness=state.randomness, clock_ms=lambda: int(state.clock.now() * 1000))
     return app

@@ -28,6 +28,7 @@ CATALOGUE: dict[str, ErrorKind] = {
     "method_not_allowed": ErrorKind(405, "invalid_request_error"),
     "idempotency_conflict": ErrorKind(409, "conflict_error"),
     "session_ended": ErrorKind(409, "conflict_error"),
+    "session_not_connected": ErrorKind(409, "conflict_error"),  # [emulator] control plane: inject
     "missing_required_field": ErrorKind(422, "validation_error"),
     "invalid_field_value": ErrorKind(422, "validation_error"),
     "invalid_mode": ErrorKind(422, "validation_error"),

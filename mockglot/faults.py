@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import fnmatch
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta, Struct
 
-from mockglot.errors import CATALOGUE
+from mockglot.errors import CATALOGUE, ApiError
+from mockglot.state.randomness import Randomness
+from mockglot.wire import RestFault
+
+METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
 
 class StreamFault(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -17,6 +24,8 @@ class StreamFault(Struct, kw_only=True, forbid_unknown_fields=True):
     """
 
     action: Literal["close", "error", "stall", "malformed"]
+    api_key: str | None = None  # only streams of sessions created with this key
+    session_id: str | None = None  # only this session's streams
     after_frames: Annotated[int, Meta(ge=0)] | None = None
     after_finals: Annotated[int, Meta(ge=0)] | None = None
     close_code: Annotated[int, Meta(ge=1000, le=4999)] = 1011
@@ -42,3 +51,111 @@ class StreamFault(Struct, kw_only=True, forbid_unknown_fields=True):
         if self.after_finals is not None:
             return finals >= self.after_finals
         return frames >= (self.after_frames or 0)
+
+
+def rest_fault_problem(rule: RestFault) -> str | None:
+    """Why this REST fault can never match or would do nothing, or None when it is sound."""
+    if rule.method is not None and rule.method.upper() not in METHODS:
+        return f"method {rule.method!r} is not an HTTP method"
+    if rule.path is not None and not rule.path.startswith(("/v1", "*")):
+        return f"path {rule.path!r} never matches: faults apply to the public API under /v1"
+    if rule.probability == 0:
+        return "probability 0 never fires"
+    if rule.error_code is not None and rule.error_code not in CATALOGUE:
+        return f"unknown error_code {rule.error_code!r}"
+    if rule.error_code is None and rule.status is not None and error_code_for(rule.status) is None:
+        return f"no error code has status {rule.status}: give error_code too"
+    if rule.error_code is None and rule.status is None and not rule.drop and rule.latency_ms == 0:
+        return "the fault does nothing: give error_code or status, latency_ms, or drop"
+    return None
+
+
+def error_code_for(status: int) -> str | None:
+    return next((code for code, kind in CATALOGUE.items() if kind.status == status), None)
+
+
+def fault_error(rule: RestFault) -> ApiError | None:
+    code = rule.error_code or (error_code_for(rule.status) if rule.status is not None else None)
+    if code is None:
+        return None
+    retry_after = 1 if CATALOGUE[code].status in (409, 429, 503) else None
+    message = rule.message or f"Injected fault ({code}) from the mockglot control plane."
+    return ApiError(code, message, status=rule.status, retry_after=retry_after)
+
+
+@dataclass(slots=True)
+class ArmedFault:
+    id: str
+    kind: Literal["rest", "stream"]
+    rule: RestFault | StreamFault
+    fired: int = 0
+
+    @property
+    def times(self) -> int | None:
+        return self.rule.times
+
+    def exhausted(self) -> bool:
+        return self.times is not None and self.fired >= self.times
+
+
+class FaultRegistry:
+    """Faults armed through the control plane; scenario faults live with their scenario."""
+
+    def __init__(self, randomness: Randomness) -> None:
+        self.randomness = randomness
+        self._faults: dict[str, ArmedFault] = {}
+
+    def reset(self, api_keys: set[str] | None = None) -> None:
+        if api_keys is None:
+            self._faults.clear()
+        else:
+            self._faults = {k: f for k, f in self._faults.items() if f.rule.api_key not in api_keys}
+
+    def add(self, kind: Literal["rest", "stream"], rule: RestFault | StreamFault, now_ms: int) -> ArmedFault:
+        fault = ArmedFault("flt_" + self.randomness.ulid("fault", now_ms), kind, rule)
+        self._faults[fault.id] = fault
+        return fault
+
+    def remove(self, fault_id: str) -> bool:
+        return self._faults.pop(fault_id, None) is not None
+
+    def all(self) -> list[ArmedFault]:
+        return list(self._faults.values())
+
+    def fires(self, fault: ArmedFault) -> bool:
+        """Count a firing if the fault has firings left and its probability (under the seed) allows."""
+        if fault.exhausted():
+            return False
+        probability = fault.rule.probability
+        if probability < 1 and self.randomness.random("faults") >= probability:
+            return False
+        fault.fired += 1
+        return True
+
+    def match_rest(self, method: str, path: str, api_key: str | None) -> RestFault | None:
+        for fault in self._faults.values():
+            rule = fault.rule
+            if fault.kind != "rest" or not isinstance(rule, RestFault) or fault.exhausted():
+                continue
+            if rule.method is not None and rule.method.upper() != method:
+                continue
+            if rule.path is not None and not fnmatch.fnmatchcase(path, rule.path):
+                continue
+            if rule.api_key is not None and rule.api_key != api_key:
+                continue
+            if self.fires(fault):
+                return rule
+        return None
+
+    def stream_faults(self, api_key: str, session_id: str) -> list[ArmedFault]:
+        return [
+            fault
+            for fault in self._faults.values()
+            if isinstance(fault.rule, StreamFault)
+            and fault.rule.api_key in (None, api_key)
+            and fault.rule.session_id in (None, session_id)
+        ]
+
+    @staticmethod
+    def describe(fault: ArmedFault) -> dict[str, object]:
+        return msgspec.to_builtins(fault.rule)

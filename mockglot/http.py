@@ -85,6 +85,8 @@ async def read_json_body(request: Request, *, required: bool) -> Any:
         value = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise ApiError("invalid_request", f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
     if not isinstance(value, dict):
         raise ApiError(
             "invalid_request", f"The request body must be a JSON object, not {type(value).__name__}."

@@ -8,6 +8,8 @@ so strict mode can reject them and lenient mode can warn.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Any, TypeVar
 
 import msgspec
@@ -58,13 +60,17 @@ def _code_for(param: str) -> str:
 
 
 def _hint(param: str) -> str | None:
-    generic = re.sub(r"\[\d+\]", "", param)
+    generic = re.sub(r"\[(\d+|\.\.\.)\]", "", param)
     if generic.startswith("overrides."):
         generic = "ai_agent." + generic.removeprefix("overrides.")
     return HINTS.get(generic)
 
 
-def error_from_validation(exc: msgspec.ValidationError) -> ApiError:
+def error_from_validation(
+    exc: msgspec.ValidationError, value: Any = None, type_: Any = None
+) -> ApiError:
+    """The contract's error for msgspec's finding; with the checked `value` and its `type_`, a map entry
+    at fault is named by its key (`metadata.order_id`) instead of msgspec's `metadata[...]`."""
     message = str(exc)
     if (match := _MISSING.match(message)) is not None:
         at = _AT.search(message)
@@ -79,22 +85,82 @@ def error_from_validation(exc: msgspec.ValidationError) -> ApiError:
     if (match := _KEY_AT.search(message)) is not None:
         param = _path_to_param(match["path"])
         detail = message[: match.start()]
+        walked = _walk(param, value, type_) if type_ is not None else None
+        key = _first_bad_entry(walked[1], walked[2], 0) if walked else None
+        named = f"the key {key!r} is invalid" if key is not None else "a key is invalid"
         return ApiError(
             _code_for(param),
-            _explain(param, f"a key is invalid: {detail[0].lower()}{detail[1:]}"),
-            param=param,
+            _explain(param, f"{named}: {detail[0].lower()}{detail[1:]}"),
+            param=walked[0] if walked else param,
         )
     if (match := _AT.search(message)) is not None:
         param = _path_to_param(match["path"])
         detail = message[: match.start()]
-        return ApiError(_code_for(param), _explain(param, detail), param=param)
+        walked = _walk(param, value, type_) if type_ is not None and "[...]" in param else None
+        named = walked[0] if walked else param
+        return ApiError(_code_for(param), _explain(named, detail, hint=_hint(param)), param=named)
     return ApiError("invalid_field_value", f"The request body is invalid: {message}.", param=None)
 
 
-def _explain(param: str, detail: str) -> str:
-    hint = _hint(param)
+def _explain(param: str, detail: str, *, hint: str | None = None) -> str:
+    hint = hint or _hint(param)
     text = f"Invalid value for `{param}`: {detail[0].lower()}{detail[1:]}."
     return f"{text} It must be {hint}." if hint else text
+
+
+_PARTS = re.compile(r"\[\.\.\.\]|\[\d+\]|[^.\[]+")
+
+
+def _walk(param: str, value: Any, type_: Any) -> tuple[str, Any, Any] | None:
+    """Follow msgspec's path through the checked value and its type: (path with map keys named, the value
+    there, its type). msgspec calls a map entry `[...]`; the entry meant is the first whose value fails
+    the map's value type. None when the path leads anywhere unexpected: the caller keeps msgspec's path."""
+    named, node, hint = "", value, type_
+    try:
+        for part in _PARTS.findall(param):
+            hint = _concrete(hint)
+            if part == "[...]":
+                key = _first_bad_entry(node, hint, 1)
+                if key is None:
+                    return None
+                named, node, hint = f"{named}.{key}", node[key], typing.get_args(hint)[1]
+            elif part.startswith("["):
+                index = int(part[1:-1])
+                named, node, hint = named + part, node[index], typing.get_args(hint)[0]
+            else:
+                field = next(f for f in msgspec.structs.fields(hint) if f.encode_name == part)
+                named, node, hint = f"{named}.{part}" if named else part, node[part], field.type
+        return named, node, _concrete(hint)
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration):
+        return None
+
+
+def _concrete(hint: Any) -> Any:
+    """Strip `Annotated` and `| None` down to the type a value was checked against."""
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is typing.Annotated:
+            hint = typing.get_args(hint)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [m for m in typing.get_args(hint) if m is not type(None)]
+            if len(members) != 1:
+                raise TypeError(hint)
+            hint = members[0]
+        else:
+            return hint
+
+
+def _first_bad_entry(node: Any, hint: Any, position: int) -> str | None:
+    """The first key of the map `node` whose key (position 0) or value (position 1) fails `hint`'s type."""
+    if not isinstance(node, dict) or typing.get_origin(hint) is not dict:
+        return None
+    expected = typing.get_args(hint)[position]
+    for key, item in node.items():
+        try:
+            msgspec.convert(key if position == 0 else item, expected)
+        except msgspec.ValidationError:
+            return key
+    return None
 
 
 def unknown_fields(value: Any, type_: Any) -> list[str]:
@@ -122,6 +188,8 @@ def _unknown(value: Any, info: mi.Type, path: str) -> list[str]:
             else:
                 found.extend(_unknown(item, fields[key].type, child))
         return found
+    if isinstance(info, mi.DictType) and isinstance(value, dict):
+        return [p for key, item in value.items() for p in _unknown(item, info.value_type, f"{path}.{key}")]
     if isinstance(info, mi.ListType) and isinstance(value, list):
         return [p for i, item in enumerate(value) for p in _unknown(item, info.item_type, f"{path}[{i}]")]
     return []
@@ -133,11 +201,11 @@ def convert(value: Any, type_: type[T], *, strict: bool) -> tuple[T, list[str]]:
     if unknown and strict:
         raise ApiError(
             "invalid_field_value",
-            f"Unknown field `{unknown[0]}`. Remove it: this server runs in strict mode (--strict), which "
-            "rejects fields the API does not define.",
+            f"Unknown field `{unknown[0]}`: remove it. Strict validation (the server's --strict, and every "
+            "scenario file) rejects fields that are not defined.",
             param=unknown[0],
         )
     try:
         return msgspec.convert(value, type_), unknown
     except msgspec.ValidationError as exc:
-        raise error_from_validation(exc) from None
+        raise error_from_validation(exc, value, type_) from None

@@ -289,6 +289,169 @@ class SessionError(Struct, kw_only=True, tag="session.error", tag_field="type"):
 ServerFrame = SessionReady | TranscriptPartial | TranscriptFinal | AudioOutput | Pong | SessionEnded | SessionError
 
 
+# --- the control plane (/_mockglot): not part of the Kallglot API ------------------------------------------
+
+
+class Health(Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    version: str
+    engine: str
+    sessions: int
+    live_streams: int
+
+
+class ResetRequest(Struct, kw_only=True):
+    organization: str | None = None
+    api_key: str | None = None
+
+
+class ResetResult(Struct, kw_only=True):
+    reset: Literal["all", "organization"]
+    organization: str | None = None
+
+
+class ClockRequest(Struct, kw_only=True):
+    set: str | float | None = None  # ISO-8601 or unix seconds
+    advance: float | None = None  # seconds, may be negative
+    reset: bool = False
+
+
+class ClockState(Struct, kw_only=True):
+    now: str
+    unix: float
+    offset_seconds: float
+
+
+class SeedRequest(Struct, kw_only=True):
+    seed: int | None
+
+
+class SeedState(Struct, kw_only=True):
+    seed: int | None
+
+
+class ControlSession(Struct, kw_only=True):
+    id: str
+    organization: str
+    environment: str
+    api_key: str  # redacted
+    status: Status
+    mode: Mode
+    scenario: str
+    engine: str
+    connected: bool
+    end_reason: EndReason | None
+    turns: int
+    audio_ms: dict[str, int]
+    frames_in: int
+    frames_out: int
+    created_at: str
+
+
+class JournalFrame(Struct, kw_only=True):
+    index: int
+    direction: Literal["in", "out"]
+    at: str
+    type: str
+    frame: Any  # the decoded frame, or the raw text when it was not JSON
+
+
+class FrameJournal(Struct, kw_only=True):
+    session_id: str
+    count: int
+    complete: bool  # False when ?wait_for timed out before enough frames arrived
+    frames: list[JournalFrame]
+
+
+class InjectRequest(Struct, kw_only=True):
+    frame: dict[str, Any] | None = None
+    raw: str | None = None
+
+
+class RequestRecord(Struct, kw_only=True):
+    request_id: str
+    at: str
+    method: str
+    path: str
+    query: str
+    status: int
+    api_key: str | None  # redacted
+    headers: dict[str, str]  # credentials redacted
+    body: str
+    duration_ms: float
+
+
+class RestFault(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Match REST requests by method, path (a glob such as /v1/sessions*) and key; answer with an error,
+    add latency, or drop the connection."""
+
+    method: str | None = None
+    path: str | None = None
+    api_key: str | None = None
+    error_code: str | None = None
+    status: Annotated[int, Meta(ge=400, le=599)] | None = None
+    message: str | None = None
+    latency_ms: Annotated[int, Meta(ge=0, le=600_000)] = 0
+    drop: bool = False
+    times: Annotated[int, Meta(ge=1)] | None = 1  # None: every time
+    probability: Annotated[float, Meta(ge=0, le=1)] = 1.0
+
+
+class FaultRecord(Struct, kw_only=True):
+    id: str
+    kind: Literal["rest", "stream"]
+    rule: dict[str, Any]
+    fired: int
+
+
+class ScenarioUpload(Struct, kw_only=True):
+    scenario: dict[str, Any] | None = None  # the scenario document as JSON
+    yaml: str | None = None  # or as YAML text
+
+
+class ScenarioInfo(Struct, kw_only=True):
+    name: str
+    description: str
+    source: str
+    source_language: str | None
+    target_language: str | None
+    turns: dict[str, int]
+
+
+class NextScenario(Struct, kw_only=True):
+    api_key: str
+    scenario: str
+
+
+class KeyUpdate(Struct, kw_only=True, forbid_unknown_fields=True):
+    key: str
+    organization: str | None = None
+    credits: Annotated[int, Meta(ge=0)] | None = None
+    unlimited_credits: bool = False
+    scopes: list[str] | None = None
+    revoked: bool | None = None
+    inactive: bool | None = None
+    rate_limit: Annotated[int, Meta(ge=1)] | None = None
+
+
+class KeyInfo(Struct, kw_only=True):
+    key: str  # redacted
+    organization: str
+    environment: str
+    credits: int | None
+    credits_used: int
+    credits_remaining: int
+    scopes: list[str]
+    revoked: bool
+    inactive: bool
+    rate_limit: int | None
+
+
+class ListOf(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[Any]
+
+
 encoder = msgspec.json.Encoder()
 
 

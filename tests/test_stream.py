@@ -137,7 +137,7 @@ async def test_pacing_checks_close_1008():
 
 
 async def test_fault_close_1011(server, client):
-    server.call(server.app.state.hub.stream_faults.append, _fault(action="close", after_frames=2, close_code=1011))
+    server.call(server.state.faults.add, "stream", _fault(action="close", after_frames=2, close_code=1011), 0)
     try:
         stream = await client.open_stream(await client.create_session())
         await stream.send_json({"type": "ping"})
@@ -146,7 +146,7 @@ async def test_fault_close_1011(server, client):
         assert frames[-1]["type"] == "session.error" and frames[-1]["error"]["code"] == "internal_error"
         assert stream.close_code == 1011
     finally:
-        server.call(server.app.state.hub.stream_faults.clear)
+        server.call(server.state.faults.reset)
 
 
 def _fault(**kwargs):

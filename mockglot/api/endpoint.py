@@ -27,6 +27,7 @@ from mockglot.wire import encode
 
 T = TypeVar("T")
 WARNING_HEADER = "X-Mockglot-Warning"
+MAX_WARNED_FIELDS = 10
 
 
 @dataclass(slots=True)
@@ -51,7 +52,9 @@ class Context:
     def parse(self, type_: type[T]) -> T:
         value, unknown = validation.convert(self.body or {}, type_, strict=self.state.settings.strict)
         if unknown:
-            self.warnings.append(f"ignored unknown field(s): {', '.join(unknown)}")
+            shown = ", ".join(unknown[:MAX_WARNED_FIELDS])
+            more = f" and {len(unknown) - MAX_WARNED_FIELDS} more" if len(unknown) > MAX_WARNED_FIELDS else ""
+            self.warnings.append(f"ignored unknown field(s): {shown}{more}")
         return value
 
 
@@ -121,7 +124,7 @@ def route(endpoint: Endpoint, state: ServerState) -> Route:
                 claimed = None
             headers = {**usage_headers(key, rate), **reply.headers}
             if ctx.warnings:
-                headers[WARNING_HEADER] = "; ".join(ctx.warnings)
+                headers[WARNING_HEADER] = header_safe("; ".join(ctx.warnings))
             if reply.media_type:
                 return Response(
                     content, status_code=reply.status, media_type=reply.media_type, headers=headers
@@ -135,6 +138,11 @@ def route(endpoint: Endpoint, state: ServerState) -> Route:
                 state.idempotency.abandon(*claimed)
 
     return Route(endpoint.path, run, methods=[endpoint.method], name=endpoint.summary)
+
+
+def header_safe(text: str) -> str:
+    """A header value may only hold printable latin-1: escape the rest (a field name can be any string)."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _fingerprint(request: Request, body: Any) -> str:

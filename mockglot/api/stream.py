@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from mockglot import wire
 from mockglot.engines.pipeline import SessionPipeline, SpeechJob
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
-from mockglot.faults import StreamFault
+from mockglot.faults import ArmedFault, StreamFault
 from mockglot.speech import codec
 from mockglot.state.events import Event
 from mockglot.state.sessions import SessionRecord
@@ -124,8 +124,7 @@ class Connection:
         self.instant = hub.settings.output_pace == "instant"
         self.close_code: int | None = None
         self.frames_in = 0
-        self.faults: list[StreamFault] = list(hub.faults_for(record))
-        self.fired: dict[int, int] = {}
+        self.faults: list[ArmedFault] = hub.faults_for(record)
         self.first_audio_wall: dict[str, float] = {}
         self.ended = False
 
@@ -133,6 +132,15 @@ class Connection:
 
     def send(self, frame: wire.ServerFrame) -> None:
         self.outbox.put_nowait((type(frame).__struct_config__.tag, wire.encode(frame).decode()))  # type: ignore[attr-defined]
+
+    def send_raw(self, kind: str, text: str) -> None:
+        """Send text as it is (the control plane's inject, a malformed-frame fault)."""
+        self.outbox.put_nowait((kind, text))
+
+    def abort(self, code: int, message: str) -> None:
+        self.send(frame_error(self.record.id, ApiError("session_not_found", message)))
+        self.close_code = code
+        self.outbox.put_nowait(None)
 
     def speak(self, job: SpeechJob) -> None:
         queue = self.players.get(job.listener)
@@ -191,6 +199,7 @@ class Connection:
     async def run(self) -> None:
         record = self.record
         record.connected = True
+        self.hub.connections[record.id] = self
         self.pipeline.sink = self
         unsubscribe = self.state.events.subscribe(self._on_event)
         writer = asyncio.create_task(self._write())
@@ -207,6 +216,7 @@ class Connection:
         finally:
             unsubscribe()
             record.connected = False
+            self.hub.connections.pop(record.id, None)
             self.pipeline.sink = None
             if not self.ended:
                 for task in self.player_tasks:
@@ -281,23 +291,24 @@ class Connection:
         return audio_ms > 2 * (wall - started) * 1000 + PACING_SLACK_MS
 
     async def _faults(self) -> None:
-        for index, fault in enumerate(self.faults):
-            fired = self.fired.get(index, 0)
-            if fired >= fault.times or not fault.due(self.frames_in, self.pipeline.finals):
+        for fault in self.faults:
+            rule = fault.rule
+            assert isinstance(rule, StreamFault)
+            if fault.exhausted() or not rule.due(self.frames_in, self.pipeline.finals):
                 continue
-            if fault.probability < 1 and self.state.randomness.random("faults") >= fault.probability:
+            if not self.state.faults.fires(fault):
                 continue
-            self.fired[index] = fired + 1
-            message = fault.message or f"Injected fault: {fault.action}."
-            if fault.action == "close":
-                self._error(ApiError("internal_error", message) if fault.close_code == 1011 else None)
-                self.close_code = fault.close_code
-            elif fault.action == "error":
-                self._error(ApiError(fault.error_code, message))
-            elif fault.action == "malformed":
-                self.outbox.put_nowait(("(malformed)", '{"type": "transcript.final", "text": '))
-            elif fault.action == "stall":
-                await asyncio.sleep(fault.stall_ms / 1000)
+            message = rule.message or f"Injected fault: {rule.action}."
+            if rule.action == "close":
+                if rule.close_code == 1011:
+                    self._error(ApiError("internal_error", message))
+                self.close_code = rule.close_code
+            elif rule.action == "error":
+                self._error(ApiError(rule.error_code, message))
+            elif rule.action == "malformed":
+                self.send_raw("(malformed)", '{"type": "transcript.final", "text": ')
+            elif rule.action == "stall":
+                await asyncio.sleep(rule.stall_ms / 1000)
 
     def _error(self, exc: ApiError | None) -> None:
         if exc is not None:

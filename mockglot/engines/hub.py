@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from mockglot.engines.base import Recognizer
 from mockglot.engines.pipeline import SessionPipeline
 from mockglot.engines.scripted import ScriptedRecognizer
-from mockglot.faults import StreamFault
+from mockglot.faults import ArmedFault
 from mockglot.scenarios import ScenarioLibrary
 from mockglot.speech.synth import Synthesizer, default_synthesizer
 from mockglot.speech.translate import Translator
 from mockglot.state.server import ServerState
 from mockglot.state.sessions import SessionRecord
+
+if TYPE_CHECKING:
+    from mockglot.engines.vosk import VoskEngine
 
 BUILTIN_PHRASEBOOK = Path(__file__).parent.parent / "builtin" / "phrasebook"
 
@@ -43,15 +47,23 @@ class StreamHub:
         self.translator = Translator([f for f in folders if f.is_dir()])
         self.synthesizer = synthesizer or default_synthesizer()
         self.pipelines: dict[str, SessionPipeline] = {}
-        self.stream_faults: list[StreamFault] = []
-        self._vosk = None
+        self.connections: dict[str, Any] = {}  # session id -> its open Connection
+        self._scenario_faults: dict[str, list[ArmedFault]] = {}
+        self._vosk: VoskEngine | None = None
+        if self.settings.engine == "vosk" or self.settings.vosk_models:
+            self.vosk()  # a missing or broken model path fails at start, naming the path
 
-    def reset(self) -> None:
-        for pipeline in self.pipelines.values():
-            pipeline.close()
-        self.pipelines.clear()
-        self.stream_faults.clear()
-        self.scenarios.reset()
+    def reset(self, organization: str | None = None) -> None:
+        """Close the streams and drop the pipelines of everything a state reset forgets."""
+        for session_id in list(self.pipelines):
+            record = self.pipelines[session_id].record
+            if organization is not None and record.owner[0] != organization:
+                continue
+            connection = self.connections.get(session_id)
+            if connection is not None:
+                connection.abort(4004, "The session was removed by a reset of the mockglot control plane.")
+            self.pipelines.pop(session_id).close()
+            self._scenario_faults.pop(session_id, None)
 
     def pipeline(self, record: SessionRecord) -> SessionPipeline:
         pipeline = self.pipelines.get(record.id)
@@ -66,8 +78,15 @@ class StreamHub:
             )
         return pipeline
 
-    def faults_for(self, record: SessionRecord) -> list[StreamFault]:
-        return [*self.scenarios.get(record.scenario).scenario.faults, *self.stream_faults]
+    def faults_for(self, record: SessionRecord) -> list[ArmedFault]:
+        """The scenario's faults (counted per session) and the control plane's (counted across sessions)."""
+        scenario_faults = self._scenario_faults.get(record.id)
+        if scenario_faults is None:
+            scenario_faults = self._scenario_faults[record.id] = [
+                ArmedFault(f"scenario:{index}", "stream", fault)
+                for index, fault in enumerate(self.scenarios.get(record.scenario).scenario.faults)
+            ]
+        return [*scenario_faults, *self.state.faults.stream_faults(record.api_key, record.id)]
 
     def make_recognizer(self, record: SessionRecord, speaker: str, language: str | None) -> Recognizer:
         scenario = self.scenarios.get(record.scenario)
@@ -76,11 +95,14 @@ class StreamHub:
             return self.vosk().recognizer(language, phrases)
         return ScriptedRecognizer(scenario, speaker, silence_ms=self.settings.vad_silence_ms)
 
-    def vosk(self):
+    def vosk(self) -> VoskEngine:
+        """The Vosk engine, built on first use: a scripted-only server never imports vosk."""
         if self._vosk is None:
-            from mockglot.engines.vosk import VoskEngine, VoskModels, parse_model_specs
+            from mockglot.engines.vosk import VoskEngine, VoskModels
 
-            self._vosk = VoskEngine(VoskModels(parse_model_specs(self.settings.vosk_models)))
+            models = VoskModels.from_specs(self.settings.vosk_models)
+            models.validate()
+            self._vosk = VoskEngine(models)
         return self._vosk
 
     async def synthesize(self, text: str, language: str | None) -> bytes:

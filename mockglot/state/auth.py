@@ -107,9 +107,7 @@ def load_keys_file(path: str | Path) -> list[KeyConfig]:
         raise ValueError(f"keys file {path} is invalid: {exc}") from None
     for entry in keys:
         if not KEY_PATTERN.match(entry.key):
-            raise ValueError(
-                f"keys file {path}: `{redact(entry.key)}` is not of the form sk_live_…/sk_test_…"
-            )
+            raise ValueError(f"keys file {path}: `{redact(entry.key)}` is not of the form sk_live_…/sk_test_…")
         unknown = set(entry.scopes or ()) - set(SCOPES)
         if unknown:
             raise ValueError(f"keys file {path}: unknown scopes {sorted(unknown)}; known: {list(SCOPES)}")

@@ -52,8 +52,7 @@ class RateLimited(ApiError):
     def __init__(self, status: RateStatus, retry_after: int) -> None:
         super().__init__(
             "rate_limit_exceeded",
-            f"Too many requests: this key may make {status.limit} requests a minute. "
-            f"Retry after {retry_after} s.",
+            f"Too many requests: this key may make {status.limit} requests a minute. Retry after {retry_after} s.",
             retry_after=retry_after,
         )
         self.rate = status

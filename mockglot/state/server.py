@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from mockglot.faults import FaultRegistry
 from mockglot.scenarios import ScenarioLibrary
 from mockglot.settings import Settings
-from mockglot.state.auth import KeyStore, load_keys_file
+from mockglot.state.auth import KeyStore, load_keys_file, redact
 from mockglot.state.clock import Clock
 from mockglot.state.events import EventBus
 from mockglot.state.idempotency import IdempotencyStore
 from mockglot.state.randomness import Randomness
 from mockglot.state.ratelimit import RateLimiter
+from mockglot.state.requests import RequestJournal
 from mockglot.state.sessions import SessionStore
 
 
@@ -24,16 +26,29 @@ class ServerState:
         self.idempotency = IdempotencyStore()
         self.sessions = SessionStore(self.clock, self.randomness, self.events)
         self.scenarios = ScenarioLibrary(settings.fixtures)
-        self.scenarios.get(settings.scenario)  # an unknown default fails at start, not at the first session
+        try:
+            self.scenarios.get(settings.scenario)  # an unknown default fails at start, not at the first session
+        except KeyError:
+            raise ValueError(
+                f"unknown scenario {settings.scenario!r}: give a scenario file's path or one of "
+                f"{', '.join(self.scenarios.names())} (add folders with --fixtures)"
+            ) from None
+        self.faults = FaultRegistry(self.randomness)
+        self.requests = RequestJournal()
         self.clock.on_change(self.sessions.sweep)
 
     def reset(self, organization: str | None = None) -> None:
-        """Forget everything (or one organization's part): sessions, idempotency keys, usage."""
+        """Forget everything (or one organization's part): sessions, idempotency keys, usage, faults, journals."""
         if organization is None:
             self.randomness.reseed(self.settings.seed)
             self.rate_limiter.reset()
+            self.faults.reset()
+            self.requests.reset()
         else:
-            self.rate_limiter.reset({k.key for k in self.keys.all() if k.organization == organization})
+            keys = {k.key for k in self.keys.all() if k.organization == organization}
+            self.rate_limiter.reset(keys)
+            self.faults.reset(keys)
+            self.requests.reset({redact(k) for k in keys})
         self.sessions.reset(organization)
         self.idempotency.reset(organization)
         self.keys.reset(organization)

@@ -1,0 +1,67 @@
+"""Faults: arm REST and stream faults, list them with how often they fired, disarm them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from mockglot import wire
+from mockglot.api.endpoint import Endpoint, Reply
+from mockglot.control.endpoint import ControlContext
+from mockglot.errors import ApiError
+from mockglot.faults import ArmedFault, FaultRegistry, StreamFault, rest_fault_problem
+
+
+def record(fault: ArmedFault) -> wire.FaultRecord:
+    return wire.FaultRecord(id=fault.id, kind=fault.kind, rule=FaultRegistry.describe(fault), fired=fault.fired)
+
+
+def _arm(ctx: ControlContext, kind: Literal["rest", "stream"]) -> Reply:
+    if kind == "rest":
+        rule: wire.RestFault | StreamFault = ctx.parse(wire.RestFault)
+        problem = rest_fault_problem(rule)  # type: ignore[arg-type]
+    else:
+        rule = ctx.parse(StreamFault)
+        problem = rule.check()  # type: ignore[union-attr]
+    if problem is not None:
+        raise ApiError("invalid_field_value", f"This fault is rejected: {problem}.")
+    fault = ctx.state.faults.add(kind, rule, int(ctx.state.clock.now() * 1000))
+    return Reply(201, record(fault))
+
+
+async def arm_rest(ctx: ControlContext) -> Reply:
+    return _arm(ctx, "rest")
+
+
+async def arm_stream(ctx: ControlContext) -> Reply:
+    return _arm(ctx, "stream")
+
+
+async def list_faults(ctx: ControlContext) -> Reply:
+    return Reply(200, wire.ListOf(data=[record(f) for f in ctx.state.faults.all()]))
+
+
+async def disarm(ctx: ControlContext) -> Reply:
+    fault_id = ctx.path("fault_id")
+    if not ctx.state.faults.remove(fault_id):
+        raise ApiError("route_not_found", f"No fault {fault_id!r}.", param="fault_id")
+    return Reply(200, {"id": fault_id, "deleted": True})
+
+
+async def disarm_all(ctx: ControlContext) -> Reply:
+    ctx.state.faults.reset()
+    return Reply(200, {"deleted": True})
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/_mockglot/faults", list_faults, "", "List faults", response=wire.ListOf),
+    Endpoint(
+        "POST", "/_mockglot/faults/rest", arm_rest, "", "Arm a REST fault",
+        status=201, request=wire.RestFault, response=wire.FaultRecord, body_required=True,
+    ),
+    Endpoint(
+        "POST", "/_mockglot/faults/stream", arm_stream, "", "Arm a stream fault",
+        status=201, request=StreamFault, response=wire.FaultRecord, body_required=True,
+    ),
+    Endpoint("DELETE", "/_mockglot/faults/{fault_id}", disarm, "", "Disarm a fault"),
+    Endpoint("DELETE", "/_mockglot/faults", disarm_all, "", "Disarm every fault"),
+]  # fmt: skip

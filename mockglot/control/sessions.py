@@ -1,0 +1,173 @@
+"""Sessions as the server sees them: state, the frame journal (with a blocking wait), received audio, inject."""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+
+from mockglot import wire
+from mockglot.api.endpoint import Endpoint, Reply
+from mockglot.control.endpoint import ControlContext, query_float
+from mockglot.errors import ApiError
+from mockglot.speech import codec
+from mockglot.state.auth import redact
+from mockglot.state.clock import isoformat
+from mockglot.state.sessions import SessionRecord
+
+WAVE_FORMAT_MULAW = 7
+WAVE_FORMAT_PCM = 1
+
+
+def find(ctx: ControlContext) -> SessionRecord:
+    session_id = ctx.path("session_id")
+    record = ctx.state.sessions.find(session_id)
+    if record is None:
+        raise ApiError("session_not_found", f"No session {session_id!r} on this server.", param="session_id")
+    return record
+
+
+def describe(record: SessionRecord) -> wire.ControlSession:
+    return wire.ControlSession(
+        id=record.id,
+        organization=record.owner[0],
+        environment=record.owner[1],
+        api_key=redact(record.api_key),
+        status=record.status,
+        mode=record.request.mode,
+        scenario=record.scenario,
+        engine=record.engine,
+        connected=record.connected,
+        end_reason=record.end_reason,
+        turns=len(record.turns),
+        audio_ms={speaker: codec.ms_of_samples(len(data)) for speaker, data in record.audio.items()},
+        frames_in=record.journal.count("in"),
+        frames_out=record.journal.count("out"),
+        created_at=isoformat(record.created_at),
+    )
+
+
+async def list_sessions(ctx: ControlContext) -> Reply:
+    key = ctx.query("api_key")
+    organization = ctx.query("organization")
+    if key is not None:
+        found = ctx.state.keys.get(key)
+        organization = found.organization if found else "(no such key)"
+    return Reply(200, wire.ListOf(data=[describe(r) for r in ctx.state.sessions.all(organization)]))
+
+
+async def get_session(ctx: ControlContext) -> Reply:
+    return Reply(200, describe(find(ctx)))
+
+
+def _direction(ctx: ControlContext) -> str | None:
+    direction = ctx.query("direction")
+    if direction not in (None, "in", "out"):
+        raise ApiError("invalid_field_value", "`direction` is `in` (client to server) or `out`.", param="direction")
+    return direction
+
+
+async def frames(ctx: ControlContext) -> Reply:
+    """The journal; `?wait_for=N` blocks until N matching frames exist (or `timeout` seconds pass)."""
+    record = find(ctx)
+    direction = _direction(ctx)
+    type_ = ctx.query("type")
+    wait_for = int(query_float(ctx, "wait_for", 0, 0, 1_000_000))
+    timeout = query_float(ctx, "timeout", 10, 0, 300)
+    complete = True
+    if wait_for:
+        complete = await record.journal.wait_for(wait_for, timeout, direction, type_)  # type: ignore[arg-type]
+    entries = [
+        e
+        for e in record.journal.entries
+        if (direction is None or e.direction == direction) and (type_ is None or e.type == type_)
+    ]
+    return Reply(
+        200,
+        wire.FrameJournal(
+            session_id=record.id,
+            count=len(entries),
+            complete=complete,
+            frames=[
+                wire.JournalFrame(
+                    index=e.index, direction=e.direction, at=isoformat(e.at), type=e.type, frame=_decoded(e.text)
+                )
+                for e in entries
+            ],
+        ),
+    )
+
+
+def _decoded(text: str) -> object:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+def wav(data: bytes, *, mulaw: bool) -> bytes:
+    """A WAV file: mu-law as received (byte for byte), or decoded to 16-bit PCM."""
+    fmt, width = (WAVE_FORMAT_MULAW, 1) if mulaw else (WAVE_FORMAT_PCM, 2)
+    rate = codec.SAMPLE_RATE_HZ
+    fmt_chunk = struct.pack("<HHIIHH", fmt, 1, rate, rate * width, width, 8 * width)
+    if mulaw:
+        fmt_chunk += struct.pack("<H", 0)  # cbSize: non-PCM formats carry it, and a fact chunk
+        extra = b"fact" + struct.pack("<II", 4, len(data))
+    else:
+        extra = b""
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_chunk)) + fmt_chunk + extra
+    body += b"data" + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+async def audio(ctx: ControlContext) -> Reply:
+    record = find(ctx)
+    speaker = ctx.path("speaker")
+    if speaker not in ("customer", "agent"):
+        raise ApiError("invalid_field_value", "The speaker is `customer` or `agent`.", param="speaker")
+    encoding = ctx.query("encoding", "mulaw")
+    if encoding not in ("mulaw", "pcm"):
+        raise ApiError("invalid_field_value", "`encoding` is `mulaw` (as received) or `pcm`.", param="encoding")
+    data = bytes(record.audio.get(speaker, b""))
+    body = wav(data if encoding == "mulaw" else codec.mulaw_to_pcm(data), mulaw=encoding == "mulaw")
+    headers = {"Content-Disposition": f'attachment; filename="{record.id}-{speaker}.wav"'}
+    return Reply(200, body, media_type="audio/wav", headers=headers)
+
+
+async def inject(ctx: ControlContext) -> Reply:
+    record = find(ctx)
+    request = ctx.parse(wire.InjectRequest)
+    if (request.frame is None) == (request.raw is None):
+        raise ApiError("invalid_field_value", "Give exactly one of `frame` (a JSON object) or `raw` (text).")
+    connection = ctx.hub.connections.get(record.id)
+    if connection is None:
+        raise ApiError("session_not_connected", f"Session {record.id} has no open stream to inject into.")
+    if request.frame is not None:
+        frame = {"session_id": record.id, **request.frame}
+        connection.send_raw(str(frame.get("type", "(injected)")), msgspec.json.encode(frame).decode())
+    else:
+        connection.send_raw("(injected)", request.raw)
+    return Reply(202, {"injected": True})
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/_mockglot/sessions", list_sessions, "", "List sessions",
+        response=wire.ListOf, query={"api_key": str, "organization": str},
+    ),
+    Endpoint(
+        "GET", "/_mockglot/sessions/{session_id}", get_session, "", "Inspect a session", response=wire.ControlSession
+    ),
+    Endpoint(
+        "GET", "/_mockglot/sessions/{session_id}/frames", frames, "", "Read the frame journal",
+        response=wire.FrameJournal, query={"wait_for": int, "timeout": float, "type": str, "direction": str},
+    ),
+    Endpoint(
+        "GET", "/_mockglot/sessions/{session_id}/audio/{speaker}", audio, "", "Download received audio as WAV",
+        query={"encoding": str}, media_types=("audio/wav",),
+    ),
+    Endpoint(
+        "POST", "/_mockglot/sessions/{session_id}/inject", inject, "", "Inject a frame into a live stream",
+        request=wire.InjectRequest, status=202, body_required=True,
+    ),
+]  # fmt: skip

@@ -1,0 +1,99 @@
+"""Health, reset, the clock and the seed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mockglot import __version__, wire
+from mockglot.api.endpoint import Endpoint, Reply
+from mockglot.control.endpoint import ControlContext
+from mockglot.errors import ApiError
+from mockglot.state.clock import isoformat
+
+
+async def health(ctx: ControlContext) -> Reply:
+    sessions = ctx.state.sessions.all()
+    return Reply(
+        200,
+        wire.Health(
+            version=__version__,
+            engine=ctx.state.settings.engine,
+            sessions=len(sessions),
+            live_streams=sum(1 for s in sessions if s.connected),
+        ),
+    )
+
+
+async def reset(ctx: ControlContext) -> Reply:
+    request = ctx.parse(wire.ResetRequest)
+    organization = request.organization
+    if request.api_key is not None:
+        key = ctx.state.keys.get(request.api_key)
+        if key is None:
+            return Reply(200, wire.ResetResult(reset="organization", organization=None))
+        organization = key.organization
+    ctx.hub.reset(organization)
+    ctx.state.reset(organization)
+    return Reply(200, wire.ResetResult(reset="organization" if organization else "all", organization=organization))
+
+
+def _clock_state(ctx: ControlContext) -> wire.ClockState:
+    now = ctx.state.clock.now()
+    return wire.ClockState(now=isoformat(now), unix=round(now, 3), offset_seconds=round(ctx.state.clock.offset, 3))
+
+
+async def get_clock(ctx: ControlContext) -> Reply:
+    return Reply(200, _clock_state(ctx))
+
+
+async def set_clock(ctx: ControlContext) -> Reply:
+    request = ctx.parse(wire.ClockRequest)
+    clock = ctx.state.clock
+    if sum((request.set is not None, request.advance is not None, request.reset)) != 1:
+        raise ApiError(
+            "invalid_field_value",
+            "Give exactly one of `set` (ISO-8601 or unix seconds), `advance` (seconds) or `reset: true`.",
+        )
+    if request.reset:
+        clock.reset()
+    elif request.advance is not None:
+        clock.advance(request.advance)
+    elif isinstance(request.set, str):
+        try:
+            clock.set(datetime.fromisoformat(request.set.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            raise ApiError(
+                "invalid_field_value", f"`set` {request.set!r} is not ISO-8601 (2026-03-10T11:55:00Z).", param="set"
+            ) from None
+    else:
+        clock.set(float(request.set))  # type: ignore[arg-type]
+    return Reply(200, _clock_state(ctx))
+
+
+async def get_seed(ctx: ControlContext) -> Reply:
+    return Reply(200, wire.SeedState(seed=ctx.state.randomness.seed))
+
+
+async def set_seed(ctx: ControlContext) -> Reply:
+    request = ctx.parse(wire.SeedRequest)
+    ctx.state.settings.seed = request.seed
+    ctx.state.randomness.reseed(request.seed)
+    return Reply(200, wire.SeedState(seed=request.seed))
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/_mockglot/health", health, "", "Health", response=wire.Health),
+    Endpoint(
+        "POST", "/_mockglot/reset", reset, "", "Reset state", request=wire.ResetRequest, response=wire.ResetResult
+    ),
+    Endpoint("GET", "/_mockglot/clock", get_clock, "", "Read the clock", response=wire.ClockState),
+    Endpoint(
+        "POST", "/_mockglot/clock", set_clock, "", "Set or advance the clock",
+        request=wire.ClockRequest, response=wire.ClockState, body_required=True,
+    ),
+    Endpoint("GET", "/_mockglot/seed", get_seed, "", "Read the seed", response=wire.SeedState),
+    Endpoint(
+        "POST", "/_mockglot/seed", set_seed, "", "Reseed IDs and tokens",
+        request=wire.SeedRequest, response=wire.SeedState, body_required=True,
+    ),
+]  # fmt: skip
