@@ -124,7 +124,7 @@ class ScenarioLibrary:
         self._next_for_key.clear()
 
     def names(self) -> list[str]:
-        return sorted({*self._files, *self._uploads})
+        return sorted({loaded.name for loaded in (*self._files.values(), *self._uploads.values())})
 
     def all(self) -> list[LoadedScenario]:
         return [self.get(name) for name in self.names()]
@@ -136,7 +136,7 @@ class ScenarioLibrary:
         path = Path(name_or_path)
         if path.suffix.lower() in SUFFIXES and path.is_file():
             loaded = load_file(path)
-            self._files[name_or_path] = loaded
+            self._files[name_or_path] = self._files[loaded.name] = loaded  # sessions refer to it by name
             return loaded
         raise KeyError(name_or_path)
 
