@@ -7,6 +7,7 @@ so strict mode can reject them and lenient mode can warn.
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import typing
@@ -165,7 +166,13 @@ def _first_bad_entry(node: Any, hint: Any, position: int) -> str | None:
 
 def unknown_fields(value: Any, type_: Any) -> list[str]:
     """Dotted paths of every object key in `value` that `type_` does not define."""
-    return _unknown(value, mi.type_info(type_), "")
+    return _unknown(value, _type_info(type_), "")
+
+
+@functools.cache
+def _type_info(type_: Any) -> mi.Type:
+    """msgspec's description of a type: slow to build (it evaluates every annotation), so built once."""
+    return mi.type_info(type_)
 
 
 def _unknown(value: Any, info: mi.Type, path: str) -> list[str]:

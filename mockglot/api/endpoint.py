@@ -147,4 +147,4 @@ def header_safe(text: str) -> str:
 
 def _fingerprint(request: Request, body: Any) -> str:
     canonical = msgspec.json.encode(body, order="sorted").decode() if body is not None else ""
-    return f"{request.method} {request.url.path} {canonical}"
+    return f"{request.method} {request.scope['path']} {canonical}"

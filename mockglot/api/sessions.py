@@ -20,8 +20,10 @@ PROVIDERS = {
 
 def stream_origin(request: Request) -> str:
     """The WebSocket origin the client called us on, honouring a TLS-terminating proxy."""
-    proto = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip().lower()
-    host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
+    headers = request.headers  # not request.url: building it costs more than the rest of this request
+    proto = headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")
+    proto = proto.split(",")[0].strip().lower()
+    host = headers.get("x-forwarded-host") or headers.get("host") or request.url.netloc
     return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host.split(',')[0].strip()}"
 
 

@@ -29,19 +29,25 @@ def presented_key(headers: dict[str, str]) -> str | None:
     return headers.get("x-api-key")
 
 
-def _public(scope: Scope) -> bool:
-    return scope["type"] == "http" and scope["path"].startswith("/v1")
+class PublicApiMiddleware:
+    """Applies `handle` to the public API's HTTP requests (under /v1) and passes everything else through."""
 
-
-class RequestJournalMiddleware:
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _public(scope):
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestJournalMiddleware(PublicApiMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         body = bytearray()
         status = 0
@@ -95,15 +101,8 @@ class DroppedConnection(Exception):
     """Raised after the response has started: the server closes the connection mid-response."""
 
 
-class FaultMiddleware:
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _public(scope):
-            await self.app(scope, receive, send)
-            return
+class FaultMiddleware(PublicApiMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         error = prefer_error(headers.get("prefer", ""))
         rule = None if error else self.state.faults.match_rest(scope["method"], scope["path"], presented_key(headers))
