@@ -447,3 +447,22 @@ async def test_quick_start_flow(server):
         transcript = (await http.get(f"/v1/sessions/{session['id']}/transcript", headers={"X-API-Key": KEY})).json()
         assert transcript["turns"][0]["text"] == "Ich möchte meine Bestellung ändern"
         assert transcript["metadata"]["languages_detected"] == ["de"]
+
+
+async def test_realtime_output_pace_spreads_audio_over_its_duration():
+    with ServerThread(Settings(port=0, output_pace="realtime")) as paced:
+        async with Client(paced.base_url, KEY) as c:
+            session = await c.create_session(source_language="de", target_language="en")
+            stream = await c.open_stream(session)
+            await stream.send_audio("customer", utterance())
+            await stream.until("transcript.final")
+            loop = asyncio.get_running_loop()
+            arrivals = []
+            while len(arrivals) < 10:  # the first second of "I want to change my order"
+                frame = await stream.recv()
+                if frame["type"] == "audio.output":
+                    assert len(base64.b64decode(frame["audio"]["payload"])) == 800
+                    arrivals.append(loop.time())
+            # Paced at real time, the tenth 100 ms frame cannot arrive before the nine before it have played.
+            assert arrivals[-1] - arrivals[0] >= 0.9 * 0.9
+            await stream.ws.close()
