@@ -122,6 +122,11 @@ class FaultRegistry:
     def all(self) -> list[ArmedFault]:
         return list(self._faults.values())
 
+    @property
+    def has_rest(self) -> bool:
+        """Cheap check before matching: most requests run with no REST fault armed."""
+        return any(fault.kind == "rest" for fault in self._faults.values())
+
     def fires(self, fault: ArmedFault) -> bool:
         """Count a firing if the fault has firings left and its probability (under the seed) allows."""
         if fault.exhausted():

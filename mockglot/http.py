@@ -37,12 +37,32 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started:  # nothing left to answer with: the server drops the connection
+                raise
+            # Answered here rather than by Starlette's outermost handler, so a 500 carries its X-Request-ID too.
+            response = await unhandled_exception(Request(scope), exc)
+            await response(scope, receive, send_with_id)
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """One request header by its lowercase name, from a dict built once per request."""
+    headers = request.scope.get("mockglot.headers")
+    if headers is None:
+        headers = request.scope["mockglot.headers"] = dict(request.scope["headers"])
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def request_id(request: Request) -> str | None:
@@ -74,7 +94,7 @@ async def read_json_body(request: Request, *, required: bool) -> Any:
                 "The request body is empty. Send a JSON object with `Content-Type: application/json`.",
             )
         return None
-    content_type = request.headers.get("content-type", "")
+    content_type = header(request, b"content-type") or ""
     if content_type.split(";", 1)[0].strip().lower() != JSON:
         raise ApiError(
             "invalid_request",

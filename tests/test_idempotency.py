@@ -235,3 +235,27 @@ async def test_concurrent_creates_from_many_clients(server, make_key):
         return [(len(server.state.sessions.all(r.organization)), r.credits_used) for r in records]
 
     assert server.call(per_key) == [(1, 1)] * 5
+
+
+async def test_an_empty_or_overlong_idempotency_key_is_refused(client):
+    for key in ("", "k" * 256):
+        response = await client.post(
+            "/v1/sessions", json={"mode": "bidirectional_translation"}, headers={"Idempotency-Key": key}
+        )
+        assert response.status_code == 400
+        assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (
+            "invalid_request",
+            "Idempotency-Key",
+        )
+
+
+def test_expired_keys_are_purged_oldest_first():
+    from mockglot.state.idempotency import LIFETIME_SECONDS, IdempotencyStore, StoredResponse
+
+    store = IdempotencyStore()
+    owner = ("org", "test")
+    for index, created in enumerate((0.0, 10.0, 20.0)):
+        store.begin(owner, f"k{index}", "fp", created)
+        store.complete(owner, f"k{index}", StoredResponse(201, b"{}"))
+    store.purge(LIFETIME_SECONDS + 15)
+    assert [key for (_, key) in store._records] == ["k2"]

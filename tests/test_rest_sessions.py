@@ -419,6 +419,29 @@ async def test_transcript_json_is_the_default_format(client, two_turns):
     assert [t["text"] for t in default.json()["turns"]] == ["Hallo", "Of course."]
 
 
+async def test_subtitle_formats_survive_line_breaks_and_markup_in_turn_text(client, state):
+    created = await create(client)
+    record = state.sessions.find(created["id"])
+    state.sessions.add_turn(
+        record, turn(1, text="AT&T <b>bills</b>\n\nlater --> now", translation_language="en",
+                     translation_text="line one\nline two", start_ms=0, end_ms=900)
+    )  # fmt: skip
+    path = f"/v1/sessions/{created['id']}/transcript"
+    text = (await client.get(path, params={"format": "text"})).text
+    assert text == "[customer] AT&T <b>bills</b> later --> now\n[customer → en] line one line two\n"
+    srt = (await client.get(path, params={"format": "srt"})).text
+    assert srt == "1\n00:00:00,000 --> 00:00:00,900\n[customer] AT&T <b>bills</b> later --> now\n" + (
+        "[customer → en] line one line two\n"
+    )
+    vtt = (await client.get(path, params={"format": "vtt"})).text
+    assert vtt == (
+        "WEBVTT\n\nturn-1\n00:00:00.000 --> 00:00:00.900\n"
+        "<v customer>AT&amp;T &lt;b&gt;bills&lt;/b&gt; later --&gt; now\n<v customer>line one line two\n"
+    )
+    body = (await client.get(path)).json()
+    assert body["turns"][0]["text"] == "AT&T <b>bills</b>\n\nlater --> now"  # JSON keeps the text as it was
+
+
 @pytest.mark.parametrize(("fmt", "expected"), [("text", ""), ("srt", ""), ("vtt", "WEBVTT\n")])
 async def test_an_empty_transcript_in_each_format(client, fmt, expected):
     created = await create(client)
@@ -458,10 +481,6 @@ async def test_an_unknown_path_is_route_not_found(client, path):
     assert error["request_id"] == response.headers["x-request-id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py leaves Starlette's redirect_slashes on: POST /v1/sessions/ answers 307 instead of 404",
-)
 async def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(client):
     response = await client.post("/v1/sessions/", json=BASIC)
     assert response.status_code == 404

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from mockglot import validation
 from mockglot.errors import ApiError
-from mockglot.http import error_response, json_response, read_json_body, request_id
+from mockglot.http import error_response, header, json_response, read_json_body, request_id
 from mockglot.state.auth import ApiKey
 from mockglot.state.idempotency import StoredResponse
 from mockglot.state.ratelimit import RateLimited, RateStatus
@@ -94,9 +94,7 @@ def route(endpoint: Endpoint, state: ServerState) -> Route:
         rate: RateStatus | None = None
         claimed: tuple[Any, str] | None = None
         try:
-            key = state.keys.authenticate(
-                request.headers.get("authorization"), request.headers.get("x-api-key")
-            )
+            key = state.keys.authenticate(header(request, b"authorization"), header(request, b"x-api-key"))
             try:
                 rate = state.rate_limiter.hit(key.key, key.rate_limit, state.clock.now())
             except RateLimited as exc:
@@ -108,7 +106,7 @@ def route(endpoint: Endpoint, state: ServerState) -> Route:
                 if endpoint.method == "POST"
                 else None
             )
-            idempotency_key = request.headers.get("idempotency-key") if endpoint.idempotent else None
+            idempotency_key = header(request, b"idempotency-key") if endpoint.idempotent else None
             if idempotency_key is not None:
                 fingerprint = _fingerprint(request, body)
                 replay = state.idempotency.begin(key.owner, idempotency_key, fingerprint, state.clock.now())

@@ -9,6 +9,7 @@ from mockglot.api import render
 from mockglot.api.endpoint import Context, Endpoint, Reply
 from mockglot.api.transcript_formats import MEDIA_TYPES, RENDERERS
 from mockglot.errors import ApiError
+from mockglot.http import header
 
 ENGINES = ("scripted", "vosk")
 PROVIDERS = {
@@ -20,10 +21,9 @@ PROVIDERS = {
 
 def stream_origin(request: Request) -> str:
     """The WebSocket origin the client called us on, honouring a TLS-terminating proxy."""
-    headers = request.headers  # not request.url: building it costs more than the rest of this request
-    proto = headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")
+    proto = header(request, b"x-forwarded-proto") or request.scope.get("scheme", "http")
     proto = proto.split(",")[0].strip().lower()
-    host = headers.get("x-forwarded-host") or headers.get("host") or request.url.netloc
+    host = header(request, b"x-forwarded-host") or header(request, b"host") or request.url.netloc
     return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host.split(',')[0].strip()}"
 
 

@@ -8,18 +8,31 @@ from mockglot.control.endpoint import ControlContext, query_float
 from mockglot.state.auth import redact
 from mockglot.state.clock import isoformat
 
+REDACTED_HEADERS = {"authorization", "x-api-key", "cookie"}
+
+
+def shown_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers as sent, with credentials redacted."""
+    headers = {}
+    for name, value in raw:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = redact(text) if key in REDACTED_HEADERS else text
+    return headers
+
 
 async def list_requests(ctx: ControlContext) -> Reply:
     key = ctx.query("api_key")
     limit = int(query_float(ctx, "limit", 100, 1, 10_000))
-    entries = ctx.state.requests.entries(redact(key) if key else None, limit)
+    entries = ctx.state.requests.entries(key, limit)
     return Reply(
         200,
         wire.ListOf(
             data=[
                 wire.RequestRecord(
-                    request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path, query=e.query,
-                    status=e.status, api_key=e.api_key, headers=e.headers, body=e.body, duration_ms=e.duration_ms,
+                    request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path,
+                    query=e.query.decode("latin-1"), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
+                    headers=shown_headers(e.headers), body=e.body.decode("utf-8", "replace"),
+                    duration_ms=e.duration_ms,
                 )
                 for e in entries
             ]

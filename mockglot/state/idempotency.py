@@ -8,6 +8,7 @@ from mockglot.errors import ApiError
 from mockglot.state.auth import Owner
 
 LIFETIME_SECONDS = 24 * 60 * 60
+MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,12 @@ class IdempotencyStore:
 
         Returns None when the caller should run the request (and then `complete` or `abandon` the key).
         """
+        if not key or len(key) > MAX_KEY_LENGTH:
+            raise ApiError(
+                "invalid_request",
+                f"An Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters; a UUID is a good choice.",
+                param="Idempotency-Key",
+            )
         record = self._records.get((owner, key))
         if record is not None and now - record.created_at >= LIFETIME_SECONDS:
             record = None
@@ -58,6 +65,13 @@ class IdempotencyStore:
             return record.response
         self._records[(owner, key)] = _Record(fingerprint=fingerprint, created_at=now)
         return None
+
+    def purge(self, now: float) -> None:
+        """Forget keys past their lifetime, so a long-running server does not keep every body forever."""
+        for key, record in list(self._records.items()):  # oldest first: stop at the first key still alive
+            if now - record.created_at < LIFETIME_SECONDS:
+                break
+            del self._records[key]
 
     def complete(self, owner: Owner, key: str, response: StoredResponse) -> None:
         record = self._records.get((owner, key))

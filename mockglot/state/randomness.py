@@ -46,12 +46,18 @@ class Randomness:
             count = self._counters.get(purpose, 0) + 1
             self._counters[purpose] = count
             now_ms = _ID_EPOCH_MS + count
-        time_part = "".join(CROCKFORD[(now_ms >> (5 * i)) & 31] for i in reversed(range(10)))
-        rng = self.stream(purpose)
-        return time_part + "".join(CROCKFORD[rng.getrandbits(5)] for _ in range(16))
+        return _base32((now_ms << 80) | self.stream(purpose).getrandbits(80), 26)
 
     def hex(self, purpose: str, nbytes: int) -> str:
         return self.stream(purpose).getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()
 
     def random(self, purpose: str) -> float:
         return self.stream(purpose).random()
+
+
+_PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # 10 bits -> two characters
+
+
+def _base32(value: int, length: int) -> str:
+    """Crockford base32, most significant character first, zero-padded to an even `length`."""
+    return "".join(_PAIRS[(value >> shift) & 1023] for shift in range(5 * (length - 2), -1, -10))

@@ -1,4 +1,8 @@
-"""The HTTP request journal: what clients sent to the public API, with credentials redacted."""
+"""The HTTP request journal: what clients sent to the public API.
+
+Entries keep the request as it came (raw headers and body); credentials are redacted when the journal is read,
+so recording costs the request path next to nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 
 MAX_REQUESTS = 10_000
-MAX_BODY_CHARS = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,11 +19,11 @@ class RequestEntry:
     at: float
     method: str
     path: str
-    query: str
+    query: bytes
     status: int
-    api_key: str | None  # redacted
-    headers: dict[str, str]
-    body: str
+    api_key: str | None  # as presented; only ever shown redacted
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
     duration_ms: float
 
 
@@ -27,16 +31,16 @@ class RequestJournal:
     def __init__(self) -> None:
         self._entries: deque[RequestEntry] = deque(maxlen=MAX_REQUESTS)
 
-    def reset(self, redacted_keys: set[str] | None = None) -> None:
-        if redacted_keys is None:
+    def reset(self, api_keys: set[str] | None = None) -> None:
+        if api_keys is None:
             self._entries.clear()
         else:
-            kept = [e for e in self._entries if e.api_key not in redacted_keys]
+            kept = [e for e in self._entries if e.api_key not in api_keys]
             self._entries = deque(kept, maxlen=MAX_REQUESTS)
 
     def append(self, entry: RequestEntry) -> None:
         self._entries.append(entry)
 
-    def entries(self, redacted_key: str | None = None, limit: int = 100) -> list[RequestEntry]:
-        matching = [e for e in self._entries if redacted_key is None or e.api_key == redacted_key]
+    def entries(self, api_key: str | None = None, limit: int = 100) -> list[RequestEntry]:
+        matching = [e for e in self._entries if api_key is None or e.api_key == api_key]
         return matching[-limit:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mockglot.faults import FaultRegistry
 from mockglot.scenarios import ScenarioLibrary
 from mockglot.settings import Settings
-from mockglot.state.auth import KeyStore, load_keys_file, redact
+from mockglot.state.auth import KeyStore, load_keys_file
 from mockglot.state.clock import Clock
 from mockglot.state.events import EventBus
 from mockglot.state.idempotency import IdempotencyStore
@@ -13,6 +13,7 @@ from mockglot.state.randomness import Randomness
 from mockglot.state.ratelimit import RateLimiter
 from mockglot.state.requests import RequestJournal
 from mockglot.state.sessions import SessionStore
+from mockglot.webhooks.dispatcher import Dispatcher
 
 
 class ServerState:
@@ -35,7 +36,13 @@ class ServerState:
             ) from None
         self.faults = FaultRegistry(self.randomness)
         self.requests = RequestJournal()
-        self.clock.on_change(self.sessions.sweep)
+        self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events)
+        self.clock.on_change(self.sweep)
+
+    def sweep(self) -> None:
+        """Whatever the clock made due: idle sessions end, old idempotency keys go."""
+        self.sessions.sweep()
+        self.idempotency.purge(self.clock.now())
 
     def reset(self, organization: str | None = None) -> None:
         """Forget everything (or one organization's part): sessions, idempotency keys, usage, faults, journals."""
@@ -48,9 +55,10 @@ class ServerState:
             keys = {k.key for k in self.keys.all() if k.organization == organization}
             self.rate_limiter.reset(keys)
             self.faults.reset(keys)
-            self.requests.reset({redact(k) for k in keys})
+            self.requests.reset(keys)
         self.sessions.reset(organization)
         self.idempotency.reset(organization)
         self.keys.reset(organization)
+        self.webhooks.reset(organization)
         if organization is None:
             self.scenarios.reset()

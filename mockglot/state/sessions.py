@@ -100,15 +100,18 @@ class SessionStore:
         self.randomness = randomness
         self.events = events
         self._sessions: dict[str, SessionRecord] = {}
+        self._live: dict[str, SessionRecord] = {}  # not yet ended: all the idle sweep has to look at
         self._tokens: dict[str, StreamToken] = {}
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
             self._sessions.clear()
+            self._live.clear()
             self._tokens.clear()
             return
         gone = {sid for sid, s in self._sessions.items() if s.owner[0] == organization}
         self._sessions = {sid: s for sid, s in self._sessions.items() if sid not in gone}
+        self._live = {sid: s for sid, s in self._live.items() if sid not in gone}
         self._tokens = {t: v for t, v in self._tokens.items() if v.session_id not in gone}
 
     def all(self, organization: str | None = None) -> list[SessionRecord]:
@@ -137,14 +140,15 @@ class SessionStore:
             scenario=scenario,
             engine=engine,
         )
-        self._sessions[session_id] = record
+        self._sessions[session_id] = self._live[session_id] = record
         self.events.publish(Event("session.created", record))
         return record
 
     def get(self, owner: Owner, session_id: str) -> SessionRecord:
         """The owner's session, or 404: another owner's session is indistinguishable from none."""
-        self.sweep()
         record = self._sessions.get(session_id)
+        if record is not None:
+            self._expire_if_idle(record)
         if record is None or record.owner != owner:
             raise ApiError(
                 "session_not_found",
@@ -174,7 +178,6 @@ class SessionStore:
 
     def check_token(self, session_id: str, token: str | None) -> SessionRecord:
         """Admit a stream connection: the token must be this session's and unexpired."""
-        self.sweep()
         if not token:
             raise ApiError(
                 "invalid_token",
@@ -185,6 +188,7 @@ class SessionStore:
         record = self._sessions.get(session_id)
         if record is None:
             raise ApiError("session_not_found", f"No session {session_id!r}.", status=4004)
+        self._expire_if_idle(record)
         if issued is None or issued.session_id != session_id:
             raise ApiError(
                 "invalid_token",
@@ -233,6 +237,7 @@ class SessionStore:
             return False
         record.status = "ended"
         record.ended_at = self.clock.now() if at is None else at
+        self._live.pop(record.id, None)
         record.end_reason = reason
         self.events.publish(Event("session.ended", record))
         self.events.publish(Event("transcript.ready", record))
@@ -240,7 +245,9 @@ class SessionStore:
 
     def sweep(self) -> None:
         """End every session idle for 30 minutes of the server clock."""
-        now = self.clock.now()
-        for record in list(self._sessions.values()):
-            if record.status != "ended" and now - record.last_activity >= IDLE_TIMEOUT_SECONDS:
-                self.end(record, "idle_timeout", at=record.last_activity + IDLE_TIMEOUT_SECONDS)
+        for record in list(self._live.values()):
+            self._expire_if_idle(record)
+
+    def _expire_if_idle(self, record: SessionRecord) -> None:
+        if record.status != "ended" and self.clock.now() - record.last_activity >= IDLE_TIMEOUT_SECONDS:
+            self.end(record, "idle_timeout", at=record.last_activity + IDLE_TIMEOUT_SECONDS)
