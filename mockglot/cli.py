@@ -11,6 +11,7 @@ import msgspec
 import uvicorn
 
 from mockglot import settings as settings_module
+from mockglot import stream_cli
 from mockglot.settings import Settings
 
 
@@ -35,12 +36,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rate-limit", type=int, help=f"requests per minute per key ({env}RATE_LIMIT)")
     p.add_argument("--control-token", help=f"protect /_mockglot with this bearer token ({env}CONTROL_TOKEN)")
+    p.add_argument(
+        "--webhook", dest="webhooks", action="append", metavar="URL[#SECRET]",
+        help=f"deliver webhooks to URL, signed with SECRET or a generated one; repeatable ({env}WEBHOOKS=u1,u2#s)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mockglot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    stream_cli.add_parser(sub)
     sub.add_parser("models", help="list or download Vosk models", add_help=False)
     return parser
 
@@ -99,4 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "stream":
+        return stream_cli.run(args)
     return 2

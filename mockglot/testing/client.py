@@ -1,10 +1,17 @@
 """A small Kallglot client for tests and the `mockglot stream` command: REST with httpx, the stream with
-`websockets`. It speaks only the public API, so it works against mockglot and any server that speaks it."""
+`websockets`. It speaks only the public API, so it works against mockglot and any server that speaks it.
+
+`Client` is async (REST and the stream); `SyncClient` is its blocking REST half for sync tests. Both raise
+`KallglotError` (an `httpx.HTTPStatusError` carrying the error envelope's code, message and param) on 4xx/5xx.
+`tone`, `silence` and `utterance` make mu-law audio that the scripted engine hears as speech.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +20,61 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from mockglot.speech.codec import pcm_to_mulaw
+
 FRAME_MS = 100
 SAMPLE_RATE_HZ = 8000
+DEFAULT_MODE = "bidirectional_translation"
+
+
+def tone(ms: int, hz: float = 440.0, amplitude: int = 8000) -> bytes:
+    """A sine burst as 8 kHz mu-law: loud enough for the energy VAD to call it speech."""
+    samples = SAMPLE_RATE_HZ * ms // 1000
+    pcm = struct.pack(
+        f"<{samples}h", *(int(amplitude * math.sin(2 * math.pi * hz * i / SAMPLE_RATE_HZ)) for i in range(samples))
+    )
+    return pcm_to_mulaw(pcm)
+
+
+def silence(ms: int) -> bytes:
+    return b"\xff" * (SAMPLE_RATE_HZ * ms // 1000)
+
+
+def utterance(speech_ms: int = 1200, pause_ms: int = 700) -> bytes:
+    """Speech, then enough silence to end the utterance (the VAD waits 500 ms): one scripted turn."""
+    return tone(speech_ms) + silence(pause_ms)
+
+
+class KallglotError(httpx.HTTPStatusError):
+    """A 4xx/5xx from the API, with the envelope's `code`, `message` and `param` (None when not an envelope)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        try:
+            error = response.json().get("error") or {}
+        except (ValueError, AttributeError):
+            error = {}
+        self.status = response.status_code
+        self.code: str | None = error.get("code")
+        self.param: str | None = error.get("param")
+        self.error_message: str = error.get("message") or response.text[:200]
+        where = f"{response.request.method} {response.request.url.path}"
+        param = f" (param {self.param})" if self.param else ""
+        super().__init__(
+            f"{where} -> {self.status} {self.code or ''}{param}: {self.error_message}",
+            request=response.request,
+            response=response,
+        )
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def checked(response: httpx.Response) -> Any:
+    """The decoded JSON body of a 2xx response; `KallglotError` otherwise."""
+    if response.is_error:
+        raise KallglotError(response)
+    return response.json()
 
 
 def chunks(mulaw: bytes, frame_ms: int = FRAME_MS) -> list[bytes]:
@@ -64,7 +124,8 @@ class Stream:
                 due += len(chunk) / SAMPLE_RATE_HZ
                 await asyncio.sleep(max(due - loop.time(), 0))
 
-    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+    async def recv(self, timeout: float | None = 10) -> dict[str, Any]:
+        """The next frame (None: wait as long as it takes); `ConnectionClosed` once the server has closed."""
         frame = msgspec.json.decode(await asyncio.wait_for(self.ws.recv(), timeout))
         self.received.append(frame)
         return frame
@@ -102,9 +163,7 @@ class Client:
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
-        )
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=bearer(api_key), timeout=timeout)
 
     async def __aenter__(self) -> Client:
         return self
@@ -113,26 +172,48 @@ class Client:
         await self.http.aclose()
 
     async def create_session(self, **body: Any) -> dict[str, Any]:
-        body.setdefault("mode", "bidirectional_translation")
-        response = await self.http.post("/v1/sessions", json=body)
-        response.raise_for_status()
-        return response.json()
+        body.setdefault("mode", DEFAULT_MODE)
+        return checked(await self.http.post("/v1/sessions", json=body))
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"/v1/sessions/{session_id}")
-        response.raise_for_status()
-        return response.json()
+        return checked(await self.http.get(f"/v1/sessions/{session_id}"))
 
     async def end_session(self, session_id: str) -> dict[str, Any]:
-        response = await self.http.post(f"/v1/sessions/{session_id}/end")
-        response.raise_for_status()
-        return response.json()
+        return checked(await self.http.post(f"/v1/sessions/{session_id}/end"))
 
     async def transcript(self, session_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"/v1/sessions/{session_id}/transcript")
-        response.raise_for_status()
-        return response.json()
+        return checked(await self.http.get(f"/v1/sessions/{session_id}/transcript"))
 
     async def open_stream(self, session: dict[str, Any], token: str | None = None) -> Stream:
         url = f"{session['stream']['url']}?token={token or session['stream']['token']}"
         return Stream(await connect(url, max_size=None, ping_interval=None))
+
+
+class SyncClient:
+    """The REST half of `Client`, blocking: for sync tests (the stream needs `Client`)."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, headers=bearer(api_key), timeout=timeout)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def create_session(self, **body: Any) -> dict[str, Any]:
+        body.setdefault("mode", DEFAULT_MODE)
+        return checked(self.http.post("/v1/sessions", json=body))
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        return checked(self.http.get(f"/v1/sessions/{session_id}"))
+
+    def end_session(self, session_id: str) -> dict[str, Any]:
+        return checked(self.http.post(f"/v1/sessions/{session_id}/end"))
+
+    def transcript(self, session_id: str) -> dict[str, Any]:
+        return checked(self.http.get(f"/v1/sessions/{session_id}/transcript"))

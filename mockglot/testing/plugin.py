@@ -1,1 +1,354 @@
-"""The pytest plugin: a mockglot server for a test run, and a `mockglot` fixture per test."""
+"""The pytest plugin: one mockglot server for the test run, and a `mockglot` fixture per test.
+
+The server is the real app under uvicorn in a background thread on a free port (one per xdist worker, started on
+first use), or the external server named by `--mockglot-url` / `MOCKGLOT_URL` (a docker container, which every
+worker shares). Each test gets its own API key, hence its own organization: its sessions, faults and journals
+are invisible to every other test, other workers on a shared server included. Every helper speaks HTTP to the
+control plane, so they work the same against either server.
+
+The clock is the exception: it is server-wide. `mockglot.clock.advance()` moves time for everyone on that server
+(on a shared server, the other workers too); the fixture undoes its own clock changes when the test ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from mockglot.testing.client import Client, KallglotError, SyncClient, bearer, checked
+
+if TYPE_CHECKING:
+    from mockglot.testing.server import ServerThread
+
+ENV_URL = "MOCKGLOT_URL"
+ENV_CONTROL_TOKEN = "MOCKGLOT_CONTROL_TOKEN"
+MARKER = "mockglot_scenario"
+CONTROL_TIMEOUT = 30.0
+
+_COUNTER = itertools.count(1)
+
+
+class WaitTimeout(AssertionError):
+    """`frames(wait_for=N)` gave up: fewer than N matching frames arrived within the timeout."""
+
+
+def new_api_key() -> str:
+    """A well-formed test key unique to this test and this xdist worker; the random tail keeps reruns against
+    one container apart and makes the redacted form (`sk_test_…` + last 4) tell keys apart."""
+    worker = re.sub(r"[^A-Za-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    return f"sk_test_mg{worker}n{next(_COUNTER):04d}r{secrets.token_hex(4)}"
+
+
+# --- the server -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MockglotServer:
+    """Where the server is; `thread` is the in-process server, None for an external one."""
+
+    base_url: str
+    control_token: str | None = None
+    thread: ServerThread | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return re.sub(r"^http", "ws", self.base_url)
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.control_token}"} if self.control_token else {}
+
+    def check(self) -> None:
+        """Fail the tests that need it, with the reason, when the server or its control plane can't be used."""
+        try:
+            health = httpx.get(f"{self.base_url}/_mockglot/health", timeout=10)
+            control = httpx.get(f"{self.base_url}/_mockglot/clock", headers=self.control_headers, timeout=10)
+        except httpx.HTTPError as exc:
+            pytest.fail(f"mockglot: no server answers at {self.base_url} ({exc}). Start one (`mockglot serve`, "
+                        f"`docker run`) or drop --mockglot-url/{ENV_URL}.", pytrace=False)  # fmt: skip
+        if health.status_code != 200:
+            pytest.fail(f"mockglot: {self.base_url}/_mockglot/health answered {health.status_code}", pytrace=False)
+        if control.status_code == 401:
+            pytest.fail(f"mockglot: the control plane at {self.base_url} wants a token: pass "
+                        f"--mockglot-control-token or set {ENV_CONTROL_TOKEN}.", pytrace=False)  # fmt: skip
+
+
+def _option(config: pytest.Config, name: str, env: str) -> str | None:
+    return config.getoption(name) or os.environ.get(env) or None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mockglot", "mockglot, the Kallglot API emulator")
+    group.addoption(
+        "--mockglot-url", metavar="URL",
+        help=f"test against the mockglot server at URL (e.g. a docker container) instead of one started "
+             f"in-process ({ENV_URL})",
+    )  # fmt: skip
+    group.addoption(
+        "--mockglot-control-token", metavar="TOKEN",
+        help=f"bearer token of the server's /_mockglot control plane ({ENV_CONTROL_TOKEN})",
+    )  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{MARKER}(name): the scenario that the mockglot fixture's key uses for its next session"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    url = _option(config, "mockglot_url", ENV_URL)
+    return f"mockglot: server at {url}" if url else "mockglot: in-process server, started on first use"
+
+
+def _in_process(token: str | None) -> ServerThread:
+    """The real app on a free port; MOCKGLOT_* variables configure it, output is instant unless they say not."""
+    from mockglot import settings as settings_module
+    from mockglot.testing.server import ServerThread
+
+    overrides: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "control_token": token}
+    if not os.environ.get(settings_module.ENV_PREFIX + "OUTPUT_PACE"):
+        overrides["output_pace"] = "instant"
+    try:
+        return ServerThread(settings_module.from_env(**overrides))
+    except ValueError as exc:
+        raise pytest.UsageError(f"mockglot: {exc}") from None
+
+
+@pytest.fixture(scope="session")
+def mockglot_server(pytestconfig: pytest.Config) -> Iterator[MockglotServer]:
+    """The run's server: external when `--mockglot-url`/MOCKGLOT_URL names one, else in-process."""
+    url = _option(pytestconfig, "mockglot_url", ENV_URL)
+    token = _option(pytestconfig, "mockglot_control_token", ENV_CONTROL_TOKEN)
+    if url:
+        server = MockglotServer(url.rstrip("/"), token)
+        server.check()
+        yield server
+        return
+    with _in_process(token) as thread:
+        yield MockglotServer(thread.base_url, thread.settings.control_token, thread)
+
+
+# --- the per-test helper ----------------------------------------------------------------------------------
+
+
+class ServerClock:
+    """The server's clock, shared by everyone on the server; what this test moves, `undo()` moves back."""
+
+    def __init__(self, control: httpx.Client) -> None:
+        self._control = control
+        self.moved = 0.0  # net seconds this test has moved the clock
+
+    def _state(self, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if body is None:
+            return checked(self._control.get("/_mockglot/clock"))
+        return checked(self._control.post("/_mockglot/clock", json=body))
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._state()["unix"], UTC)
+
+    def advance(self, seconds: float) -> datetime:
+        """Move time forward (or back, if negative); token expiry, idle end and idempotency follow at once."""
+        state = self._state({"advance": seconds})
+        self.moved += seconds
+        return datetime.fromtimestamp(state["unix"], UTC)
+
+    def set(self, when: datetime | str | float) -> datetime:
+        """Jump to `when`: a datetime (naive means UTC), ISO-8601 text, or unix seconds."""
+        if isinstance(when, datetime):
+            when = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        before = self._state()["offset_seconds"]
+        state = self._state({"set": when})
+        self.moved += state["offset_seconds"] - before
+        return datetime.fromtimestamp(state["unix"], UTC)
+
+    def undo(self) -> None:
+        """Take back this test's moves, and only them, so other tests' moves on a shared server stand."""
+        if self.moved:
+            self._state({"advance": -self.moved})
+            self.moved = 0.0
+
+
+class Mockglot:
+    """What the `mockglot` fixture gives a test: its own API key, the server's URLs, and control-plane helpers.
+
+    Helpers raise `KallglotError` (status, code, message, param) when the control plane refuses a request.
+    """
+
+    def __init__(self, server: MockglotServer, api_key: str | None = None) -> None:
+        self.server = server
+        self.api_key = api_key or new_api_key()
+        self.base_url = server.base_url
+        self.ws_url = server.ws_url
+        self.headers = bearer(self.api_key)
+        self.control = httpx.Client(base_url=server.base_url, headers=server.control_headers, timeout=CONTROL_TIMEOUT)
+        self.clock = ServerClock(self.control)
+        self._client: SyncClient | None = None
+        self._faults: list[str] = []
+
+    @property
+    def client(self) -> SyncClient:
+        """A blocking REST client with this test's key (`.http` is the raw httpx.Client)."""
+        if self._client is None:
+            self._client = SyncClient(self.base_url, self.api_key)
+        return self._client
+
+    def async_client(self) -> Client:
+        """A new async client (REST and the stream) with this test's key: `async with mockglot.async_client()`."""
+        return Client(self.base_url, self.api_key)
+
+    # scenarios
+
+    def use_scenario(self, name: str) -> None:
+        """This key's next session plays scenario `name` (unless its metadata names another)."""
+        checked(self.control.post("/_mockglot/scenarios/next", json={"api_key": self.api_key, "scenario": name}))
+
+    def upload_scenario(self, scenario: Mapping[str, Any] | str) -> dict[str, Any]:
+        """Upload a scenario (a dict, or YAML text); uploads are server-wide and last until a full reset."""
+        body = {"yaml": scenario} if isinstance(scenario, str) else {"scenario": dict(scenario)}
+        return checked(self.control.post("/_mockglot/scenarios", json=body))
+
+    # faults
+
+    def fault(self, **rule: Any) -> dict[str, Any]:
+        """Arm a REST fault (method, path, status, error_code, latency_ms, drop, times, probability).
+
+        It only hits this test's key unless `api_key=None` is given. Disarmed when the test ends.
+        """
+        return self._arm("rest", rule)
+
+    def stream_fault(self, **rule: Any) -> dict[str, Any]:
+        """Arm a stream fault (action, after_frames, after_finals, close_code, error_code, session_id, ...)."""
+        return self._arm("stream", rule)
+
+    def _arm(self, kind: str, rule: dict[str, Any]) -> dict[str, Any]:
+        rule.setdefault("api_key", self.api_key)
+        record = checked(self.control.post(f"/_mockglot/faults/{kind}", json=rule))
+        self._faults.append(record["id"])
+        return record
+
+    # what the server saw
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """This key's sessions as the server sees them (status, scenario, frame counts, audio received)."""
+        return checked(self.control.get("/_mockglot/sessions", params={"api_key": self.api_key}))["data"]
+
+    def requests(self) -> list[dict[str, Any]]:
+        """This key's HTTP requests to the public API, oldest first, credentials redacted."""
+        return checked(self.control.get("/_mockglot/requests", params={"api_key": self.api_key}))["data"]
+
+    def received_audio(self, session_id: str, speaker: str, *, encoding: str = "mulaw") -> bytes:
+        """The audio the server received from `speaker` as a WAV file: mu-law byte for byte, or `pcm`."""
+        response = self.control.get(f"/_mockglot/sessions/{session_id}/audio/{speaker}", params={"encoding": encoding})
+        if response.is_error:
+            raise KallglotError(response)
+        return response.content
+
+    def frames(
+        self,
+        session_id: str,
+        *,
+        wait_for: int = 0,
+        type: str | None = None,
+        direction: str | None = None,
+        timeout: float = 10.0,
+    ) -> list[Any]:
+        """The session's frames (decoded), both directions unless `direction` is `in` or `out`.
+
+        `wait_for=N` blocks on the server until N matching frames exist, and raises `WaitTimeout` after
+        `timeout` seconds if they don't. It blocks this thread: in async tests use `frames_async`.
+        """
+        params = _frame_params(wait_for, type, direction, timeout)
+        response = self.control.get(f"/_mockglot/sessions/{session_id}/frames", params=params, timeout=timeout + 10)
+        return _journal_frames(checked(response), wait_for, type)
+
+    async def frames_async(
+        self,
+        session_id: str,
+        *,
+        wait_for: int = 0,
+        type: str | None = None,
+        direction: str | None = None,
+        timeout: float = 10.0,
+    ) -> list[Any]:
+        """`frames`, awaitable: the event loop (and the client under test on it) runs while it waits."""
+        params = _frame_params(wait_for, type, direction, timeout)
+        async with httpx.AsyncClient(base_url=self.base_url, headers=self.server.control_headers) as http:
+            response = await http.get(f"/_mockglot/sessions/{session_id}/frames", params=params, timeout=timeout + 10)
+        return _journal_frames(checked(response), wait_for, type)
+
+    def inject(self, session_id: str, frame: Mapping[str, Any] | None = None, *, raw: str | None = None) -> None:
+        """Send `frame` (session_id added) or `raw` text to the client of the session's live stream."""
+        body = {"frame": dict(frame)} if frame is not None else {"raw": raw}
+        checked(self.control.post(f"/_mockglot/sessions/{session_id}/inject", json=body))
+
+    # lifecycle
+
+    def reset(self) -> None:
+        """Forget this key's organization (sessions, faults, journals, usage); nobody else's."""
+        checked(self.control.post("/_mockglot/reset", json={"api_key": self.api_key}))
+
+    def close(self) -> None:
+        """Undo the test's clock moves, disarm its faults, forget its state, close the clients."""
+        try:
+            self.clock.undo()
+            for fault_id in self._faults:
+                self.control.delete(f"/_mockglot/faults/{fault_id}")  # 404 when it already went: fine
+            self.reset()
+        finally:
+            if self._client is not None:
+                self._client.close()
+            self.control.close()
+
+
+def _frame_params(wait_for: int, type_: str | None, direction: str | None, timeout: float) -> dict[str, Any]:
+    params: dict[str, Any] = {"wait_for": wait_for, "timeout": timeout}
+    if type_ is not None:
+        params["type"] = type_
+    if direction is not None:
+        params["direction"] = direction
+    return params
+
+
+def _journal_frames(journal: dict[str, Any], wait_for: int, type_: str | None) -> list[Any]:
+    if not journal["complete"]:
+        seen = ", ".join(entry["type"] for entry in journal["frames"][-20:]) or "nothing"
+        raise WaitTimeout(
+            f"waited for {wait_for} {type_ or 'frames'} on {journal['session_id']}, got {journal['count']} "
+            f"(last: {seen})"
+        )
+    return [entry["frame"] for entry in journal["frames"]]
+
+
+def _scenario_of(marker: pytest.Mark) -> str:
+    name = marker.args[0] if marker.args else marker.kwargs.get("name")
+    if not isinstance(name, str):
+        raise pytest.UsageError(f'@pytest.mark.{MARKER} takes one scenario name: @pytest.mark.{MARKER}("refund")')
+    return name
+
+
+@pytest.fixture
+def mockglot(mockglot_server: MockglotServer, request: pytest.FixtureRequest) -> Iterator[Mockglot]:
+    """A fresh API key (its own organization) on the run's server, with control-plane helpers."""
+    helper = Mockglot(mockglot_server)
+    try:
+        helper.reset()
+        marker = request.node.get_closest_marker(MARKER)
+        if marker is not None:
+            name = _scenario_of(marker)
+            try:
+                helper.use_scenario(name)
+            except KallglotError as exc:
+                pytest.fail(f"@pytest.mark.{MARKER}({name!r}): {exc.error_message}", pytrace=False)
+        yield helper
+    finally:
+        helper.close()
