@@ -15,10 +15,10 @@ from starlette.routing import Route, WebSocketRoute
 
 from mockglot.api import sessions, stream
 from mockglot.api.endpoint import Endpoint, route
-from mockglot.control import faults, keys, requests, scenarios, system
+from mockglot.control import faults, keys, requests, scenarios, system, webhooks
 from mockglot.control import sessions as control_sessions
 from mockglot.control.endpoint import control_route
-from mockglot.control.middleware import FaultMiddleware, RequestJournalMiddleware
+from mockglot.control.middleware import InstrumentationMiddleware
 from mockglot.engines.hub import StreamHub
 from mockglot.http import RequestIdMiddleware, http_exception, json_response, unhandled_exception
 from mockglot.openapi import document
@@ -33,6 +33,7 @@ CONTROL_ENDPOINTS: list[Endpoint] = [
     *faults.ENDPOINTS,
     *scenarios.ENDPOINTS,
     *keys.ENDPOINTS,
+    *webhooks.ENDPOINTS,
 ]
 SWEEP_INTERVAL_SECONDS = 1.0
 
@@ -55,13 +56,15 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         async def sweep_forever() -> None:
             while True:
                 await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
-                state.sessions.sweep()
+                state.sweep()
 
         sweeper = asyncio.create_task(sweep_forever())
+        state.webhooks.start()
         try:
             yield
         finally:
             sweeper.cancel()
+            await state.webhooks.stop()
 
     routes = [
         *(route(endpoint, state) for endpoint in PUBLIC_ENDPOINTS),
@@ -75,10 +78,10 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # `/v1/sessions/` is a 404 in the envelope, not a redirect
     app.state.mockglot = state
     app.state.hub = hub
-    # Added last runs first: request IDs wrap the journal, which wraps the faults.
-    app.add_middleware(FaultMiddleware, state=state)
-    app.add_middleware(RequestJournalMiddleware, state=state)
+    # Added last runs first: request IDs wrap the instrumentation (faults and the journal).
+    app.add_middleware(InstrumentationMiddleware, state=state)
     app.add_middleware(RequestIdMiddleware, randomness=state.randomness, clock_ms=lambda: int(state.clock.now() * 1000))
     return app

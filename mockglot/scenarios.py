@@ -117,11 +117,15 @@ class ScenarioLibrary:
                     loaded = load_file(path)
                     self._files[loaded.name] = loaded
         self._uploads: dict[str, LoadedScenario] = {}
-        self._next_for_key: dict[str, str] = {}
+        self._next_for_key: dict[str, tuple[str, int | None]] = {}  # key -> (scenario, sessions left or None)
 
-    def reset(self) -> None:
-        self._uploads.clear()
-        self._next_for_key.clear()
+    def reset(self, api_keys: set[str] | None = None) -> None:
+        """Forget uploads and choices; with `api_keys`, only those keys' choices."""
+        if api_keys is None:
+            self._uploads.clear()
+            self._next_for_key.clear()
+        for key in api_keys or ():
+            self._next_for_key.pop(key, None)
 
     def names(self) -> list[str]:
         return sorted({loaded.name for loaded in (*self._files.values(), *self._uploads.values())})
@@ -143,9 +147,9 @@ class ScenarioLibrary:
     def upload(self, loaded: LoadedScenario) -> None:
         self._uploads[loaded.name] = loaded
 
-    def use_next(self, api_key: str, name: str) -> None:
-        self.get(name)
-        self._next_for_key[api_key] = name
+    def use_next(self, api_key: str, name: str, sessions: int | None = 1) -> None:
+        """The key's next `sessions` sessions (None: all, until reset) use this scenario."""
+        self._next_for_key[api_key] = (self.get(name).name, sessions)
 
     def choose(self, api_key: str, metadata: dict[str, str], default: str) -> str:
         """Most specific first: the session's metadata, the key's next-session choice, the server default."""
@@ -160,4 +164,13 @@ class ScenarioLibrary:
                     f"{', '.join(self.names())}. Upload one through the control plane or add it with --fixtures.",
                     param="metadata.mockglot_scenario",
                 ) from None
-        return self._next_for_key.pop(api_key, None) or self.get(default).name
+        chosen = self._next_for_key.get(api_key)
+        if chosen is None:
+            return self.get(default).name
+        name, left = chosen
+        if left is not None:
+            if left <= 1:
+                del self._next_for_key[api_key]
+            else:
+                self._next_for_key[api_key] = (name, left - 1)
+        return name

@@ -25,11 +25,12 @@ class Settings(msgspec.Struct, kw_only=True):
     rate_limit: int | None = None
     control_token: str | None = None
     pacing_checks: bool = False
+    webhooks: list[str] = msgspec.field(default_factory=list)  # URL or URL#SECRET
 
 
 # Each setting's environment variable and how to read it from a string.
 ENV_PREFIX = "MOCKGLOT_"
-_LIST_FIELDS = {"fixtures", "vosk_models"}
+_LIST_FIELDS = {"fixtures", "vosk_models", "webhooks"}
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 
 

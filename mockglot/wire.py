@@ -421,6 +421,7 @@ class ScenarioInfo(Struct, kw_only=True):
 class NextScenario(Struct, kw_only=True):
     api_key: str
     scenario: str
+    sessions: Annotated[int, Meta(ge=1)] | None = 1  # how many of the key's next sessions; null: until reset
 
 
 class KeyUpdate(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -457,3 +458,78 @@ encoder = msgspec.json.Encoder()
 
 def encode(value: object) -> bytes:
     return encoder.encode(value)
+
+
+# --- webhooks (kallglot-api.md §8): the event envelope, and the control plane's endpoints and deliveries --
+
+WEBHOOK_EVENTS = (
+    "session.created",
+    "session.started",
+    "session.ended",
+    "transcript.segment",
+    "transcript.ready",
+    "recording.ready",
+    "recording.failed",
+    "analysis.complete",
+    "analysis.failed",
+    "session.provider.connected",
+    "session.provider.disconnected",
+)
+WebhookStatus = Literal["pending", "succeeded", "failed"]
+
+
+class TranscriptSegment(TranscriptTurn, kw_only=True):
+    """`transcript.segment` data: the transcript turn as REST shows it, plus its session [emulator]."""
+
+    session_id: str
+
+
+class WebhookEvent(Struct, kw_only=True):
+    id: str
+    type: str
+    api_version: Literal["v1"] = "v1"
+    created_at: str
+    data: Any  # the resource as REST returns it: Session, TranscriptSegment or Transcript
+
+
+class WebhookEndpointCreate(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Register a receiver. `events` omitted: every event. `secret` omitted: one is generated (and shown once).
+    `api_key` or `organization` limits the endpoint to that organization's events (default: every event)."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048)]
+    events: list[str] | None = None
+    secret: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+    api_key: str | None = None
+    organization: str | None = None
+
+
+class WebhookEndpointInfo(Struct, kw_only=True):
+    id: str
+    url: str
+    events: list[str] | None  # null: every event
+    organization: str | None  # null: every organization
+    source: Literal["settings", "control"]
+    created_at: str
+    secret: str | UnsetType = UNSET  # only in the registration's response
+
+
+class WebhookAttempt(Struct, kw_only=True):
+    retry_count: int  # the Kallglot-Retry-Count it was sent with
+    at: str
+    status_code: int | None  # null: no response (refused, timed out) or still in progress
+    latency_ms: float | None  # null: still in progress
+    error: str | None
+
+
+class WebhookDelivery(Struct, kw_only=True):
+    id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    session_id: str
+    status: WebhookStatus
+    created_at: str
+    next_attempt_at: str | None
+    redelivery_of: str | None
+    attempts: list[WebhookAttempt]
+    event: Any  # the envelope exactly as POSTed

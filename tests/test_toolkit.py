@@ -193,3 +193,27 @@ def test_control_token_protects_the_control_plane_except_health():
         assert http.get("/_mockglot/sessions", headers=bearer(token)).status_code == 200
         created = http.post("/v1/sessions", headers=bearer(new_api_key()), json={"mode": "bidirectional_translation"})
         assert created.status_code == 201  # the public API is not behind the control token
+
+
+def test_a_chosen_scenario_covers_the_tests_sessions_until_reset(mockglot):
+    mockglot.upload_scenario({"name": "short-call", "turns": {"customer": [{"text": "Hallo"}]}})
+    mockglot.use_scenario("short-call")
+    for _ in range(3):
+        mockglot.client.create_session()
+    assert [s["scenario"] for s in mockglot.sessions()] == ["short-call"] * 3
+    mockglot.use_scenario("short-call", sessions=1)
+    mockglot.client.create_session()
+    mockglot.client.create_session()  # the one-session choice is spent: the server default again
+    assert [s["scenario"] for s in mockglot.sessions()][-2:] == ["short-call", "order-change"]
+    mockglot.use_scenario("short-call")
+    mockglot.reset()
+    mockglot.client.create_session()
+    assert [s["scenario"] for s in mockglot.sessions()] == ["order-change"]
+
+
+def test_a_faulted_request_is_journaled_with_its_body(mockglot):
+    mockglot.fault(method="POST", path="/v1/sessions", error_code="service_unavailable")
+    body = {"mode": "bidirectional_translation", "metadata": {"marker": "faulted"}}
+    assert mockglot.client.http.post("/v1/sessions", json=body).status_code == 503
+    journaled = mockglot.requests()[-1]
+    assert journaled["status"] == 503 and '"faulted"' in journaled["body"]

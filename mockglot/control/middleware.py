@@ -103,6 +103,8 @@ class InstrumentationMiddleware:
         if error is None:
             await self.app(scope, receive, send)
             return
+        while (await receive()).get("more_body"):  # read the request anyway: the journal shows what was sent
+            pass
         body = msgspec.json.encode(error.body(scope.get("state", {}).get("request_id")))
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if error.retry_after is not None:

@@ -53,7 +53,7 @@ async def upload(ctx: ControlContext) -> Reply:
 async def use_next(ctx: ControlContext) -> Reply:
     request = ctx.parse(wire.NextScenario)
     try:
-        ctx.state.scenarios.use_next(request.api_key, request.scenario)
+        ctx.state.scenarios.use_next(request.api_key, request.scenario, request.sessions)
     except (KeyError, ValueError):
         raise ApiError(
             "invalid_field_value",

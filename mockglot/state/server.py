@@ -46,6 +46,7 @@ class ServerState:
 
     def reset(self, organization: str | None = None) -> None:
         """Forget everything (or one organization's part): sessions, idempotency keys, usage, faults, journals."""
+        keys: set[str] | None = None
         if organization is None:
             self.randomness.reseed(self.settings.seed)
             self.rate_limiter.reset()
@@ -60,5 +61,4 @@ class ServerState:
         self.idempotency.reset(organization)
         self.keys.reset(organization)
         self.webhooks.reset(organization)
-        if organization is None:
-            self.scenarios.reset()
+        self.scenarios.reset(keys)

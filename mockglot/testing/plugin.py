@@ -208,9 +208,11 @@ class Mockglot:
 
     # scenarios
 
-    def use_scenario(self, name: str) -> None:
-        """This key's next session plays scenario `name` (unless its metadata names another)."""
-        checked(self.control.post("/_mockglot/scenarios/next", json={"api_key": self.api_key, "scenario": name}))
+    def use_scenario(self, name: str, sessions: int | None = None) -> None:
+        """This test's sessions play scenario `name` (unless their metadata names another): all of them, or
+        the next `sessions`."""
+        body = {"api_key": self.api_key, "scenario": name, "sessions": sessions}
+        checked(self.control.post("/_mockglot/scenarios/next", json=body))
 
     def upload_scenario(self, scenario: Mapping[str, Any] | str) -> dict[str, Any]:
         """Upload a scenario (a dict, or YAML text); uploads are server-wide and last until a full reset."""

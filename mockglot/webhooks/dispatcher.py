@@ -1,0 +1,318 @@
+"""Delivering webhooks: turn lifecycle events into signed POSTs, in order per endpoint, retried on the clock.
+
+Nothing on the request path awaits a delivery. An event is rendered and recorded synchronously (the data is
+a snapshot of the resource at that moment), then background tasks send it: one ordered lane per endpoint for
+first attempts, retries when the server clock makes them due, all under one bound on concurrent requests.
+A receiver that hangs or refuses holds only its own lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+
+from mockglot import __version__, wire
+from mockglot.api import render
+from mockglot.settings import Settings
+from mockglot.state.clock import Clock, isoformat
+from mockglot.state.events import Event, EventBus
+from mockglot.state.randomness import Randomness
+from mockglot.state.sessions import SessionRecord, StreamToken
+from mockglot.webhooks.signing import SIGNATURE_HEADER, sign
+from mockglot.webhooks.state import Attempt, Delivery, WebhookEndpoint, WebhookStore, parse_setting
+
+log = logging.getLogger("mockglot.webhooks")
+
+ATTEMPT_TIMEOUT_SECONDS = 30.0
+MAX_CONCURRENT_ATTEMPTS = 32
+DISCARD_SECONDS = 1.0  # how long a receiver's answer body may take before its connection is closed instead
+MAX_DISCARDED_BYTES = 64 * 1024
+USER_AGENT = f"mockglot/{__version__} (Kallglot webhooks)"
+_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+class _TokensAsTheyAre:
+    """`render.session`'s token source for webhooks: shows the current token; only a GET reissues one."""
+
+    @staticmethod
+    def current_token(record: SessionRecord) -> StreamToken:
+        return record.token
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One endpoint's first attempts, sent one after another in event order."""
+
+    queue: deque[Delivery] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, clock: Clock, randomness: Randomness, events: EventBus) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = WebhookStore(clock, randomness)
+        self.attempt_timeout = ATTEMPT_TIMEOUT_SECONDS
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._lanes: dict[str, _Lane] = {}
+        self._due: list[tuple[float, int, str]] = []  # heap of (due at, tie-break, delivery id)
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._attempts: dict[str, asyncio.Task[None]] = {}  # delivery id -> its attempt in flight
+        for entry in settings.webhooks:
+            url, secret = parse_setting(entry)
+            self.store.register(url, secret=secret, source="settings")
+        events.subscribe(self._on_event)
+        clock.on_change(self._on_clock)
+
+    # --- the control plane's verbs -------------------------------------------------------------------------
+
+    def register(
+        self, url: str, events: list[str] | None, secret: str | None, organization: str | None
+    ) -> WebhookEndpoint:
+        return self.store.register(url, events, secret, organization)
+
+    def remove(self, endpoint_id: str) -> bool:
+        dropped = self.store.remove(endpoint_id)
+        if dropped is None:
+            return False
+        self._cancel(dropped)
+        self._lanes.pop(endpoint_id, None)
+        return True
+
+    def redeliver(self, delivery_id: str) -> Delivery | None:
+        """Send a delivery's event again as a new delivery (same event id and body, a fresh schedule)."""
+        original = self.store.get(delivery_id)
+        if original is None:
+            return None
+        copy = self.store.add(
+            original.endpoint, original.event_id, original.event_type, original.session_id,
+            original.organization, original.body, redelivery_of=original.id,
+        )  # fmt: skip
+        self._enqueue(copy)
+        return copy
+
+    def reset(self, organization: str | None = None) -> None:
+        self._cancel(self.store.reset(organization))
+        for endpoint_id in [e for e in self._lanes if e not in self.store.endpoints]:
+            del self._lanes[endpoint_id]
+
+    # --- lifecycle: deliveries run while the server runs ---------------------------------------------------
+
+    def start(self) -> None:
+        """Begin sending (on the server's loop): whatever was recorded before starts now."""
+        self._loop = asyncio.get_running_loop()
+        self._client = httpx.AsyncClient(
+            timeout=self.attempt_timeout,
+            trust_env=False,  # a proxy from the environment must not stand between us and a local receiver
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=MAX_CONCURRENT_ATTEMPTS),
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_ATTEMPTS)
+        for endpoint in self.store.endpoints.values():
+            secret = f"; signing secret {endpoint.secret}" if endpoint.generated_secret else ""
+            log.info("webhooks: delivering to %s (endpoint %s%s)", endpoint.url, endpoint.id, secret)
+        for endpoint_id in list(self._lanes):
+            self._kick(endpoint_id)
+        self._due = [
+            (d.next_attempt_at, next(self._order), d.id)
+            for d in self.store.deliveries(status="pending")
+            if d.next_attempt_at is not None
+        ]
+        heapq.heapify(self._due)
+        self._arm()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [*self._attempts.values(), *(lane.task for lane in self._lanes.values() if lane.task)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+        self._loop, self._client, self._semaphore, self._timer = None, None, None, None
+
+    # --- events in ---------------------------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The WebSocket origin for `stream.url` in session data: no request to learn it from, so the settings."""
+        host = _WILDCARD_HOSTS.get(self.settings.host, self.settings.host)
+        return f"ws://{f'[{host}]' if ':' in host else host}:{self.settings.port}"
+
+    def _on_event(self, event: Event) -> None:
+        """Record one delivery per interested endpoint. Runs inside the API call: never raises, never waits."""
+        try:
+            organization = event.session.owner[0]
+            endpoints = self.store.matching(event.type, organization)
+            if not endpoints:
+                return
+            now = self.clock.now()
+            event_id = self.store.new_event_id(now)
+            envelope = wire.WebhookEvent(
+                id=event_id, type=event.type, created_at=isoformat(now), data=self._data(event, now)
+            )
+            body = wire.encode(envelope)
+            for endpoint in endpoints:
+                self._enqueue(self.store.add(endpoint, event_id, event.type, event.session.id, organization, body))
+        except Exception:
+            log.exception("webhooks: could not record a %s event", event.type)
+
+    def _data(self, event: Event, now: float) -> Any:
+        """The resource as REST returns it at this moment."""
+        record = event.session
+        if event.type == "transcript.segment" and event.turn is not None:
+            return wire.TranscriptSegment(session_id=record.id, **msgspec.structs.asdict(render.turn(event.turn)))
+        if event.type == "transcript.ready":
+            return render.transcript(record, now)
+        return render.session(record, _TokensAsTheyAre(), self.origin)  # type: ignore[arg-type]
+
+    # --- scheduling --------------------------------------------------------------------------------------
+
+    def _soon(self, callback: Any, *args: Any) -> None:
+        """Run on the server's loop: now if we are on it, else thread-safely; not at all before start()."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            callback(*args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        self._lanes.setdefault(delivery.endpoint.id, _Lane()).queue.append(delivery)
+        self._soon(self._kick, delivery.endpoint.id)
+
+    def _kick(self, endpoint_id: str) -> None:
+        lane = self._lanes.get(endpoint_id)
+        if self._loop is None or lane is None or not lane.queue or (lane.task is not None and not lane.task.done()):
+            return
+        lane.task = self._loop.create_task(self._drain(lane))
+
+    async def _drain(self, lane: _Lane) -> None:
+        while lane.queue:
+            delivery = lane.queue.popleft()
+            if not delivery.cancelled and not delivery.attempts:
+                await asyncio.wait([self._launch(delivery)])  # wait, but a cancelled attempt does not stop the lane
+
+    def _on_clock(self) -> None:
+        self._soon(self._fire_due)
+
+    def _fire_due(self) -> None:
+        """Launch every retry the clock has reached, then wait for the next."""
+        now = self.clock.now()
+        while self._due and self._due[0][0] <= now:
+            due, _, delivery_id = heapq.heappop(self._due)
+            delivery = self.store.get(delivery_id)
+            if delivery is not None and not delivery.cancelled and delivery.next_attempt_at == due:
+                self._launch(delivery)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._due and self._loop is not None:
+            self._timer = self._loop.call_later(max(self._due[0][0] - self.clock.now(), 0), self._fire_due)
+
+    def _cancel(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            task = self._attempts.get(delivery.id)
+            if task is not None:
+                self._soon(task.cancel)
+
+    # --- attempts ----------------------------------------------------------------------------------------
+
+    def _launch(self, delivery: Delivery) -> asyncio.Task[None]:
+        """Record the attempt at once (so the state shows it in flight), and send it in the background."""
+        assert self._loop is not None
+        attempt = delivery.begin(self.clock.now())
+        task = self._loop.create_task(self._send(delivery, attempt))
+        self._attempts[delivery.id] = task
+        task.add_done_callback(lambda done: self._forget(delivery.id, done))
+        return task
+
+    def _forget(self, delivery_id: str, task: asyncio.Task[None]) -> None:
+        if self._attempts.get(delivery_id) is task:  # a retry may already have taken its place
+            del self._attempts[delivery_id]
+
+    async def _send(self, delivery: Delivery, attempt: Attempt) -> None:
+        assert self._client is not None and self._semaphore is not None
+        status: int | None = None
+        error: str | None = None
+        started = time.perf_counter()
+        latency: float | None = None
+        try:
+            async with self._semaphore:
+                started = time.perf_counter()
+                request = self._client.build_request(
+                    "POST", delivery.endpoint.url, content=delivery.body, headers=_headers(delivery, attempt),
+                    timeout=self.attempt_timeout,
+                )  # fmt: skip
+                async with asyncio.timeout(self.attempt_timeout):
+                    response = await self._client.send(request, stream=True)
+                status, latency = response.status_code, (time.perf_counter() - started) * 1000
+                await _discard(response)  # the status decides; the body only holds the connection
+            if not 200 <= status < 300:
+                error = f"HTTP {status}: only a 2xx counts as delivered"
+        except (TimeoutError, httpx.TimeoutException):
+            error = f"no response within {self.attempt_timeout:g} s"
+        except asyncio.CancelledError:
+            error = "cancelled: the server stopped, or the delivery was reset or deleted"
+            raise
+        except Exception as exc:  # refused, reset, bad URL...: a receiver must never crash the dispatcher
+            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        finally:
+            delivery.finish(attempt, status, latency or (time.perf_counter() - started) * 1000, error)
+        self._landed(delivery)
+
+    def _landed(self, delivery: Delivery) -> None:
+        if delivery.cancelled:
+            return
+        if delivery.next_attempt_at is not None:
+            heapq.heappush(self._due, (delivery.next_attempt_at, next(self._order), delivery.id))
+            self._arm()
+        else:
+            self.store.finished(delivery)
+
+
+async def _discard(response: httpx.Response) -> None:
+    """Read and drop a small answer so its keep-alive connection is reused; a large or slow one is just closed."""
+    try:
+        async with asyncio.timeout(DISCARD_SECONDS):
+            received = 0
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received > MAX_DISCARDED_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    finally:
+        await response.aclose()
+
+
+def _headers(delivery: Delivery, attempt: Attempt) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(delivery.body, delivery.endpoint.secret, int(attempt.at)),
+        "Kallglot-Webhook-Id": delivery.id,
+        "Kallglot-Retry-Count": str(attempt.retry_count),
+        "Kallglot-Original-Timestamp": str(int(delivery.attempts[0].at)),
+    }

@@ -1,0 +1,254 @@
+"""Webhook endpoints and deliveries: what is registered, what was sent, what is due. No I/O here.
+
+A delivery is one event for one endpoint, with every attempt made. The retry schedule is part of the state,
+counted on the server clock from the first attempt, so a test that advances the clock makes retries due.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from mockglot.errors import ApiError
+from mockglot.state.clock import Clock
+from mockglot.state.randomness import Randomness
+from mockglot.wire import WEBHOOK_EVENTS, WebhookStatus
+
+RETRY_DELAYS_SECONDS = (60, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 24 * 3600)  # after the first attempt
+MAX_ATTEMPTS = 1 + len(RETRY_DELAYS_SECONDS)
+MAX_FINISHED_DELIVERIES = 10_000  # the oldest finished deliveries are forgotten beyond this; pending never are
+SECRET_BYTES = 24
+
+Source = Literal["settings", "control"]
+
+
+@dataclass(slots=True, eq=False)
+class WebhookEndpoint:
+    id: str
+    url: str
+    events: frozenset[str] | None  # None: every event
+    secret: str
+    organization: str | None  # None: every organization's events
+    source: Source
+    created_at: float
+    generated_secret: bool = False
+
+    def wants(self, event_type: str, organization: str) -> bool:
+        return (self.events is None or event_type in self.events) and self.organization in (None, organization)
+
+
+@dataclass(slots=True)
+class Attempt:
+    retry_count: int
+    at: float  # server clock; also the signature's `t`
+    status_code: int | None = None
+    latency_ms: float | None = None  # None while the attempt is in flight
+    error: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    id: str
+    endpoint: WebhookEndpoint
+    event_id: str
+    event_type: str
+    session_id: str
+    organization: str
+    body: bytes  # the envelope, encoded once: every attempt sends the same bytes
+    created_at: float
+    redelivery_of: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    status: WebhookStatus = "pending"
+    next_attempt_at: float | None = None
+    cancelled: bool = False  # its endpoint was deleted or the state reset: never attempt it again
+
+    @property
+    def in_flight(self) -> bool:
+        return bool(self.attempts) and self.attempts[-1].latency_ms is None
+
+    def begin(self, now: float) -> Attempt:
+        attempt = Attempt(retry_count=len(self.attempts), at=now)
+        self.attempts.append(attempt)
+        self.next_attempt_at = None
+        return attempt
+
+    def finish(self, attempt: Attempt, status_code: int | None, latency_ms: float, error: str | None) -> None:
+        """Record an outcome: success ends the delivery, the 8th failure fails it, others schedule a retry."""
+        attempt.status_code, attempt.latency_ms, attempt.error = status_code, round(latency_ms, 1), error
+        if error is None:
+            self.status = "succeeded"
+        elif len(self.attempts) >= MAX_ATTEMPTS:
+            self.status = "failed"
+        else:
+            self.next_attempt_at = self.attempts[0].at + RETRY_DELAYS_SECONDS[len(self.attempts) - 1]
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot receive webhooks, or None. Parsed as the sender will parse it."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "is not a valid URL"
+    if parsed.scheme not in ("http", "https"):
+        return "must be an absolute http:// or https:// URL"
+    if not parsed.host:
+        return "has no host"
+    return None
+
+
+def parse_setting(entry: str) -> tuple[str, str | None]:
+    """`URL` or `URL#SECRET` (the --webhook flag, MOCKGLOT_WEBHOOKS): a fragment never reaches a receiver."""
+    url, _, secret = entry.strip().partition("#")
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValueError(f"invalid webhook {url!r}: the URL {problem} (give URL or URL#SECRET)")
+    return url, secret or None
+
+
+class WebhookStore:
+    def __init__(self, clock: Clock, randomness: Randomness) -> None:
+        self.clock = clock
+        self.randomness = randomness
+        self.endpoints: dict[str, WebhookEndpoint] = {}
+        self._deliveries: dict[str, Delivery] = {}
+        self._finished: deque[str] = deque()
+
+    # --- endpoints ---------------------------------------------------------------------------------------
+
+    def register(
+        self,
+        url: str,
+        events: list[str] | None = None,
+        secret: str | None = None,
+        organization: str | None = None,
+        source: Source = "control",
+    ) -> WebhookEndpoint:
+        """Validate and add an endpoint; without `secret`, one is generated from the one randomness source."""
+        problem = url_problem(url)
+        if problem is not None:
+            raise ApiError(
+                "invalid_field_value", f"`url` {problem}: give e.g. http://127.0.0.1:9000/hooks.", param="url"
+            )
+        chosen = _check_events(events)
+        # Settings endpoints draw from their own streams: a reset reseeds the others, and must not repeat them.
+        suffix = ":settings" if source == "settings" else ""
+        now = self.clock.now()
+        endpoint = WebhookEndpoint(
+            id="wh_ep_" + self.randomness.ulid("webhook_endpoint" + suffix, int(now * 1000)),
+            url=url,
+            events=chosen,
+            secret=secret or "whsec_" + self.randomness.hex("webhook_secret" + suffix, SECRET_BYTES),
+            organization=organization,
+            source=source,
+            created_at=now,
+            generated_secret=not secret,
+        )
+        self.endpoints[endpoint.id] = endpoint
+        return endpoint
+
+    def remove(self, endpoint_id: str) -> list[Delivery] | None:
+        """Delete an endpoint and its deliveries (returned, cancelled); None if there is no such endpoint."""
+        if self.endpoints.pop(endpoint_id, None) is None:
+            return None
+        return self._drop(lambda d: d.endpoint.id == endpoint_id)
+
+    def matching(self, event_type: str, organization: str) -> list[WebhookEndpoint]:
+        return [e for e in self.endpoints.values() if e.wants(event_type, organization)]
+
+    # --- deliveries --------------------------------------------------------------------------------------
+
+    def new_event_id(self, now: float) -> str:
+        return "evt_" + self.randomness.ulid("webhook_event", int(now * 1000))
+
+    def add(
+        self,
+        endpoint: WebhookEndpoint,
+        event_id: str,
+        event_type: str,
+        session_id: str,
+        organization: str,
+        body: bytes,
+        redelivery_of: str | None = None,
+    ) -> Delivery:
+        now = self.clock.now()
+        delivery = Delivery(
+            id="wh_del_" + self.randomness.ulid("webhook_delivery", int(now * 1000)),
+            endpoint=endpoint,
+            event_id=event_id,
+            event_type=event_type,
+            session_id=session_id,
+            organization=organization,
+            body=body,
+            created_at=now,
+            redelivery_of=redelivery_of,
+        )
+        self._deliveries[delivery.id] = delivery
+        return delivery
+
+    def finished(self, delivery: Delivery) -> None:
+        """Note a delivery that will not be attempted again, and forget the oldest such beyond the limit."""
+        if delivery.status == "pending":
+            return
+        self._finished.append(delivery.id)
+        while len(self._deliveries) > MAX_FINISHED_DELIVERIES and self._finished:
+            self._deliveries.pop(self._finished.popleft(), None)
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        return self._deliveries.get(delivery_id)
+
+    def deliveries(
+        self,
+        endpoint_id: str | None = None,
+        event_type: str | None = None,
+        status: str | None = None,
+        session_id: str | None = None,
+    ) -> list[Delivery]:
+        """Oldest first, filtered by whichever of the arguments are given."""
+        return [
+            d
+            for d in self._deliveries.values()
+            if (endpoint_id is None or d.endpoint.id == endpoint_id)
+            and (event_type is None or d.event_type == event_type)
+            and (status is None or d.status == status)
+            and (session_id is None or d.session_id == session_id)
+        ]
+
+    # --- reset -------------------------------------------------------------------------------------------
+
+    def reset(self, organization: str | None = None) -> list[Delivery]:
+        """Forget deliveries and the control plane's endpoints (all, or one organization's); endpoints from
+        the settings stay, with their secrets. Returns the dropped deliveries, cancelled."""
+        if organization is None:
+            self.endpoints = {k: e for k, e in self.endpoints.items() if e.source == "settings"}
+            self._finished.clear()
+            return self._drop(lambda d: True)
+        self.endpoints = {k: e for k, e in self.endpoints.items() if e.organization != organization}
+        return self._drop(lambda d: d.organization == organization or d.endpoint.id not in self.endpoints)
+
+    def _drop(self, doomed: Callable[[Delivery], bool]) -> list[Delivery]:
+        dropped = [d for d in self._deliveries.values() if doomed(d)]
+        for delivery in dropped:
+            delivery.cancelled = True
+            del self._deliveries[delivery.id]
+        return dropped
+
+
+def _check_events(events: list[str] | None) -> frozenset[str] | None:
+    if events is None:
+        return None
+    known = ", ".join(WEBHOOK_EVENTS)
+    if not events:
+        raise ApiError(
+            "invalid_field_value", f"`events` is empty: omit it for every event, or list some of: {known}.",
+            param="events",
+        )  # fmt: skip
+    for index, name in enumerate(events):
+        if name not in WEBHOOK_EVENTS:
+            raise ApiError(
+                "invalid_field_value", f"Unknown event {name!r}; the events are: {known}.", param=f"events[{index}]"
+            )
+    return frozenset(events)
