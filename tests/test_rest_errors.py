@@ -12,6 +12,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from mockglot.api import render
 from mockglot.api.endpoint import Endpoint, Reply, route
 from mockglot.errors import CATALOGUE
 from mockglot.http import RequestIdMiddleware
@@ -519,6 +520,22 @@ async def test_a_rejected_create_costs_nothing_and_creates_nothing(client, state
     response = await client.post("/v1/sessions", json=BASIC)
     assert response.headers["x-api-credits-used"] == "1"
     assert len(state.sessions.all()) == 1
+
+
+# --- 500 --------------------------------------------------------------------------------------------------
+
+
+async def test_a_bug_is_a_500_envelope_with_its_request_id(client, monkeypatch):
+    """No input should get here (test_fuzz_rest.py); when a bug does, the client still gets the envelope."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(render, "session", broken)
+    response = await client.post("/v1/sessions", json=BASIC)
+    error = expect_error(response, 500, "internal_error")
+    assert "bug" in error["message"]
+    assert "secret internals" not in error["message"]  # internals stay in the log
 
 
 # --- 429 --------------------------------------------------------------------------------------------------

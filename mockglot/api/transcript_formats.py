@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from mockglot.state.sessions import Turn
 
 MEDIA_TYPES = {
@@ -18,10 +20,15 @@ def _timestamp(ms: int, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
 
 
+def _one_line(text: str) -> str:
+    """A line break inside a turn would end an SRT/VTT cue early: every turn's text is one line."""
+    return " ".join(text.split())
+
+
 def _lines(turn: Turn) -> list[str]:
-    lines = [f"[{turn.speaker}] {turn.text}"]
+    lines = [f"[{turn.speaker}] {_one_line(turn.text)}"]
     if turn.translation_text is not None:
-        lines.append(f"[{turn.speaker} → {turn.translation_language}] {turn.translation_text}")
+        lines.append(f"[{turn.speaker} → {turn.translation_language}] {_one_line(turn.translation_text)}")
     return lines
 
 
@@ -41,7 +48,7 @@ def as_vtt(turns: list[Turn]) -> str:
     blocks = ["WEBVTT\n"]
     for turn in turns:
         span = f"{_timestamp(turn.start_ms, '.')} --> {_timestamp(turn.end_ms, '.')}"
-        text = [f"<v {turn.speaker}>{line.split('] ', 1)[1]}" for line in _lines(turn)]
+        text = [f"<v {turn.speaker}>{html.escape(line.split('] ', 1)[1], quote=False)}" for line in _lines(turn)]
         blocks.append("\n".join([f"turn-{turn.sequence}", span, *text]) + "\n")
     return "\n".join(blocks)
 
