@@ -89,7 +89,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mockglot: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
         return 2
-    port = sock.getsockname()[1]
+    port = settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
     print(banner(settings, port), flush=True)
     config = uvicorn.Config(app, log_config=uvicorn_log_config(settings.log_format), ws_ping_interval=None)
     uvicorn.Server(config).run(sockets=[sock])

@@ -31,7 +31,6 @@ from mockglot.webhooks import WebhookSignatureError, sign, verify
 from mockglot.webhooks.state import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS
 from tests.audio import utterance
 
-pytest_plugins = ["mockglot.testing.webhooks"]  # the `webhook_receiver` fixture
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 SECRET = "whsec_test_secret_0123456789"
@@ -44,8 +43,6 @@ ENVELOPE_KEYS = ["id", "type", "api_version", "created_at", "data"]
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
     with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        # ServerThread binds port 0 itself; session data in webhooks takes its origin from the settings.
-        running.settings.port = running.port
         yield running
 
 

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from mockglot.testing.client import Client, KallglotError, SyncClient, bearer, checked
+from mockglot.testing.webhooks import webhook_receiver  # noqa: F401  (a fixture this plugin provides)
 
 if TYPE_CHECKING:
     from mockglot.testing.server import ServerThread

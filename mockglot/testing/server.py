@@ -41,7 +41,7 @@ class ServerThread:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.settings.host, self.settings.port))
-        self.port = sock.getsockname()[1]
+        self.port = self.settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
         config = uvicorn.Config(self.app, log_level="warning", ws_ping_interval=None, lifespan="on")
         self._server = uvicorn.Server(config)
         started = threading.Event()
