@@ -90,6 +90,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"mockglot: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
         return 2
     port = settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
+    sock.listen(2048)  # from here on, a client that read the banner waits in the backlog instead of being refused
     print(banner(settings, port), flush=True)
     config = uvicorn.Config(app, log_config=uvicorn_log_config(settings.log_format), ws_ping_interval=None)
     uvicorn.Server(config).run(sockets=[sock])
