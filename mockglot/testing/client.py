@@ -186,7 +186,9 @@ class Client:
 
     async def open_stream(self, session: dict[str, Any], token: str | None = None) -> Stream:
         url = f"{session['stream']['url']}?token={token or session['stream']['token']}"
-        return Stream(await connect(url, max_size=None, ping_interval=None))
+        # An unbounded queue: with a bounded one, a burst of audio.output frames the caller has not read yet
+        # stops the socket reading, and a close() then waits for a close frame stuck behind them.
+        return Stream(await connect(url, max_size=None, max_queue=None, ping_interval=None))
 
 
 class SyncClient:
