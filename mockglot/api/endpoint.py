@@ -15,10 +15,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mockglot import validation
 from mockglot.errors import ApiError
-from mockglot.http import error_response, header, json_response, read_json_body, request_id
+from mockglot.http import PreparedResponse, error_response, header, json_response, read_json_body, request_id
 from mockglot.state.auth import ApiKey
 from mockglot.state.idempotency import StoredResponse
 from mockglot.state.ratelimit import RateLimited, RateStatus
@@ -124,9 +125,7 @@ def route(endpoint: Endpoint, state: ServerState) -> Route:
             if ctx.warnings:
                 headers[WARNING_HEADER] = header_safe("; ".join(ctx.warnings))
             if reply.media_type:
-                return Response(
-                    content, status_code=reply.status, media_type=reply.media_type, headers=headers
-                )
+                return PreparedResponse(reply.status, content, reply.media_type, headers)
             return json_response(reply.status, content, headers)
         except ApiError as exc:
             headers = usage_headers(key, rate) if key is not None and rate is not None else {}
@@ -135,7 +134,24 @@ def route(endpoint: Endpoint, state: ServerState) -> Route:
             if claimed is not None:
                 state.idempotency.abandon(*claimed)
 
-    return Route(endpoint.path, run, methods=[endpoint.method], name=endpoint.summary)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await run(Request(scope, receive))
+        await response(scope, receive, send)
+
+    # A plain ASGI app (not a request handler) spares each request Starlette's wrapper layers.
+    return Route(endpoint.path, ASGIEndpoint(app), methods=[endpoint.method], name=endpoint.summary)
+
+
+class ASGIEndpoint:
+    """Starlette serves a route's endpoint as-is when it is not a function."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def header_safe(text: str) -> str:

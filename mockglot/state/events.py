@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mockglot.state.sessions import SessionRecord, Turn
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen init is slow, and this is made per request or frame
 class Event:
     type: str  # the webhook event type: session.created, session.started, transcript.segment, ...
     session: SessionRecord
     turn: Turn | None = None
+    resource: Any = None  # recording.* / analysis.*: the RecordingRecord or AnalysisRecord
 
 
 Listener = Callable[[Event], None]

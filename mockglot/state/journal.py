@@ -10,7 +10,7 @@ from typing import Literal
 Direction = Literal["in", "out"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen init is slow, and this is made per request or frame
 class JournalEntry:
     index: int
     direction: Direction

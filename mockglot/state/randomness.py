@@ -60,4 +60,4 @@ _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # 10 bits -> two charact
 
 def _base32(value: int, length: int) -> str:
     """Crockford base32, most significant character first, zero-padded to an even `length`."""
-    return "".join(_PAIRS[(value >> shift) & 1023] for shift in range(5 * (length - 2), -1, -10))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(5 * (length - 2), -1, -10)])

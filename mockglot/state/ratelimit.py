@@ -11,7 +11,7 @@ NOMINAL_LIMIT = 1000  # reported in the headers when no limit is configured
 WINDOW_SECONDS = 60
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen init is slow, and this is made per request or frame
 class RateStatus:
     limit: int
     remaining: int

@@ -13,7 +13,7 @@ MAX_REQUESTS = 10_000
 MAX_BODY_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen init is slow, and this is made per request or frame
 class RequestEntry:
     request_id: str
     at: float

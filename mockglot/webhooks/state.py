@@ -157,6 +157,8 @@ class WebhookStore:
         return self._drop(lambda d: d.endpoint.id == endpoint_id)
 
     def matching(self, event_type: str, organization: str) -> list[WebhookEndpoint]:
+        if not self.endpoints:  # the common case, on every session event: nothing to match
+            return []
         return [e for e in self.endpoints.values() if e.wants(event_type, organization)]
 
     # --- deliveries --------------------------------------------------------------------------------------
