@@ -3,7 +3,6 @@
     python bench/rest.py                       # 3 repeats of 3000 round trips each, 8 connections
     python bench/rest.py --round-trips 5000 --concurrency 16 --repeats 5
     python bench/rest.py --profile /tmp/mockglot.prof   # cProfile the mockglot server while it is loaded
-    python bench/rest.py --ablate sweep,journal         # analysis: what those pieces cost
 
 Each server runs in its own process (`python bench/rest.py serve mockglot|bare`), with identical uvicorn
 options (one worker, access log off, log level warning, uvloop/httptools when installed). This process is the
@@ -54,29 +53,15 @@ def bare_app():
     return Starlette(routes=[Route("/ping", ping, methods=["GET", "POST"])])
 
 
-ABLATIONS = {
-    "sweep": "SessionStore.get() does not sweep every session for idleness",
-    "journal": "no request journal / REST fault middleware",
-}
-
-
-def mockglot_app(ablate: frozenset[str] = frozenset()):
-    """The real app; `ablate` removes a piece, only to measure what it costs (see --ablate)."""
+def mockglot_app():
     from mockglot.app import create_app
     from mockglot.settings import Settings
-    from mockglot.state.sessions import SessionStore
 
-    if "sweep" in ablate:
-        SessionStore.sweep = lambda self: None  # type: ignore[method-assign]
-    app = create_app(Settings())
-    if "journal" in ablate:
-        dropped = {"RequestJournalMiddleware", "FaultMiddleware"}
-        app.user_middleware = [m for m in app.user_middleware if m.cls.__name__ not in dropped]
-    return app
+    return create_app(Settings())
 
 
-def serve(which: str, profile: str | None, ablate: frozenset[str] = frozenset()) -> None:
-    app = mockglot_app(ablate) if which == "mockglot" else bare_app()
+def serve(which: str, profile: str | None) -> None:
+    app = mockglot_app() if which == "mockglot" else bare_app()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -99,9 +84,8 @@ def serve(which: str, profile: str | None, ablate: frozenset[str] = frozenset())
 
 
 class Process:
-    def __init__(self, which: str, profile: str | None = None, ablate: frozenset[str] = frozenset()) -> None:
+    def __init__(self, which: str, profile: str | None = None) -> None:
         command = [sys.executable, __file__, "serve", which] + (["--profile", profile] if profile else [])
-        command += ["--ablate", ",".join(sorted(ablate))] if ablate else []
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("PORT "):
@@ -215,7 +199,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def run(args: argparse.Namespace) -> Result:
-    servers = {"bare": Process("bare"), "mockglot": Process("mockglot", args.profile, args.ablate)}
+    servers = {"bare": Process("bare"), "mockglot": Process("mockglot", args.profile)}
     result = Result(rate={"bare": [], "mockglot": []}, cpu_rate={"bare": [], "mockglot": []})
     try:
         for which, server in servers.items():  # warm-up: imports, first connections, caches
@@ -247,7 +231,7 @@ def report(args: argparse.Namespace, result: Result) -> str:
         f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, "
         f"{platform.platform()}, Python {platform.python_version()}",
         f"command: python bench/rest.py --round-trips {args.round_trips} --concurrency {args.concurrency} "
-        f"--repeats {args.repeats}" + (f" --ablate {','.join(sorted(args.ablate))}" if args.ablate else ""),
+        f"--repeats {args.repeats}",
         f"round trips/s          bare: {series(result.rate['bare'])}",
         f"                   mockglot: {series(result.rate['mockglot'])}",
         f"ratio mockglot/bare: {ratio:.2f} ({'meets' if ratio >= GOAL else 'MISSES'} the goal of >= {GOAL})",
@@ -261,22 +245,14 @@ def report(args: argparse.Namespace, result: Result) -> str:
     return "\n".join(lines)
 
 
-def ablations(text: str) -> frozenset[str]:
-    pieces = frozenset(p for p in text.split(",") if p)
-    if pieces - ABLATIONS.keys():
-        raise argparse.ArgumentTypeError(f"unknown: {sorted(pieces - ABLATIONS.keys())}; known: {list(ABLATIONS)}")
-    return pieces
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         parser = argparse.ArgumentParser(prog="rest.py serve")
         parser.add_argument("which", choices=["mockglot", "bare"])
         parser.add_argument("--profile")
-        parser.add_argument("--ablate", type=ablations, default=frozenset())
         args = parser.parse_args(argv[1:])
-        serve(args.which, args.profile, args.ablate)
+        serve(args.which, args.profile)
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--round-trips", type=int, default=3000)
@@ -284,10 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--profile", help="cProfile the mockglot server into this file")
-    parser.add_argument(
-        "--ablate", type=ablations, default=frozenset(), metavar="PIECE[,PIECE]",
-        help="analysis only: run mockglot without " + "; ".join(f"{k} ({v})" for k, v in ABLATIONS.items()),
-    )  # fmt: skip
     args = parser.parse_args(argv)
     print(report(args, run(args)))
     return 0
