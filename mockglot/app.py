@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from mockglot.api import sessions, stream
+from mockglot.api import agents, analyses, dial, recordings, sessions, stream
 from mockglot.api.endpoint import Endpoint, route
 from mockglot.control import faults, keys, requests, scenarios, system, webhooks
 from mockglot.control import sessions as control_sessions
@@ -25,7 +25,13 @@ from mockglot.openapi import document
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 
-PUBLIC_ENDPOINTS: list[Endpoint] = [*sessions.ENDPOINTS]
+PUBLIC_ENDPOINTS: list[Endpoint] = [
+    *sessions.ENDPOINTS,
+    *dial.ENDPOINTS,
+    *recordings.ENDPOINTS,
+    *analyses.ENDPOINTS,
+    *agents.ENDPOINTS,
+]
 CONTROL_ENDPOINTS: list[Endpoint] = [
     *system.ENDPOINTS,
     *control_sessions.ENDPOINTS,

@@ -29,6 +29,7 @@ CATALOGUE: dict[str, ErrorKind] = {
     "idempotency_conflict": ErrorKind(409, "conflict_error"),
     "session_ended": ErrorKind(409, "conflict_error"),
     "session_not_connected": ErrorKind(409, "conflict_error"),  # [emulator] control plane: inject
+    "transcript_empty": ErrorKind(409, "conflict_error"),  # [emulator] an analysis of a session with no turns
     "missing_required_field": ErrorKind(422, "validation_error"),
     "invalid_field_value": ErrorKind(422, "validation_error"),
     "invalid_mode": ErrorKind(422, "validation_error"),

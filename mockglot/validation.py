@@ -41,6 +41,10 @@ HINTS: dict[str, str] = {
     "ai_agent.temperature": "a number from 0 to 2",
     "ai_agent.knowledge_base_id": "an id such as kb_abc123",
     "agent_id": "an agent id such as agt_01HX…",
+    # POST /v1/agents: the `ai_agent` fields at the top level
+    "voice": "one of alloy, echo, fable, onyx, nova, shimmer",
+    "temperature": "a number from 0 to 2",
+    "knowledge_base_id": "an id such as kb_abc123",
 }
 
 

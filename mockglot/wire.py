@@ -88,11 +88,17 @@ class AgentTool(Struct, kw_only=True):
     parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object"})
 
 
+SystemPrompt = Annotated[str, Meta(max_length=20000)]
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+KnowledgeBaseId = Annotated[str, Meta(pattern=r"^kb_[A-Za-z0-9]+$")]
+AgentId = Annotated[str, Meta(pattern=r"^agt_[A-Za-z0-9]+$")]
+
+
 class AiAgentConfig(Struct, kw_only=True):
-    system_prompt: Annotated[str, Meta(max_length=20000)] | None = None
+    system_prompt: SystemPrompt | None = None
     voice: Voice | None = None
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
-    knowledge_base_id: Annotated[str, Meta(pattern=r"^kb_[A-Za-z0-9]+$")] | None = None
+    temperature: Temperature | None = None
+    knowledge_base_id: KnowledgeBaseId | None = None
     tools: list[AgentTool] | None = None
 
 
@@ -104,7 +110,7 @@ class SessionCreate(Struct, kw_only=True):
     recording: RecordingOptions | None = None
     metadata: Metadata | None = None
     ai_agent: AiAgentConfig | None = None
-    agent_id: Annotated[str, Meta(pattern=r"^agt_[A-Za-z0-9]+$")] | None = None
+    agent_id: AgentId | None = None
     overrides: AiAgentConfig | None = None
 
 
@@ -174,6 +180,122 @@ class Transcript(Struct, kw_only=True):
     status: Literal["in_progress", "completed"]
     turns: list[TranscriptTurn]
     metadata: TranscriptMetadata
+
+
+# --- other documented endpoints (kallglot-api.md §6): agents, recordings, analyses, dial ------------------
+
+
+class AgentCreate(Struct, kw_only=True):
+    """`POST /v1/agents`: a name plus the `ai_agent` fields of a session."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=256)]  # [emulator limit]
+    system_prompt: SystemPrompt | None = None
+    voice: Voice | None = None
+    temperature: Temperature | None = None
+    knowledge_base_id: KnowledgeBaseId | None = None
+    tools: list[AgentTool] | None = None
+
+
+class Agent(Struct, kw_only=True):
+    id: str
+    object: Literal["agent"] = "agent"
+    name: str
+    system_prompt: str | None
+    voice: Voice | None
+    temperature: float | None
+    knowledge_base_id: str | None
+    tools: list[AgentTool] | None
+    created_at: str
+
+
+class AgentList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[Agent]
+    has_more: bool
+
+
+class Recording(Struct, kw_only=True):
+    """[emulator] one per session with recording enabled, made when it ends: a WAV of 8 kHz mu-law, one channel
+    per speaker (`channels`), each channel the audio the server received from that speaker."""
+
+    id: str
+    object: Literal["recording"] = "recording"
+    session_id: str
+    status: Literal["ready", "failed"]
+    duration_seconds: float
+    format: Literal["wav"] = "wav"
+    encoding: Literal["mulaw"] = "mulaw"
+    sample_rate_hz: Literal[8000] = 8000
+    channels: list[Speaker]
+    size_bytes: int
+    created_at: str
+    url: str | None  # the audio; null when the recording failed
+    failure_reason: str | UnsetType = UNSET
+
+
+class RecordingList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[Recording]
+    has_more: bool
+
+
+class AnalysisRequest(Struct, kw_only=True):
+    """`POST /v1/sessions/{id}/analysis` takes an empty body or an empty object."""
+
+
+class Sentiment(Struct, kw_only=True):
+    overall: Literal["positive", "neutral", "negative"]
+    score: float  # -1 (negative) .. 1 (positive)
+    by_speaker: dict[str, float]
+
+
+class ComplianceFlag(Struct, kw_only=True):
+    code: Literal["card_number", "profanity"]
+    turn: int
+    speaker: TurnSpeaker
+
+
+class Compliance(Struct, kw_only=True):
+    passed: bool
+    flags: list[ComplianceFlag]
+
+
+class Performance(Struct, kw_only=True):
+    total_turns: int
+    turns_by_speaker: dict[str, int]
+    talk_time_seconds: dict[str, float]
+    talk_ratio: dict[str, float]
+    average_confidence: float
+
+
+class Analysis(Struct, kw_only=True):
+    """`processing`, then `completed` (with the four results) or `failed` (with `failure_reason`)."""
+
+    id: str
+    object: Literal["analysis"] = "analysis"
+    session_id: str
+    status: Literal["processing", "completed", "failed"]
+    created_at: str
+    completed_at: str | UnsetType = UNSET
+    summary: str | UnsetType = UNSET
+    sentiment: Sentiment | UnsetType = UNSET
+    compliance: Compliance | UnsetType = UNSET
+    performance: Performance | UnsetType = UNSET
+    failure_reason: str | UnsetType = UNSET
+
+
+class DialRequest(Struct, kw_only=True):
+    """`POST /v1/sessions/{id}/dial` takes an empty body or an empty object: it dials the session's `routing`."""
+
+
+class Dial(Struct, kw_only=True):
+    """[emulator] the answer to a dial: the outbound leg is being placed through the session's provider."""
+
+    object: Literal["dial"] = "dial"
+    session_id: str
+    status: Literal["dialing"] = "dialing"
+    provider: Literal["twilio", "telnyx", "sip"]
+    to: str | None  # the routing's phone number or connection id; null for SIP
 
 
 class ErrorDetail(Struct, kw_only=True):
@@ -489,7 +611,7 @@ class WebhookEvent(Struct, kw_only=True):
     type: str
     api_version: Literal["v1"] = "v1"
     created_at: str
-    data: Any  # the resource as REST returns it: Session, TranscriptSegment or Transcript
+    data: Any  # the resource as REST returns it: Session, TranscriptSegment, Transcript, Recording, Analysis
 
 
 class WebhookEndpointCreate(Struct, kw_only=True, forbid_unknown_fields=True):

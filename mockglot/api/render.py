@@ -5,7 +5,10 @@ from __future__ import annotations
 from msgspec import UNSET
 
 from mockglot import wire
+from mockglot.state.agents import AgentRecord
+from mockglot.state.analyses import AnalysisRecord
 from mockglot.state.clock import isoformat
+from mockglot.state.recordings import CHANNELS, RecordingRecord
 from mockglot.state.sessions import SessionRecord, SessionStore, Turn
 
 
@@ -80,4 +83,52 @@ def transcript(record: SessionRecord, now: float) -> wire.Transcript:
             duration_seconds=record.duration_seconds(now),
             languages_detected=languages,
         ),
+    )
+
+
+def agent(record: AgentRecord) -> wire.Agent:
+    request = record.request
+    return wire.Agent(
+        id=record.id,
+        name=request.name,
+        system_prompt=request.system_prompt,
+        voice=request.voice,
+        temperature=request.temperature,
+        knowledge_base_id=request.knowledge_base_id,
+        tools=request.tools,
+        created_at=isoformat(record.created_at),
+    )
+
+
+def recording(record: RecordingRecord, origin: str) -> wire.Recording:
+    """The recording object; `origin` is the HTTP origin its `url` points at (http://host:port)."""
+    ready = record.status == "ready"
+    return wire.Recording(
+        id=record.id,
+        session_id=record.session.id,
+        status=record.status,
+        duration_seconds=record.duration_seconds,
+        channels=list(CHANNELS),  # type: ignore[arg-type]
+        size_bytes=len(record.audio),
+        created_at=isoformat(record.created_at),
+        url=f"{origin}/v1/recordings/{record.id}/audio" if ready else None,
+        failure_reason=record.failure_reason if record.failure_reason is not None else UNSET,
+    )
+
+
+def analysis(record: AnalysisRecord) -> wire.Analysis:
+    def shown(value: object) -> object:
+        return UNSET if value is None else value
+
+    return wire.Analysis(
+        id=record.id,
+        session_id=record.session.id,
+        status=record.status,
+        created_at=isoformat(record.created_at),
+        completed_at=UNSET if record.completed_at is None else isoformat(record.completed_at),
+        summary=shown(record.summary),  # type: ignore[arg-type]
+        sentiment=shown(record.sentiment),  # type: ignore[arg-type]
+        compliance=shown(record.compliance),  # type: ignore[arg-type]
+        performance=shown(record.performance),  # type: ignore[arg-type]
+        failure_reason=shown(record.failure_reason),  # type: ignore[arg-type]
     )

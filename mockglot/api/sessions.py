@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 
 from mockglot import wire
@@ -10,6 +11,8 @@ from mockglot.api.endpoint import Context, Endpoint, Reply
 from mockglot.api.transcript_formats import MEDIA_TYPES, RENDERERS
 from mockglot.errors import ApiError
 from mockglot.http import header
+from mockglot.state.agents import AgentStore
+from mockglot.state.auth import Owner
 
 ENGINES = ("scripted", "vosk")
 PROVIDERS = {
@@ -57,14 +60,25 @@ def resolve_provider(routing: wire.Routing | None) -> str | None:
     return PROVIDERS[chosen[0]]
 
 
-def validate_agent(request: wire.SessionCreate) -> None:
+def validate_agent(request: wire.SessionCreate, agents: AgentStore, owner: Owner) -> wire.SessionCreate:
+    """The request with its agent resolved: a saved agent (plus `overrides`) becomes the session's `ai_agent`."""
     if request.agent_id is not None:
-        raise ApiError(
-            "ai_agent_not_found",
-            f"No saved agent {request.agent_id!r} for this API key. Create one with POST /v1/agents, or "
-            "describe the agent inline with `ai_agent`.",
-            param="agent_id",
-        )
+        agent = agents.find(owner, request.agent_id)
+        if agent is None:
+            raise ApiError(
+                "ai_agent_not_found",
+                f"No saved agent {request.agent_id!r} for this API key. Create one with POST /v1/agents, or "
+                "describe the agent inline with `ai_agent`.",
+                param="agent_id",
+            )
+        if request.ai_agent is not None:
+            raise ApiError(
+                "invalid_field_value",
+                "Give either `ai_agent` (an inline agent) or `agent_id` (a saved one, changed per session with "
+                "`overrides`), not both.",
+                param="ai_agent",
+            )
+        return msgspec.structs.replace(request, ai_agent=agent.config(request.overrides))
     if request.mode == "ai_agent" and request.ai_agent is None:
         raise ApiError(
             "missing_required_field",
@@ -78,6 +92,7 @@ def validate_agent(request: wire.SessionCreate) -> None:
             "`overrides` changes a saved agent; it needs `agent_id`.",
             param="overrides",
         )
+    return request
 
 
 async def create_session(ctx: Context) -> Reply:
@@ -90,7 +105,7 @@ async def create_session(ctx: Context) -> Reply:
         )
     request = ctx.parse(wire.SessionCreate)
     provider = resolve_provider(request.routing)
-    validate_agent(request)
+    request = validate_agent(request, ctx.state.agents, ctx.key.owner)
     metadata = request.metadata or {}
     scenario = ctx.state.scenarios.choose(ctx.key.key, metadata, ctx.state.settings.scenario)
     engine = metadata.get("mockglot_engine", ctx.state.settings.engine)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-
 import msgspec
 
 from mockglot import wire
@@ -11,12 +9,10 @@ from mockglot.api.endpoint import Endpoint, Reply
 from mockglot.control.endpoint import ControlContext, query_float
 from mockglot.errors import ApiError
 from mockglot.speech import codec
+from mockglot.speech.wav import wav
 from mockglot.state.auth import redact
 from mockglot.state.clock import isoformat
 from mockglot.state.sessions import SessionRecord
-
-WAVE_FORMAT_MULAW = 7
-WAVE_FORMAT_PCM = 1
 
 
 def find(ctx: ControlContext) -> SessionRecord:
@@ -103,21 +99,6 @@ def _decoded(text: str) -> object:
         return msgspec.json.decode(text)
     except msgspec.DecodeError:
         return text
-
-
-def wav(data: bytes, *, mulaw: bool) -> bytes:
-    """A WAV file: mu-law as received (byte for byte), or decoded to 16-bit PCM."""
-    fmt, width = (WAVE_FORMAT_MULAW, 1) if mulaw else (WAVE_FORMAT_PCM, 2)
-    rate = codec.SAMPLE_RATE_HZ
-    fmt_chunk = struct.pack("<HHIIHH", fmt, 1, rate, rate * width, width, 8 * width)
-    if mulaw:
-        fmt_chunk += struct.pack("<H", 0)  # cbSize: non-PCM formats carry it, and a fact chunk
-        extra = b"fact" + struct.pack("<II", 4, len(data))
-    else:
-        extra = b""
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_chunk)) + fmt_chunk + extra
-    body += b"data" + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
-    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 async def audio(ctx: ControlContext) -> Reply:

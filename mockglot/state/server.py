@@ -5,12 +5,16 @@ from __future__ import annotations
 from mockglot.faults import FaultRegistry
 from mockglot.scenarios import ScenarioLibrary
 from mockglot.settings import Settings
+from mockglot.state.agents import AgentStore
+from mockglot.state.analyses import AnalysisStore
 from mockglot.state.auth import KeyStore, load_keys_file
 from mockglot.state.clock import Clock
 from mockglot.state.events import EventBus
 from mockglot.state.idempotency import IdempotencyStore
+from mockglot.state.provider import ProviderLegs
 from mockglot.state.randomness import Randomness
 from mockglot.state.ratelimit import RateLimiter
+from mockglot.state.recordings import RecordingStore
 from mockglot.state.requests import RequestJournal
 from mockglot.state.sessions import SessionStore
 from mockglot.webhooks.dispatcher import Dispatcher
@@ -37,11 +41,17 @@ class ServerState:
         self.faults = FaultRegistry(self.randomness)
         self.requests = RequestJournal()
         self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events)
+        # Subscribed after the dispatcher: what they announce in answer to a session's event follows it.
+        self.agents = AgentStore(self.clock, self.randomness)
+        self.provider_legs = ProviderLegs(self.events)
+        self.recordings = RecordingStore(self.clock, self.randomness, self.events)
+        self.analyses = AnalysisStore(self.clock, self.randomness, self.events)
         self.clock.on_change(self.sweep)
 
     def sweep(self) -> None:
-        """Whatever the clock made due: idle sessions end, old idempotency keys go."""
+        """Whatever the clock made due: idle sessions end, analyses finish, old idempotency keys go."""
         self.sessions.sweep()
+        self.analyses.sweep()
         self.idempotency.purge(self.clock.now())
 
     def reset(self, organization: str | None = None) -> None:
@@ -58,6 +68,10 @@ class ServerState:
             self.faults.reset(keys)
             self.requests.reset(keys)
         self.sessions.reset(organization)
+        self.agents.reset(organization)
+        self.provider_legs.reset(organization)
+        self.recordings.reset(organization)
+        self.analyses.reset(organization)
         self.idempotency.reset(organization)
         self.keys.reset(organization)
         self.webhooks.reset(organization)

@@ -178,6 +178,10 @@ class Dispatcher:
             return wire.TranscriptSegment(session_id=record.id, **msgspec.structs.asdict(render.turn(event.turn)))
         if event.type == "transcript.ready":
             return render.transcript(record, now)
+        if event.type.startswith("recording."):
+            return render.recording(event.resource, "http" + self.origin.removeprefix("ws"))  # its audio's URL
+        if event.type.startswith("analysis."):
+            return render.analysis(event.resource)
         return render.session(record, _TokensAsTheyAre(), self.origin)  # type: ignore[arg-type]
 
     # --- scheduling --------------------------------------------------------------------------------------

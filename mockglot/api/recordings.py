@@ -1,0 +1,59 @@
+"""Recordings: a session's list, one recording, its audio (kallglot-api.md §6, "Other documented endpoints").
+
+[emulator] What a recording holds, and when it fails, is decided in `mockglot.state.recordings`.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from mockglot import wire
+from mockglot.api import render
+from mockglot.api.endpoint import Context, Endpoint, Reply
+from mockglot.api.sessions import stream_origin
+from mockglot.errors import ApiError
+
+
+def http_origin(request: Request) -> str:
+    """The origin the client called us on (http or https, honouring a TLS-terminating proxy)."""
+    return "http" + stream_origin(request).removeprefix("ws")
+
+
+async def list_recordings(ctx: Context) -> Reply:
+    session = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
+    origin = http_origin(ctx.request)
+    data = [render.recording(r, origin) for r in ctx.state.recordings.for_session(session)]
+    return Reply(200, wire.RecordingList(data=data, has_more=False))
+
+
+async def get_recording(ctx: Context) -> Reply:
+    record = ctx.state.recordings.get(ctx.key.owner, ctx.path("recording_id"))
+    return Reply(200, render.recording(record, http_origin(ctx.request)))
+
+
+async def get_audio(ctx: Context) -> Reply:
+    record = ctx.state.recordings.get(ctx.key.owner, ctx.path("recording_id"))
+    if record.status != "ready":
+        raise ApiError(
+            "recording_not_found",
+            f"Recording {record.id} failed and has no audio: {record.failure_reason}",
+            param="id",
+        )
+    headers = {"Content-Disposition": f'attachment; filename="{record.id}.wav"'}
+    return Reply(200, record.audio, media_type="audio/wav", headers=headers)
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/v1/sessions/{session_id}/recordings", list_recordings, "recordings:read",
+        "List a session's recordings", response=wire.RecordingList,
+    ),
+    Endpoint(
+        "GET", "/v1/recordings/{recording_id}", get_recording, "recordings:read", "Retrieve a recording",
+        response=wire.Recording,
+    ),
+    Endpoint(
+        "GET", "/v1/recordings/{recording_id}/audio", get_audio, "recordings:read", "Download a recording's audio",
+        media_types=("audio/wav",),
+    ),
+]  # fmt: skip

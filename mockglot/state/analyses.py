@@ -1,0 +1,219 @@
+"""Analyses (`anl_`): a session's transcript read for a summary, sentiment, compliance and performance.
+
+[emulator] An analysis covers the transcript's turns at the moment it was requested (a live session may be
+analysed; later turns are not in it). It is `processing` for `PROCESSING_SECONDS` of the server clock, then
+`completed`, or `failed` when the session's `metadata.mockglot_analysis` is `"fail"`. Every result is
+computed from the turns alone, so the same transcript always gives the same analysis:
+
+- summary: who spoke first and what they said (with its translation), then the turn counts;
+- sentiment: small multilingual word lists over each turn's text and translation, a score in -1..1;
+- compliance: flags for a card number (13-19 digits) or profanity, with the turn that has it;
+- performance: turns and talk time (`end_ms - start_ms`) per speaker, each speaker's share, mean confidence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from mockglot.errors import ApiError
+from mockglot.state.auth import Owner
+from mockglot.state.clock import Clock
+from mockglot.state.events import Event, EventBus
+from mockglot.state.randomness import Randomness
+from mockglot.state.sessions import SessionRecord, Turn
+from mockglot.wire import Compliance, ComplianceFlag, Performance, Sentiment
+
+PROCESSING_SECONDS = 5.0
+FAIL_METADATA_KEY = "mockglot_analysis"
+SPEAKERS = ("customer", "agent", "ai_agent")
+
+
+def _wordset(*lines: str) -> frozenset[str]:
+    return frozenset(" ".join(lines).split())
+
+
+POSITIVE = _wordset(
+    "thank thanks thankful great good perfect happy glad excellent wonderful love helpful resolved pleased",
+    "appreciate awesome fantastic nice fine",
+    "danke gut super perfekt toll prima schön freundlich hilfreich wunderbar",
+    "gracias bien perfecto excelente genial",
+    "merci parfait excellent génial",
+)
+NEGATIVE = _wordset(
+    "problem problems angry bad terrible awful broken wrong complaint disappointed unhappy worst horrible",
+    "annoyed frustrated useless late never unacceptable",
+    "schlecht falsch kaputt beschwerde ärgerlich enttäuscht leider nie",
+    "malo problema terrible queja",
+    "mauvais problème plainte",
+)
+PROFANITY = _wordset("damn shit fuck fucking crap idiot bastard scheiße scheisse mist mierda merde")
+WORD = re.compile(r"\w+", re.UNICODE)
+CARD_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
+POSITIVE_FROM, NEGATIVE_FROM = 0.25, -0.25
+
+
+@dataclass(slots=True)
+class AnalysisRecord:
+    id: str
+    session: SessionRecord
+    turns: list[Turn]  # the transcript when the analysis was requested
+    created_at: float
+    due_at: float
+    fail: bool
+    status: Literal["processing", "completed", "failed"] = "processing"
+    completed_at: float | None = None
+    summary: str | None = None
+    sentiment: Sentiment | None = None
+    compliance: Compliance | None = None
+    performance: Performance | None = None
+    failure_reason: str | None = None
+
+    @property
+    def owner(self) -> Owner:
+        return self.session.owner
+
+
+class AnalysisStore:
+    def __init__(self, clock: Clock, randomness: Randomness, events: EventBus) -> None:
+        self.clock = clock
+        self.randomness = randomness
+        self.events = events
+        self._analyses: dict[str, AnalysisRecord] = {}
+        self._processing: dict[str, AnalysisRecord] = {}  # not yet finished: all the sweep has to look at
+
+    def reset(self, organization: str | None = None) -> None:
+        if organization is None:
+            self._analyses.clear()
+            self._processing.clear()
+            return
+        self._analyses = {k: v for k, v in self._analyses.items() if v.owner[0] != organization}
+        self._processing = {k: v for k, v in self._processing.items() if v.owner[0] != organization}
+
+    def all(self, organization: str | None = None) -> list[AnalysisRecord]:
+        return [a for a in self._analyses.values() if organization is None or a.owner[0] == organization]
+
+    def find(self, analysis_id: str) -> AnalysisRecord | None:
+        """Any owner's analysis, as it stands (no sweep): for the server's own inspection."""
+        return self._analyses.get(analysis_id)
+
+    def check(self, session: SessionRecord) -> None:
+        """An analysis needs a transcript: at least one turn."""
+        if not session.turns:
+            raise ApiError(
+                "transcript_empty",
+                f"Session {session.id} has no transcript turns yet, so there is nothing to analyse. Stream "
+                f"some speech first (GET /v1/sessions/{session.id}/transcript shows the turns).",
+            )
+
+    def create(self, session: SessionRecord) -> AnalysisRecord:
+        self.check(session)
+        now = self.clock.now()
+        record = AnalysisRecord(
+            id="anl_" + self.randomness.ulid("analysis", int(now * 1000)),
+            session=session,
+            turns=list(session.turns),
+            created_at=now,
+            due_at=now + PROCESSING_SECONDS,
+            fail=session.metadata.get(FAIL_METADATA_KEY) == "fail",
+        )
+        self._analyses[record.id] = self._processing[record.id] = record
+        return record
+
+    def get(self, owner: Owner, analysis_id: str) -> AnalysisRecord:
+        record = self._analyses.get(analysis_id)
+        if record is not None:
+            self._finish_if_due(record)
+        if record is None or record.owner != owner:
+            raise ApiError(
+                "analysis_not_found",
+                f"No analysis {analysis_id!r} for this API key. Analyses are visible only to keys of the "
+                "organization and environment (live/test) that requested them.",
+                param="id",
+            )
+        return record
+
+    def sweep(self) -> None:
+        """Finish every analysis whose processing time on the server clock is over."""
+        for record in list(self._processing.values()):
+            self._finish_if_due(record)
+
+    def _finish_if_due(self, record: AnalysisRecord) -> None:
+        if record.status != "processing" or self.clock.now() < record.due_at:
+            return
+        self._processing.pop(record.id, None)
+        record.completed_at = record.due_at
+        if record.fail:
+            record.status = "failed"
+            record.failure_reason = (
+                f'Failed on purpose: the session\'s metadata.{FAIL_METADATA_KEY} is "fail" [mockglot].'
+            )
+        else:
+            record.status = "completed"
+            record.sentiment = sentiment(record.turns)
+            record.compliance = compliance(record.turns)
+            record.performance = performance(record.turns)
+            record.summary = summary(record.turns, record.sentiment)
+        event = "analysis.complete" if record.status == "completed" else "analysis.failed"
+        self.events.publish(Event(event, record.session, resource=record))
+
+
+# --- the analysis itself: pure functions of the turns -------------------------------------------------------
+
+
+def _words(turn: Turn) -> list[str]:
+    return WORD.findall(f"{turn.text} {turn.translation_text or ''}".lower())
+
+
+def _score(turns: list[Turn]) -> float:
+    words = [w for t in turns for w in _words(t)]
+    positive = sum(w in POSITIVE for w in words)
+    negative = sum(w in NEGATIVE for w in words)
+    return round((positive - negative) / max(positive + negative, 1), 2)
+
+
+def sentiment(turns: list[Turn]) -> Sentiment:
+    score = _score(turns)
+    overall = "positive" if score >= POSITIVE_FROM else "negative" if score <= NEGATIVE_FROM else "neutral"
+    spoken = [s for s in SPEAKERS if any(t.speaker == s for t in turns)]
+    by_speaker = {s: _score([t for t in turns if t.speaker == s]) for s in spoken}
+    return Sentiment(overall=overall, score=score, by_speaker=by_speaker)
+
+
+def compliance(turns: list[Turn]) -> Compliance:
+    flags: list[ComplianceFlag] = []
+    for turn in turns:
+        text = f"{turn.text} {turn.translation_text or ''}"
+        if CARD_NUMBER.search(text):
+            flags.append(ComplianceFlag(code="card_number", turn=turn.sequence, speaker=turn.speaker))  # type: ignore[arg-type]
+        if PROFANITY.intersection(_words(turn)):
+            flags.append(ComplianceFlag(code="profanity", turn=turn.sequence, speaker=turn.speaker))  # type: ignore[arg-type]
+    return Compliance(passed=not flags, flags=flags)
+
+
+def performance(turns: list[Turn]) -> Performance:
+    counts = Counter(t.speaker for t in turns)
+    talk_ms: Counter[str] = Counter()
+    for turn in turns:
+        talk_ms[turn.speaker] += max(turn.end_ms - turn.start_ms, 0)
+    speakers = [s for s in SPEAKERS if counts[s]]
+    total_ms = sum(talk_ms.values())
+    return Performance(
+        total_turns=len(turns),
+        turns_by_speaker={s: counts[s] for s in speakers},
+        talk_time_seconds={s: round(talk_ms[s] / 1000, 1) for s in speakers},
+        talk_ratio={s: round(talk_ms[s] / total_ms, 2) if total_ms else 0.0 for s in speakers},
+        average_confidence=round(sum(t.confidence for t in turns) / len(turns), 2) if turns else 0.0,
+    )
+
+
+def summary(turns: list[Turn], mood: Sentiment) -> str:
+    first = next((t for t in turns if t.speaker == "customer"), turns[0])
+    said = f'"{first.text}"' + (f' ("{first.translation_text}")' if first.translation_text else "")
+    counts = Counter(t.speaker for t in turns)
+    parts = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in SPEAKERS if counts[s])
+    plural = "s" if len(turns) != 1 else ""
+    who = first.speaker.replace("_", " ")
+    return f"The {who} said: {said}. {len(turns)} turn{plural} ({parts}); sentiment {mood.overall}."
