@@ -17,6 +17,7 @@ from mockglot.faults import ArmedFault
 from mockglot.scenarios import ScenarioLibrary
 from mockglot.speech.synth import Synthesizer, default_synthesizer
 from mockglot.speech.translate import Translator
+from mockglot.state.events import Event
 from mockglot.state.server import ServerState
 from mockglot.state.sessions import SessionRecord
 
@@ -52,6 +53,18 @@ class StreamHub:
         self._vosk: VoskEngine | None = None
         if self.settings.engine == "vosk" or self.settings.vosk_models:
             self.vosk()  # a missing or broken model path fails at start, naming the path
+        state.events.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        """An ended session never streams again: free its recognizers (a Vosk one holds tens of megabytes)."""
+        if event.type == "session.ended":
+            self.release(event.session.id)
+
+    def release(self, session_id: str) -> None:
+        pipeline = self.pipelines.pop(session_id, None)
+        if pipeline is not None:
+            pipeline.close()
+        self._scenario_faults.pop(session_id, None)
 
     def reset(self, organization: str | None = None) -> None:
         """Close the streams and drop the pipelines of everything a state reset forgets."""
@@ -62,8 +75,7 @@ class StreamHub:
             connection = self.connections.get(session_id)
             if connection is not None:
                 connection.abort(4004, "The session was removed by a reset of the mockglot control plane.")
-            self.pipelines.pop(session_id).close()
-            self._scenario_faults.pop(session_id, None)
+            self.release(session_id)
 
     def pipeline(self, record: SessionRecord) -> SessionPipeline:
         pipeline = self.pipelines.get(record.id)

@@ -66,6 +66,7 @@ class SessionPipeline:
         self.ai_script = ScriptedRecognizer(scenario, "ai_agent", silence_ms=silence_ms)
         self.output_sequence: dict[str, int] = {}
         self.finals = 0
+        self.closed = False
         request = record.request
         self.languages = {
             "customer": request.source_language or scenario.scenario.source_language,
@@ -76,15 +77,29 @@ class SessionPipeline:
 
     async def audio(self, speaker: str, pcm: bytes) -> None:
         recognizer = self._recognizer(speaker)
-        if recognizer is not None:
-            await self._handle(speaker, await recognizer.accept(pcm))
+        if recognizer is None:
+            return
+        try:
+            results = await recognizer.accept(pcm)
+        except ApiError as exc:  # e.g. a Vosk model that fails to load at the first audio
+            self._unrecognizable(speaker, exc)
+            return
+        await self._handle(speaker, results)
 
     async def flush(self) -> None:
         for speaker, recognizer in list(self.recognizers.items()):
-            if recognizer is not None:
-                await self._handle(speaker, await recognizer.flush())
+            if recognizer is None:
+                continue
+            try:
+                results = await recognizer.flush()
+            except ApiError as exc:
+                self._unrecognizable(speaker, exc)
+                continue
+            await self._handle(speaker, results)
 
     def close(self) -> None:
+        """The session is over (or forgotten): release every recognizer; audio arriving late is not recognized."""
+        self.closed = True
         for recognizer in self.recognizers.values():
             if recognizer is not None:
                 recognizer.close()
@@ -102,13 +117,22 @@ class SessionPipeline:
             self.sink.send(frame)
 
     def _recognizer(self, speaker: str) -> Recognizer | None:
+        if self.closed:
+            return None
         if speaker not in self.recognizers:
             try:
                 self.recognizers[speaker] = self.make_recognizer(self.record, speaker, self.languages[speaker])
             except ApiError as exc:
-                self.recognizers[speaker] = None  # reported once; the audio is still journaled
-                self._send(wire.SessionError(session_id=self.record.id, error=wire.FrameError(**exc.frame_error())))
+                self._unrecognizable(speaker, exc)
         return self.recognizers[speaker]
+
+    def _unrecognizable(self, speaker: str, exc: ApiError) -> None:
+        """This speaker cannot be recognized: say so once; the audio is still journaled, nothing more is heard."""
+        recognizer = self.recognizers.get(speaker)
+        if recognizer is not None:
+            recognizer.close()
+        self.recognizers[speaker] = None
+        self._send(wire.SessionError(session_id=self.record.id, error=wire.FrameError(**exc.frame_error())))
 
     async def _handle(self, speaker: str, results: list[Partial | Final]) -> None:
         for result in results:

@@ -288,10 +288,13 @@ class VoskRecognizer:
         self._decoding = threading.Lock()  # and never two in Kaldi at once, even if a caller was cancelled
 
     async def accept(self, pcm: bytes) -> list[Recognition]:
-        return await self._run(self._accept, pcm)
+        async with self._in_order:
+            held = self._hold(pcm)
+            return held if held is not None else await self._decode(self._accept, pcm)
 
     async def flush(self) -> list[Recognition]:
-        return await self._run(self._flush)
+        async with self._in_order:
+            return await self._decode(self._flush)
 
     def close(self) -> None:
         self._closed = True
@@ -301,10 +304,24 @@ class VoskRecognizer:
             finally:
                 self._decoding.release()
 
-    async def _run(self, step: Callable[[bytes], list[Recognition]], pcm: bytes = b"") -> list[Recognition]:
-        async with self._in_order:
-            job = asyncio.get_running_loop().run_in_executor(_decoding_pool(), self._locked, step, pcm)
-            return await asyncio.shield(job)
+    def _hold(self, pcm: bytes) -> list[Recognition] | None:
+        """Take audio that completes no block right here: `_accept` only buffers it, so a trip to the decoding
+        pool (two thread wake-ups) would buy nothing. That is four 20 ms telephony frames in five. None: decode."""
+        if not self._decoding.acquire(blocking=False):
+            return None  # a decode whose caller was cancelled is still running: queue behind it
+        try:
+            if self._closed:
+                return []
+            if len(self._pending) + len(pcm) >= self.BLOCK_BYTES:
+                return None
+            return self._accept(pcm)
+        finally:
+            self._decoding.release()
+
+    async def _decode(self, step: Callable[[bytes], list[Recognition]], pcm: bytes = b"") -> list[Recognition]:
+        """Run `step` in the decoding pool; the caller holds `_in_order`."""
+        job = asyncio.get_running_loop().run_in_executor(_decoding_pool(), self._locked, step, pcm)
+        return await asyncio.shield(job)
 
     def _locked(self, step: Callable[[bytes], list[Recognition]], pcm: bytes) -> list[Recognition]:
         with self._decoding:
@@ -359,10 +376,16 @@ class VoskRecognizer:
         """A Final from Vosk's result JSON; word times are seconds since this stream's start."""
         result = msgspec.json.decode(raw, type=_Result)
         utterance_start, self._utterance_start_samples = self._utterance_start_samples, self._fed_samples
-        self._last_partial = ""
+        shown, self._last_partial = self._last_partial, ""
         text = result.text.strip()
         if not text:
-            return []
+            if not shown:
+                return []  # nothing was heard and nothing was shown
+            # Vosk's final withdrew what its partials showed. Those partials announced a turn, and a turn with
+            # partials ends in exactly one final (kallglot-api.md section 7), else its number would be a hole in
+            # the transcript: the last partial stands, with no confidence behind it.
+            start_ms, end_ms = codec.ms_of_samples(utterance_start), codec.ms_of_samples(self._fed_samples)
+            return [Final(text=shown, confidence=0.0, start_ms=start_ms, end_ms=end_ms)]
         words = result.result
         if not words:
             start_ms, end_ms = codec.ms_of_samples(utterance_start), codec.ms_of_samples(self._fed_samples)
