@@ -153,7 +153,12 @@ class Connection:
         self.close_code = code
         self.outbox.put_nowait(None)
 
-    def speak(self, job: SpeechJob) -> None:
+    async def speak(self, job: SpeechJob) -> None:
+        """Say a turn's translated speech. At instant pace it is sent here and now, so every turn's audio
+        follows its final before anything else happens; at real time a player per listener paces it."""
+        if self.instant:
+            await self._say(job)
+            return
         queue = self.players.get(job.listener)
         if queue is None:
             queue = self.players[job.listener] = asyncio.Queue()
@@ -178,24 +183,29 @@ class Connection:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while (job := await queue.get()) is not None:
-            audio = job.audio if job.audio is not None else await self.hub.synthesize(job.text, job.language)
-            due = max(due, loop.time())
-            for offset in range(0, len(audio), OUTPUT_FRAME_BYTES):
-                chunk = audio[offset : offset + OUTPUT_FRAME_BYTES]
-                if not self.instant and not self.ended:
-                    await asyncio.sleep(max(due - loop.time(), 0))
-                    due += len(chunk) / codec.SAMPLE_RATE_HZ
-                self.send(
-                    wire.AudioOutput(
-                        session_id=self.record.id,
-                        turn=job.turn,
-                        speaker=job.speaker,  # type: ignore[arg-type]
-                        listener=job.listener,  # type: ignore[arg-type]
-                        language=job.language,
-                        sequence=self.pipeline.next_output_sequence(job.listener),
-                        audio=wire.OutputAudio(payload=base64.b64encode(chunk).decode()),
-                    )
+            due = await self._say(job, max(due, loop.time()))
+
+    async def _say(self, job: SpeechJob, due: float | None = None) -> float:
+        """Send the job's audio in 100 ms frames; with `due` (loop time), one frame per 100 ms from then."""
+        audio = job.audio if job.audio is not None else await self.hub.synthesize(job.text, job.language)
+        loop = asyncio.get_running_loop()
+        for offset in range(0, len(audio), OUTPUT_FRAME_BYTES):
+            chunk = audio[offset : offset + OUTPUT_FRAME_BYTES]
+            if due is not None and not self.ended:
+                await asyncio.sleep(max(due - loop.time(), 0))
+                due += len(chunk) / codec.SAMPLE_RATE_HZ
+            self.send(
+                wire.AudioOutput(
+                    session_id=self.record.id,
+                    turn=job.turn,
+                    speaker=job.speaker,  # type: ignore[arg-type]
+                    listener=job.listener,  # type: ignore[arg-type]
+                    language=job.language,
+                    sequence=self.pipeline.next_output_sequence(job.listener),
+                    audio=wire.OutputAudio(payload=base64.b64encode(chunk).decode()),
                 )
+            )
+        return due if due is not None else loop.time()
 
     async def _drain_players(self) -> None:
         """Send what is left to say, at once: the stream is ending."""
@@ -285,6 +295,11 @@ class Connection:
                     "the frame was dropped.",
                     param="sequence",
                 )
+            )
+            return
+        if self.record.status == "ended":
+            self._error(
+                ApiError("session_ended", "The session has ended; this audio was not recorded.", param="sequence")
             )
             return
         self.record.last_sequence[frame.speaker] = frame.sequence

@@ -38,7 +38,7 @@ class SpeechJob:
 class Sink(Protocol):
     def send(self, frame: wire.ServerFrame) -> None: ...
 
-    def speak(self, job: SpeechJob) -> None: ...
+    async def speak(self, job: SpeechJob) -> None: ...
 
 
 RecognizerFactory = Callable[[SessionRecord, str, str | None], Recognizer]
@@ -136,6 +136,8 @@ class SessionPipeline:
 
     async def _handle(self, speaker: str, results: list[Partial | Final]) -> None:
         for result in results:
+            if self.record.status == "ended":  # a decode that finished after the end adds nothing
+                return
             turn = self.pending_turn.get(speaker)
             if turn is None:
                 turn = self.pending_turn[speaker] = self.record.reserve_turn()
@@ -151,11 +153,11 @@ class SessionPipeline:
                 )
                 continue
             del self.pending_turn[speaker]
-            self._final(turn, speaker, result)
+            await self._final(turn, speaker, result)
             if speaker == "customer" and self.record.mode in AI_MODES:
-                self._ai_reply(result)
+                await self._ai_reply(result)
 
-    def _final(self, turn: int, speaker: str, result: Final) -> None:
+    async def _final(self, turn: int, speaker: str, result: Final) -> None:
         mode = self.record.mode
         language = self.languages[speaker]
         listener = "agent" if speaker == "customer" else "customer"
@@ -167,9 +169,9 @@ class SessionPipeline:
         self._record_final(turn, speaker, language, result, target if translated else None, translation)
         audible = translated and (mode == "bidirectional_translation" or speaker == "agent")
         if audible and self.sink is not None and translation is not None:
-            self.sink.speak(SpeechJob(turn, speaker, listener, target, translation, result.output_audio))
+            await self.sink.speak(SpeechJob(turn, speaker, listener, target, translation, result.output_audio))
 
-    def _ai_reply(self, after: Final) -> None:
+    async def _ai_reply(self, after: Final) -> None:
         reply = self.ai_script.next_reply()
         if reply is None:
             return
@@ -185,7 +187,7 @@ class SessionPipeline:
         )
         self._record_final(turn, "ai_agent", language, result, None, None)
         if self.sink is not None:
-            self.sink.speak(SpeechJob(turn, "ai_agent", "customer", language, reply.text, result.output_audio))
+            await self.sink.speak(SpeechJob(turn, "ai_agent", "customer", language, reply.text, result.output_audio))
 
     def _record_final(
         self,
