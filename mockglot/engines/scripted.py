@@ -25,6 +25,7 @@ class ScriptedRecognizer:
         self.vad = EnergyVad(silence_ms=silence_ms)
         self._played = 0  # utterances that consumed a turn (or asked for one past the end)
         self._partials_sent = 0
+        self._current: tuple[int, ScriptedTurn | None, list[str]] | None = None  # (index, turn, its partials)
 
     def _turn(self, index: int) -> ScriptedTurn | None:
         if index < len(self.script):
@@ -38,14 +39,25 @@ class ScriptedRecognizer:
             )
         return None
 
+    def _turn_and_partials(self, index: int) -> tuple[ScriptedTurn | None, list[str]]:
+        """`_turn(index)` and its partials, worked out once per utterance rather than once per 20 ms frame."""
+        current = self._current
+        if current is None or current[0] != index:
+            turn = self._turn(index)
+            if turn is None:
+                partials = []
+            else:
+                partials = turn.partials if turn.partials is not None else default_partials(turn.text)
+            current = self._current = (index, turn, partials)
+        return current[1], current[2]
+
     def _recognize(self, events: list[SpeechProgress | SpeechEnd]) -> list[Recognition]:
         out: list[Recognition] = []
         for event in events:
-            turn = self._turn(self._played)
+            turn, partials = self._turn_and_partials(self._played)
             if isinstance(event, SpeechProgress):
                 if turn is None:
                     continue
-                partials = turn.partials if turn.partials is not None else default_partials(turn.text)
                 due = min(event.speech_ms // PARTIAL_EVERY_MS, len(partials))
                 while self._partials_sent < due:
                     out.append(Partial(partials[self._partials_sent]))

@@ -48,38 +48,43 @@ class EnergyVad:
         return self._start_ms is not None
 
     def feed(self, pcm: bytes) -> list[VadEvent]:
-        data = self._pending + pcm
+        data = self._pending + pcm if self._pending else pcm
         usable = len(data) - len(data) % FRAME_BYTES
         self._pending = data[usable:]
         events: list[VadEvent] = []
         for offset in range(0, usable, FRAME_BYTES):
-            events.extend(self._frame(data[offset : offset + FRAME_BYTES]))
+            event = self._frame(data[offset : offset + FRAME_BYTES])
+            if event is not None:
+                events.append(event)
         return events
 
-    def _frame(self, frame: bytes) -> list[VadEvent]:
+    def _frame(self, frame: bytes) -> VadEvent | None:
+        """One 20 ms frame: at most one event."""
         frame_start = self._position_ms
-        self._position_ms += FRAME_MS
+        position = self._position_ms = frame_start + FRAME_MS
         voiced = rms(frame) >= self.threshold
-        if self._start_ms is None:
+        start = self._start_ms
+        if start is None:
             if not voiced:
-                return []
-            self._start_ms = frame_start
+                return None
+            start = self._start_ms = frame_start
             self._voiced_ms = 0
         if voiced:
-            self._last_voice_ms = self._position_ms
+            self._last_voice_ms = position
             self._voiced_ms += FRAME_MS
-            return [SpeechProgress(self._start_ms, self._position_ms - self._start_ms)]
-        if self._position_ms - self._last_voice_ms >= self.silence_ms:
+            return SpeechProgress(start, position - start)
+        if position - self._last_voice_ms >= self.silence_ms:
             return self._close()
-        return [SpeechProgress(self._start_ms, self._position_ms - self._start_ms)]
+        return SpeechProgress(start, position - start)
 
-    def _close(self) -> list[VadEvent]:
+    def _close(self) -> SpeechEnd | None:
         start, self._start_ms = self._start_ms, None
         if start is None or self._voiced_ms < MIN_SPEECH_MS:
-            return []
-        return [SpeechEnd(start, self._last_voice_ms)]
+            return None
+        return SpeechEnd(start, self._last_voice_ms)
 
     def flush(self) -> list[VadEvent]:
         """End of stream: close the utterance in progress at its last voiced frame."""
         self._pending = b""
-        return self._close()
+        end = self._close()
+        return [] if end is None else [end]
