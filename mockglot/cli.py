@@ -31,9 +31,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "--vosk-model", dest="vosk_models", action="append", metavar="LANG=PATH",
         help=f"a Vosk model for a language, repeatable ({env}VOSK_MODELS=ko=/m/ko,de=/m/de)",
     )  # fmt: skip
-    p.add_argument(
-        "--output-pace", choices=["realtime", "instant"], help=f"audio.output pacing ({env}OUTPUT_PACE)"
-    )
+    p.add_argument("--output-pace", choices=["realtime", "instant"], help=f"audio.output pacing ({env}OUTPUT_PACE)")
     p.add_argument("--rate-limit", type=int, help=f"requests per minute per key ({env}RATE_LIMIT)")
     p.add_argument("--control-token", help=f"protect /_mockglot with this bearer token ({env}CONTROL_TOKEN)")
     p.add_argument(
@@ -71,9 +69,7 @@ def serve(args: argparse.Namespace) -> int:
     from mockglot.logs import uvicorn_log_config
 
     overrides = {
-        name: value
-        for name, value in vars(args).items()
-        if name in {f.name for f in msgspec.structs.fields(Settings)}
+        name: value for name, value in vars(args).items() if name in {f.name for f in msgspec.structs.fields(Settings)}
     }
     try:
         settings = settings_module.from_env(**overrides)

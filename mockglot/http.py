@@ -87,9 +87,7 @@ def json_response(status: int, content: bytes, headers: Mapping[str, str] | None
     return PreparedResponse(status, content, JSON, headers)
 
 
-def error_response(
-    exc: ApiError, request_id: str | None, headers: Mapping[str, str] | None = None
-) -> Response:
+def error_response(exc: ApiError, request_id: str | None, headers: Mapping[str, str] | None = None) -> Response:
     extra = dict(headers or {})
     if exc.retry_after is not None:
         extra["Retry-After"] = str(exc.retry_after)
@@ -122,9 +120,7 @@ async def read_json_body(request: Request, *, required: bool) -> Any:
     except RecursionError:
         raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
     if not isinstance(value, dict):
-        raise ApiError(
-            "invalid_request", f"The request body must be a JSON object, not {type(value).__name__}."
-        )
+        raise ApiError("invalid_request", f"The request body must be a JSON object, not {type(value).__name__}.")
     return value
 
 

@@ -34,8 +34,7 @@ def document(title: str, endpoints: Iterable[Endpoint], *, security: bool = True
             for name in re.findall(r"{(\w+)}", endpoint.path)
         ]
         parameters += [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in endpoint.query
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in endpoint.query
         ]
         if endpoint.idempotent:
             parameters.append(

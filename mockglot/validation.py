@@ -71,9 +71,7 @@ def _hint(param: str) -> str | None:
     return HINTS.get(generic)
 
 
-def error_from_validation(
-    exc: msgspec.ValidationError, value: Any = None, type_: Any = None
-) -> ApiError:
+def error_from_validation(exc: msgspec.ValidationError, value: Any = None, type_: Any = None) -> ApiError:
     """The contract's error for msgspec's finding; with the checked `value` and its `type_`, a map entry
     at fault is named by its key (`metadata.order_id`) instead of msgspec's `metadata[...]`."""
     message = str(exc)

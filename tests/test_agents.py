@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mockglot import wire
 from mockglot.app import create_app
 from mockglot.settings import Settings
+from tests.checks import expect_error
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 SUPPORT = {
@@ -24,15 +25,6 @@ SUPPORT = {
     "knowledge_base_id": "kb_orders",
     "tools": [{"name": "lookup_order", "description": "Find an order", "parameters": {"type": "object"}}],
 }
-
-
-def expect_error(response, status: int, code: str, param: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 async def create_agents(client, count: int) -> list[str]:

@@ -21,6 +21,7 @@ from mockglot.state.clock import isoformat
 from mockglot.state.sessions import Turn
 from mockglot.testing.client import Client, utterance
 from mockglot.testing.server import ServerThread
+from tests.checks import expect_error
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
@@ -43,15 +44,6 @@ RESULTS = {
         "average_confidence": 0.9,
     },
 }
-
-
-def expect_error(response, status: int, code: str, param: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 def say(state, session_id: str, lines=CALL) -> None:

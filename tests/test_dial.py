@@ -6,17 +6,9 @@ from __future__ import annotations
 import pytest
 
 from mockglot.testing.client import tone
+from tests.checks import expect_error
 
 ROUTED = {"mode": "bidirectional_translation", "routing": {"phone_number": "+4930123456", "direction": "outbound"}}
-
-
-def expect_error(response, status: int, code: str, param: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 @pytest.fixture

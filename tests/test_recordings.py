@@ -19,20 +19,12 @@ from mockglot.settings import Settings
 from mockglot.state.sessions import IDLE_TIMEOUT_SECONDS
 from mockglot.testing.client import Client, silence, tone, utterance
 from mockglot.testing.server import ServerThread
+from tests.checks import expect_error
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 RECORDED = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en",
             "recording": {"enabled": True}}  # fmt: skip
 WAVE_FORMAT_MULAW = 7
-
-
-def expect_error(response, status: int, code: str, param: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 def parse_wav(content: bytes) -> tuple[tuple[int, ...], bytes]:

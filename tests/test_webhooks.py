@@ -31,7 +31,6 @@ from mockglot.webhooks import WebhookSignatureError, sign, verify
 from mockglot.webhooks.state import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS
 from tests.audio import utterance
 
-
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 SECRET = "whsec_test_secret_0123456789"
 ENVELOPE_KEYS = ["id", "type", "api_version", "created_at", "data"]

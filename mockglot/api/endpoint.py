@@ -102,11 +102,7 @@ def route(endpoint: Endpoint, state: ServerState) -> Route:
                 rate = exc.rate
                 raise
             key.require(endpoint.scope)
-            body = (
-                await read_json_body(request, required=endpoint.body_required)
-                if endpoint.method == "POST"
-                else None
-            )
+            body = await read_json_body(request, required=endpoint.body_required) if endpoint.method == "POST" else None
             idempotency_key = header(request, b"idempotency-key") if endpoint.idempotent else None
             if idempotency_key is not None:
                 fingerprint = _fingerprint(request, body)
