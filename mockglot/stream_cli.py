@@ -204,7 +204,9 @@ def _translated(frame: dict[str, Any]) -> str:
 def _timing(frame: dict[str, Any]) -> str:
     start, end = frame.get("start_ms"), frame.get("end_ms")
     span = f", {start / 1000:.1f}-{end / 1000:.1f} s" if start is not None and end is not None else ""
-    return f"({frame.get('confidence')}{span})"
+    confidence = frame.get("confidence")
+    shown = round(confidence, 2) if isinstance(confidence, float) else confidence
+    return f"({shown}{span})"
 
 
 def print_transcript(transcript: dict[str, Any], out: TextIO) -> None:
