@@ -102,3 +102,18 @@ def server() -> Iterator[ServerThread]:
 async def server_client(server, api_key) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, headers=bearer(api_key)) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[ServerThread]:
+    """A real server of the test module's own, audio.output sent at once."""
+    with ServerThread(Settings(port=0, output_pace="instant")) as running:
+        yield running
+
+
+@pytest.fixture
+async def control(live: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for `live`'s control plane; the test's clock changes are undone after it."""
+    async with httpx.AsyncClient(base_url=live.base_url) as client:
+        yield client
+        await client.post("/_mockglot/clock", json={"reset": True})

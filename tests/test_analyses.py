@@ -8,19 +8,14 @@ speech to the real server and receives the signed `analysis.complete`."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import msgspec
-import pytest
 
 from mockglot import wire
-from mockglot.settings import Settings
 from mockglot.state.analyses import PROCESSING_SECONDS
 from mockglot.state.clock import isoformat
 from mockglot.state.sessions import Turn
 from mockglot.testing.client import Client, utterance
-from mockglot.testing.server import ServerThread
 from tests.checks import expect_error
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
@@ -231,19 +226,6 @@ async def test_another_organizations_session_and_analysis_are_not_found(client, 
 
 
 # --- end to end: streamed speech, the real server, a signed webhook ----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[ServerThread]:
-    with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        yield running
-
-
-@pytest.fixture
-async def control(live) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.base_url) as client:
-        yield client
-        await client.post("/_mockglot/clock", json={"reset": True})
 
 
 async def test_analysis_complete_arrives_signed_when_the_clock_reaches_it(live, control, api_key, webhook_receiver):

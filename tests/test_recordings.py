@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import msgspec
-import pytest
 
 from mockglot import wire
-from mockglot.settings import Settings
 from mockglot.state.sessions import IDLE_TIMEOUT_SECONDS
 from mockglot.testing.client import Client, silence, tone, utterance
-from mockglot.testing.server import ServerThread
 from tests.checks import expect_error
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
@@ -187,18 +183,6 @@ async def test_the_url_follows_the_origin_the_client_called(client, state):
 
 
 # --- end to end: streamed audio, the real server, a signed webhook -----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[ServerThread]:
-    with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        yield running
-
-
-@pytest.fixture
-async def control(live) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.base_url) as client:
-        yield client
 
 
 async def test_the_recording_holds_the_streamed_audio_and_recording_ready_is_signed(
