@@ -865,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", type=lambda s: s.split(","), default=list(SERVERS), help="mockglot,echo")
     parser.add_argument("--ns", type=lambda s: [int(x) for x in s.split(",")], help="the ladder of N to climb")
     parser.add_argument("--duration", type=float, help="seconds of audio per call (default 20, quick 8)")
-    parser.add_argument("--clients", type=int, default=1, help="load-generator processes (default 1)")
+    parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--output-pace", choices=["realtime", "instant"], default="realtime")
     parser.add_argument(
         "--compression",
