@@ -88,7 +88,9 @@ def serve(args: argparse.Namespace) -> int:
     port = settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
     sock.listen(2048)  # from here on, a client that read the banner waits in the backlog instead of being refused
     print(banner(settings, port), flush=True)
-    config = uvicorn.Config(app, log_config=uvicorn_log_config(settings.log_format), ws_ping_interval=None)
+    config = uvicorn.Config(
+        app, log_config=uvicorn_log_config(settings.log_format), ws_ping_interval=None, ws_per_message_deflate=False
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

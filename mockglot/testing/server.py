@@ -42,7 +42,9 @@ class ServerThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.settings.host, self.settings.port))
         self.port = self.settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
-        config = uvicorn.Config(self.app, log_level="warning", ws_ping_interval=None, lifespan="on")
+        config = uvicorn.Config(
+            self.app, log_level="warning", ws_ping_interval=None, ws_per_message_deflate=False, lifespan="on"
+        )
         self._server = uvicorn.Server(config)
         started = threading.Event()
 
