@@ -13,6 +13,10 @@ A round trip is three requests. mockglot: create a session, retrieve it, end it.
 shapes (POST with the same JSON body, GET, POST with an empty body) to its one endpoint. The runs alternate
 bare/mockglot so drift on the machine hits both alike; the median of the repeats is reported. Loopback only;
 every loop is bounded by --round-trips.
+
+With two or more CPUs the client is pinned to one and both servers to another (`--no-pin` to let the scheduler
+choose): otherwise the scheduler sometimes puts client and server on one core, and a server's rate swings by
+half from one repeat to the next.
 """
 
 from __future__ import annotations
@@ -198,8 +202,18 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pinned_cpus(pin: bool) -> tuple[int, int] | None:
+    """(client CPU, server CPU), or None when not pinning."""
+    cpus = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else []
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
 def run(args: argparse.Namespace) -> Result:
     servers = {"bare": Process("bare"), "mockglot": Process("mockglot", args.profile)}
+    if args.cpus is not None:
+        os.sched_setaffinity(0, {args.cpus[0]})
+        for server in servers.values():
+            os.sched_setaffinity(server.proc.pid, {args.cpus[1]})
     result = Result(rate={"bare": [], "mockglot": []}, cpu_rate={"bare": [], "mockglot": []})
     try:
         for which, server in servers.items():  # warm-up: imports, first connections, caches
@@ -232,6 +246,7 @@ def report(args: argparse.Namespace, result: Result) -> str:
         f"{platform.platform()}, Python {platform.python_version()}",
         f"command: python bench/rest.py --round-trips {args.round_trips} --concurrency {args.concurrency} "
         f"--repeats {args.repeats}",
+        "pinned: " + (f"client on CPU {args.cpus[0]}, servers on CPU {args.cpus[1]}" if args.cpus else "no"),
         f"round trips/s          bare: {series(result.rate['bare'])}",
         f"                   mockglot: {series(result.rate['mockglot'])}",
         f"ratio mockglot/bare: {ratio:.2f} ({'meets' if ratio >= GOAL else 'MISSES'} the goal of >= {GOAL})",
@@ -260,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--profile", help="cProfile the mockglot server into this file")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="leave CPU placement to the scheduler")
     args = parser.parse_args(argv)
+    args.cpus = pinned_cpus(args.pin)
     print(report(args, run(args)))
     return 0
 

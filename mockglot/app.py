@@ -1,4 +1,8 @@
-"""`create_app(settings)`: the Starlette application, its routes, middleware and lifespan."""
+"""`create_app(settings)`: the application, its routes and lifespan.
+
+HTTP takes a short path of mockglot's own (`HttpApp`: one pass, one route table); WebSockets and the lifespan
+are Starlette's.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,19 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from mockglot.api import agents, analyses, dial, recordings, sessions, stream
-from mockglot.api.endpoint import Endpoint, route
+from mockglot.api.endpoint import Endpoint, http_handler
 from mockglot.control import faults, keys, requests, scenarios, system, webhooks
 from mockglot.control import sessions as control_sessions
-from mockglot.control.endpoint import control_route
-from mockglot.control.middleware import InstrumentationMiddleware
+from mockglot.control.endpoint import control_handler
 from mockglot.engines.hub import StreamHub
-from mockglot.http import RequestIdMiddleware, http_exception, json_response, unhandled_exception
+from mockglot.http import Request, Response, response
+from mockglot.http_app import HttpApp
 from mockglot.openapi import document
+from mockglot.router import HttpHandler, Router
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 
@@ -44,18 +47,42 @@ CONTROL_ENDPOINTS: list[Endpoint] = [
 SWEEP_INTERVAL_SECONDS = 1.0
 
 
-def create_app(settings: Settings | None = None, state: ServerState | None = None) -> Starlette:
+class MockglotApp(Starlette):
+    def __init__(self, http: HttpApp, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.http = http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self
+            await self.http(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def serve_document(content: bytes) -> HttpHandler:
+    async def endpoint(request: Request) -> Response:
+        return response(200, content)
+
+    return endpoint
+
+
+def create_app(settings: Settings | None = None, state: ServerState | None = None) -> MockglotApp:
     settings = settings or Settings()
     state = state or ServerState(settings)
     hub = StreamHub(state, state.scenarios)
-    public_doc = msgspec.json.encode(document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))
-    control_doc = msgspec.json.encode(document("mockglot control plane", CONTROL_ENDPOINTS, security=False))
-
-    def serve_document(content: bytes) -> Route:
-        async def endpoint(request: Request) -> Response:
-            return json_response(200, content)
-
-        return endpoint  # type: ignore[return-value]
+    router = Router()
+    for endpoint in PUBLIC_ENDPOINTS:
+        router.add(endpoint.method, endpoint.path, http_handler(endpoint, state))
+    for endpoint in CONTROL_ENDPOINTS:
+        router.add(endpoint.method, endpoint.path, control_handler(endpoint, state, hub))
+    router.add(
+        "GET",
+        "/openapi.json",
+        serve_document(msgspec.json.encode(document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))),
+    )
+    control_doc = document("mockglot control plane", CONTROL_ENDPOINTS, security=False)
+    router.add("GET", "/_mockglot/openapi.json", serve_document(msgspec.json.encode(control_doc)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -72,22 +99,11 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             sweeper.cancel()
             await state.webhooks.stop()
 
-    routes = [
-        *(route(endpoint, state) for endpoint in PUBLIC_ENDPOINTS),
-        WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect),
-        Route("/openapi.json", serve_document(public_doc), methods=["GET"]),
-        *(control_route(endpoint, state, hub) for endpoint in CONTROL_ENDPOINTS),
-        Route("/_mockglot/openapi.json", serve_document(control_doc), methods=["GET"]),
-    ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
+    app = MockglotApp(
+        HttpApp(state, router),
+        routes=[WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect)],
         lifespan=lifespan,
     )
-    app.router.redirect_slashes = False  # `/v1/sessions/` is a 404 in the envelope, not a redirect
     app.state.mockglot = state
     app.state.hub = hub
-    # Added last runs first: request IDs wrap the instrumentation (faults and the journal).
-    app.add_middleware(InstrumentationMiddleware, state=state)
-    app.add_middleware(RequestIdMiddleware, randomness=state.randomness, clock_ms=lambda: int(state.clock.now() * 1000))
     return app

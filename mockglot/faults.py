@@ -111,8 +111,8 @@ class FaultRegistry:
         else:
             self._faults = {k: f for k, f in self._faults.items() if f.rule.api_key not in api_keys}
 
-    def add(self, kind: Literal["rest", "stream"], rule: RestFault | StreamFault, now_ms: int) -> ArmedFault:
-        fault = ArmedFault("flt_" + self.randomness.ulid("fault", now_ms), kind, rule)
+    def add(self, kind: Literal["rest", "stream"], rule: RestFault | StreamFault, now: float) -> ArmedFault:
+        fault = ArmedFault(self.randomness.new_id("flt", "fault", now), kind, rule)
         self._faults[fault.id] = fault
         return fault
 

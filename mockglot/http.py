@@ -1,151 +1,136 @@
-"""HTTP plumbing shared by the public API and the control plane: request IDs, bodies, the error envelope."""
+"""HTTP plumbing shared by the public API and the control plane: the request a handler sees, the response it
+gives, and the error envelope.
+
+These are not Starlette's `Request` and `Response`: on the REST hot path their conveniences (lazy header
+normalisation, URL objects, the send wrappers) cost more than the rest of a request, and handlers need only
+what is here.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from mockglot.errors import ApiError
-from mockglot.state.randomness import Randomness
-
-log = logging.getLogger("mockglot")
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
+RawHeaders = Sequence[tuple[bytes, bytes]]
 
 
-class RequestIdMiddleware:
-    """Gives every HTTP request a `req_` ID and puts it on every response as `X-Request-ID`."""
+class Request:
+    """One HTTP request with its whole body already read."""
 
-    def __init__(self, app: ASGIApp, randomness: Randomness, clock_ms: Any) -> None:
-        self.app = app
-        self.randomness = randomness
-        self.clock_ms = clock_ms
+    __slots__ = ("_headers", "_query", "body", "id", "path_params", "scope")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = "req_" + self.randomness.ulid("request", self.clock_ms())
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
-
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            if started:  # nothing left to answer with: the server drops the connection
-                raise
-            # Answered here rather than by Starlette's outermost handler, so a 500 carries its X-Request-ID too.
-            response = await unhandled_exception(Request(scope), exc)
-            await response(scope, receive, send_with_id)
-
-
-def header(request: Request, name: bytes) -> str | None:
-    """One request header by its lowercase name, from a dict built once per request."""
-    headers = request.scope.get("mockglot.headers")
-    if headers is None:
-        headers = request.scope["mockglot.headers"] = dict(request.scope["headers"])
-    value = headers.get(name)
-    return None if value is None else value.decode("latin-1")
-
-
-def request_id(request: Request) -> str | None:
-    return request.scope.get("state", {}).get("request_id")
-
-
-class PreparedResponse(Response):
-    """A response built straight from its parts: on the hot path, Starlette's header normalisation costs more
-    than the rest of a request. `headers` must be ASCII (ours are, and warnings are escaped)."""
-
-    def __init__(self, status: int, body: bytes, media_type: str, headers: Mapping[str, str] | None = None) -> None:
-        self.status_code = status
+    def __init__(self, scope: Scope, request_id: str, body: bytes) -> None:
+        self.scope = scope
+        self.id = request_id
         self.body = body
-        self.background = None
-        raw = [(b"content-length", str(len(body)).encode()), (b"content-type", media_type.encode())]
-        if headers:
-            raw += [(name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()]
-        self.raw_headers = raw
+        self.path_params: dict[str, str] = {}
+        self._headers: dict[bytes, bytes] | None = None
+        self._query: dict[str, str] | None = None
 
+    @property
+    def method(self) -> str:
+        return self.scope["method"]
 
-def json_response(status: int, content: bytes, headers: Mapping[str, str] | None = None) -> Response:
-    return PreparedResponse(status, content, JSON, headers)
+    @property
+    def path(self) -> str:
+        return self.scope["path"]
 
+    def header(self, name: bytes) -> str | None:
+        """One header by its lowercase name; the last one wins when it is repeated."""
+        if self._headers is None:
+            self._headers = dict(self.scope["headers"])
+        value = self._headers.get(name)
+        return None if value is None else value.decode("latin-1")
 
-def error_response(exc: ApiError, request_id: str | None, headers: Mapping[str, str] | None = None) -> Response:
-    extra = dict(headers or {})
-    if exc.retry_after is not None:
-        extra["Retry-After"] = str(exc.retry_after)
-    return json_response(exc.status, msgspec.json.encode(exc.body(request_id)), extra)
+    def query(self, name: str, default: str | None = None) -> str | None:
+        if self._query is None:
+            self._query = dict(parse_qsl(self.scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        return self._query.get(name, default)
 
+    def origin(self, scheme: str = "http") -> str:
+        """The origin the client called us on (`http` or `ws` flavoured), honouring a TLS-terminating proxy."""
+        proto = (self.header(b"x-forwarded-proto") or self.scope.get("scheme", "http")).split(",")[0].strip().lower()
+        secure = proto in ("https", "wss")
+        host = self.header(b"x-forwarded-host") or self.header(b"host")
+        if host is None:
+            server_host, port = self.scope.get("server") or ("localhost", 80)
+            host = f"{server_host}:{port}"
+        return f"{scheme}{'s' if secure else ''}://{host.split(',')[0].strip()}"
 
-async def read_json_body(request: Request, *, required: bool) -> Any:
-    """The body as decoded JSON (an object), or None when it may be and is empty."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError("invalid_request", f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-    if not body.strip():
-        if required:
+    def json(self, *, required: bool) -> Any:
+        """The body as a decoded JSON object, or None when it may be and is empty."""
+        body = self.body
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError("invalid_request", f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+        if not body.strip():
+            if required:
+                raise ApiError(
+                    "invalid_request",
+                    "The request body is empty. Send a JSON object with `Content-Type: application/json`.",
+                )
+            return None
+        content_type = self.header(b"content-type") or ""
+        if content_type.split(";", 1)[0].strip().lower() != JSON:
             raise ApiError(
                 "invalid_request",
-                "The request body is empty. Send a JSON object with `Content-Type: application/json`.",
+                f"Unsupported Content-Type {content_type or '(none)'!r}: send the body as JSON with "
+                "`Content-Type: application/json`.",
             )
-        return None
-    content_type = header(request, b"content-type") or ""
-    if content_type.split(";", 1)[0].strip().lower() != JSON:
-        raise ApiError(
-            "invalid_request",
-            f"Unsupported Content-Type {content_type or '(none)'!r}: send the body as JSON with "
-            "`Content-Type: application/json`.",
-        )
-    try:
-        value = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ApiError("invalid_request", f"The request body is not valid JSON: {exc}.") from None
-    except RecursionError:
-        raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
-    if not isinstance(value, dict):
-        raise ApiError("invalid_request", f"The request body must be a JSON object, not {type(value).__name__}.")
-    return value
+        try:
+            value = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ApiError("invalid_request", f"The request body is not valid JSON: {exc}.") from None
+        except RecursionError:
+            raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
+        if not isinstance(value, dict):
+            raise ApiError("invalid_request", f"The request body must be a JSON object, not {type(value).__name__}.")
+        return value
 
 
-async def http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 in the API's envelope."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    if status == 404:
-        error = ApiError(
-            "route_not_found",
-            f"No route {request.method} {request.url.path}. The API lives under /v1 (see /openapi.json).",
-        )
-    elif status == 405:
-        error = ApiError(
-            "method_not_allowed",
-            f"{request.method} is not allowed on {request.url.path}. See /openapi.json for the methods "
-            "each path takes.",
-        )
-    else:
-        error = ApiError("invalid_request", str(getattr(exc, "detail", "")) or "Bad request.", status=status)
-    headers = dict(getattr(exc, "headers", None) or {})
-    return error_response(error, request_id(request), headers)
+async def read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while message.get("more_body"):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
 
 
-async def unhandled_exception(request: Request, exc: Exception) -> Response:
-    """A bug. It should never happen; when it does, it is an envelope and a log line, not a dropped socket."""
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    error = ApiError("internal_error", "mockglot hit an internal error; this is a bug, please report it.")
-    return error_response(error, request_id(request))
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+    async def send(self, send: Send, *extra: tuple[bytes, bytes]) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": [*self.headers, *extra]})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def response(status: int, body: bytes, media_type: str = JSON, headers: RawHeaders = ()) -> Response:
+    return Response(
+        status, body, [(b"content-length", str(len(body)).encode()), (b"content-type", media_type.encode()), *headers]
+    )
+
+
+def raw_headers(headers: Mapping[str, str]) -> RawHeaders:
+    """`headers` must be latin-1 (ours are, and warnings are escaped)."""
+    return [(name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()]
+
+
+def error_response(exc: ApiError, request_id: str | None, headers: RawHeaders = ()) -> Response:
+    if exc.retry_after is not None:
+        headers = [*headers, (b"retry-after", str(exc.retry_after).encode())]
+    return response(exc.status, msgspec.json.encode(exc.body(request_id)), JSON, headers)

@@ -177,6 +177,13 @@ def _type_info(type_: Any) -> mi.Type:
     return mi.type_info(type_)
 
 
+@functools.cache
+def _fields_by_name(struct: type) -> dict[str, mi.Field]:
+    info = _type_info(struct)
+    assert isinstance(info, mi.StructType)
+    return {f.encode_name: f for f in info.fields}
+
+
 def _unknown(value: Any, info: mi.Type, path: str) -> list[str]:
     if isinstance(info, mi.Metadata):
         return _unknown(value, info.type, path)
@@ -188,14 +195,14 @@ def _unknown(value: Any, info: mi.Type, path: str) -> list[str]:
                     return found
         return []
     if isinstance(info, mi.StructType) and isinstance(value, dict):
-        fields = {f.encode_name: f for f in info.fields}
+        fields = _fields_by_name(info.cls)
         found: list[str] = []
         for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            if key not in fields:
-                found.append(child)
-            else:
-                found.extend(_unknown(item, fields[key].type, child))
+            field = fields.get(key)
+            if field is None:
+                found.append(f"{path}.{key}" if path else str(key))
+            elif isinstance(item, (dict, list)):  # only containers can hold unknown fields
+                found.extend(_unknown(item, field.type, f"{path}.{key}" if path else key))
         return found
     if isinstance(info, mi.DictType) and isinstance(value, dict):
         return [p for key, item in value.items() for p in _unknown(item, info.value_type, f"{path}.{key}")]

@@ -10,12 +10,12 @@ import asyncio
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from mockglot.api import render
-from mockglot.api.endpoint import Endpoint, Reply, route
+from mockglot.api.endpoint import Endpoint, Reply, http_handler
 from mockglot.errors import CATALOGUE
-from mockglot.http import RequestIdMiddleware
+from mockglot.http_app import HttpApp
+from mockglot.router import Router
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 
@@ -323,9 +323,9 @@ async def test_an_idempotency_key_in_flight_is_a_conflict(make_client, make_key)
         return Reply(201, {"done": True})
 
     endpoint = Endpoint("POST", "/v1/slow", slow, "sessions:write", "Slow", status=201, idempotent=True)
-    app = Starlette(routes=[route(endpoint, state)])
-    app.add_middleware(RequestIdMiddleware, randomness=state.randomness, clock_ms=lambda: 0)
-    client = make_client(app, make_key(), headers={"Idempotency-Key": "same"})
+    router = Router()
+    router.add(endpoint.method, endpoint.path, http_handler(endpoint, state))
+    client = make_client(HttpApp(state, router), make_key(), headers={"Idempotency-Key": "same"})
 
     first = asyncio.create_task(client.post("/v1/slow", json={"a": 1}))
     await asyncio.wait_for(entered.wait(), 5)

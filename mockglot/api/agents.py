@@ -24,7 +24,7 @@ _DIGITS = re.compile(r"[0-9]{1,4}")
 
 
 def page_limit(ctx: Context) -> int:
-    raw = ctx.request.query_params.get("limit")
+    raw = ctx.query("limit")
     if raw is None:
         return DEFAULT_LIMIT
     if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
@@ -44,8 +44,8 @@ async def create_agent(ctx: Context) -> Reply:
 
 async def list_agents(ctx: Context) -> Reply:
     limit = page_limit(ctx)
-    starting_after = ctx.request.query_params.get("starting_after")
-    ending_before = ctx.request.query_params.get("ending_before")
+    starting_after = ctx.query("starting_after")
+    ending_before = ctx.query("ending_before")
     if starting_after is not None and ending_before is not None:
         raise ApiError(
             "invalid_field_value",

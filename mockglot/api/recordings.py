@@ -5,30 +5,22 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
-
 from mockglot import wire
 from mockglot.api import render
 from mockglot.api.endpoint import Context, Endpoint, Reply
-from mockglot.api.sessions import stream_origin
 from mockglot.errors import ApiError
-
-
-def http_origin(request: Request) -> str:
-    """The origin the client called us on (http or https, honouring a TLS-terminating proxy)."""
-    return "http" + stream_origin(request).removeprefix("ws")
 
 
 async def list_recordings(ctx: Context) -> Reply:
     session = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
-    origin = http_origin(ctx.request)
+    origin = ctx.request.origin()
     data = [render.recording(r, origin) for r in ctx.state.recordings.for_session(session)]
     return Reply(200, wire.RecordingList(data=data, has_more=False))
 
 
 async def get_recording(ctx: Context) -> Reply:
     record = ctx.state.recordings.get(ctx.key.owner, ctx.path("recording_id"))
-    return Reply(200, render.recording(record, http_origin(ctx.request)))
+    return Reply(200, render.recording(record, ctx.request.origin()))
 
 
 async def get_audio(ctx: Context) -> Reply:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import msgspec
-from starlette.requests import Request
 
 from mockglot import wire
 from mockglot.api import render
 from mockglot.api.endpoint import Context, Endpoint, Reply
 from mockglot.api.transcript_formats import MEDIA_TYPES, RENDERERS
 from mockglot.errors import ApiError
-from mockglot.http import header
 from mockglot.state.agents import AgentStore
 from mockglot.state.auth import Owner
 
@@ -20,14 +18,6 @@ PROVIDERS = {
     "connection_id": "telnyx",
     "sip": "sip",
 }  # [emulator] routing -> provider
-
-
-def stream_origin(request: Request) -> str:
-    """The WebSocket origin the client called us on, honouring a TLS-terminating proxy."""
-    proto = header(request, b"x-forwarded-proto") or request.scope.get("scheme", "http")
-    proto = proto.split(",")[0].strip().lower()
-    host = header(request, b"x-forwarded-host") or header(request, b"host") or request.url.netloc
-    return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host.split(',')[0].strip()}"
 
 
 def resolve_provider(routing: wire.Routing | None) -> str | None:
@@ -117,12 +107,12 @@ async def create_session(ctx: Context) -> Reply:
         )
     ctx.key.charge()
     record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine)
-    return Reply(201, render.session(record, ctx.state.sessions, stream_origin(ctx.request)))
+    return Reply(201, render.session(record, ctx.state.sessions, ctx.request.origin("ws")))
 
 
 async def get_session(ctx: Context) -> Reply:
     record = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
-    return Reply(200, render.session(record, ctx.state.sessions, stream_origin(ctx.request)))
+    return Reply(200, render.session(record, ctx.state.sessions, ctx.request.origin("ws")))
 
 
 async def end_session(ctx: Context) -> Reply:
@@ -134,7 +124,7 @@ async def end_session(ctx: Context) -> Reply:
 
 async def get_transcript(ctx: Context) -> Reply:
     record = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
-    fmt = ctx.request.query_params.get("format", "json")
+    fmt = ctx.query("format", "json")
     if fmt == "json":
         return Reply(200, render.transcript(record, ctx.state.clock.now()))
     if fmt not in RENDERERS:

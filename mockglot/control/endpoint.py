@@ -9,14 +9,11 @@ import hmac
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from mockglot import validation
 from mockglot.api.endpoint import Endpoint, Reply
 from mockglot.errors import ApiError
-from mockglot.http import error_response, json_response, read_json_body, request_id
+from mockglot.http import JSON, Request, Response, error_response, raw_headers, response
+from mockglot.router import HttpHandler
 from mockglot.wire import encode
 
 T = TypeVar("T")
@@ -34,7 +31,7 @@ class ControlContext:
         return self.request.path_params[name]
 
     def query(self, name: str, default: str | None = None) -> str | None:
-        return self.request.query_params.get(name, default)
+        return self.request.query(name, default)
 
     def parse(self, type_: type[T]) -> T:
         value, _ = validation.convert(self.body or {}, type_, strict=True)
@@ -42,9 +39,9 @@ class ControlContext:
 
 
 def check_token(request: Request, token: str | None) -> None:
-    if token is None or request.url.path in OPEN_PATHS:
+    if token is None or request.path in OPEN_PATHS:
         return
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    scheme, _, presented = (request.header(b"authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
         raise ApiError(
             "invalid_api_key",
@@ -53,19 +50,18 @@ def check_token(request: Request, token: str | None) -> None:
         )
 
 
-def control_route(endpoint: Endpoint, state: Any, hub: Any) -> Route:
+def control_handler(endpoint: Endpoint, state: Any, hub: Any) -> HttpHandler:
     async def run(request: Request) -> Response:
         try:
             check_token(request, state.settings.control_token)
-            body = await read_json_body(request, required=endpoint.body_required) if endpoint.method == "POST" else None
+            body = request.json(required=endpoint.body_required) if endpoint.method == "POST" else None
             reply: Reply = await endpoint.handler(ControlContext(state, hub, request, body))  # type: ignore[arg-type]
         except ApiError as exc:
-            return error_response(exc, request_id(request))
-        if reply.media_type:
-            return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
-        return json_response(reply.status, encode(reply.body), reply.headers)
+            return error_response(exc, request.id)
+        content = reply.body if reply.media_type else encode(reply.body)
+        return response(reply.status, content, reply.media_type or JSON, raw_headers(reply.headers or {}))
 
-    return Route(endpoint.path, run, methods=[endpoint.method], name=endpoint.summary)
+    return run
 
 
 def query_float(ctx: ControlContext, name: str, default: float, low: float, high: float) -> float:

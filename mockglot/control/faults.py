@@ -24,7 +24,7 @@ def _arm(ctx: ControlContext, kind: Literal["rest", "stream"]) -> Reply:
         problem = rule.check()  # type: ignore[union-attr]
     if problem is not None:
         raise ApiError("invalid_field_value", f"This fault is rejected: {problem}.")
-    fault = ctx.state.faults.add(kind, rule, int(ctx.state.clock.now() * 1000))
+    fault = ctx.state.faults.add(kind, rule, ctx.state.clock.now())
     return Reply(201, record(fault))
 
 

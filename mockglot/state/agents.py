@@ -56,7 +56,7 @@ class AgentStore:
 
     def create(self, owner: Owner, request: AgentCreate) -> AgentRecord:
         now = self.clock.now()
-        record = AgentRecord("agt_" + self.randomness.ulid("agent", int(now * 1000)), owner, request, now)
+        record = AgentRecord(self.randomness.new_id("agt", "agent", now), owner, request, now)
         self._agents[record.id] = record
         self._by_owner.setdefault(owner, []).append(record)
         return record

@@ -112,7 +112,7 @@ class AnalysisStore:
         self.check(session)
         now = self.clock.now()
         record = AnalysisRecord(
-            id="anl_" + self.randomness.ulid("analysis", int(now * 1000)),
+            id=self.randomness.new_id("anl", "analysis", now),
             session=session,
             turns=list(session.turns),
             created_at=now,

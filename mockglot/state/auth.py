@@ -136,10 +136,10 @@ class KeyStore:
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> ApiKey:
         secret = _presented_key(authorization, x_api_key)
-        if not KEY_PATTERN.match(secret):
-            raise ApiError("invalid_api_key", _malformed_message(secret))
-        key = self._keys.get(secret)
+        key = self._keys.get(secret)  # a key is only stored once it has passed the pattern
         if key is None:
+            if not KEY_PATTERN.match(secret):
+                raise ApiError("invalid_api_key", _malformed_message(secret))
             if not self.open_mode:
                 raise ApiError(
                     "invalid_api_key",

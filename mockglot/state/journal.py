@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from typing import Literal
 
 import msgspec
@@ -25,19 +24,19 @@ class JournalEntry(msgspec.Struct, frozen=True, gc=False):
 class Journal:
     def __init__(self) -> None:
         self.entries: list[JournalEntry] = []
-        self._counts: Counter[tuple[Direction | None, str | None]] = Counter()
+        self._counts: dict[tuple[Direction | None, str | None], int] = {}  # not a Counter: one is made per session
         self._changed: asyncio.Event | None = None
 
     def append(self, direction: Direction, at: float, type_: str, text: str) -> None:
         self.entries.append(JournalEntry(len(self.entries), direction, at, type_, text))
         for key in ((None, None), (direction, None), (None, type_), (direction, type_)):
-            self._counts[key] += 1
+            self._counts[key] = self._counts.get(key, 0) + 1
         if self._changed is not None:
             self._changed.set()
             self._changed = None
 
     def count(self, direction: Direction | None = None, type_: str | None = None) -> int:
-        return self._counts[(direction, type_)]
+        return self._counts.get((direction, type_), 0)
 
     async def wait_for(
         self, count: int, timeout: float, direction: Direction | None = None, type_: str | None = None

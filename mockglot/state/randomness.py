@@ -36,6 +36,10 @@ class Randomness:
             self._streams[purpose] = rng
         return rng
 
+    def new_id(self, prefix: str, purpose: str, now: float) -> str:
+        """`prefix_` and a ULID: `sess_01J...`, `req_01J...`."""
+        return f"{prefix}_{self.ulid(purpose, int(now * 1000))}"
+
     def ulid(self, purpose: str, now_ms: int) -> str:
         """A 26-character ULID-style body: 10 characters of time, 16 of randomness.
 
@@ -46,7 +50,7 @@ class Randomness:
             count = self._counters.get(purpose, 0) + 1
             self._counters[purpose] = count
             now_ms = _ID_EPOCH_MS + count
-        return _base32((now_ms << 80) | self.stream(purpose).getrandbits(80), 26)
+        return _ulid_text((now_ms << 80) | self.stream(purpose).getrandbits(80))
 
     def hex(self, purpose: str, nbytes: int) -> str:
         return self.stream(purpose).getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()
@@ -55,9 +59,18 @@ class Randomness:
         return self.stream(purpose).random()
 
 
-_PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # 10 bits -> two characters
+_PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # 10 bits -> 2 characters
+_TRIPLES = [a + b + c for a in CROCKFORD for b in CROCKFORD for c in CROCKFORD]  # 15 bits -> 3 characters
 
 
-def _base32(value: int, length: int) -> str:
-    """Crockford base32, most significant character first, zero-padded to an even `length`."""
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(5 * (length - 2), -1, -10)])
+def _ulid_text(value: int) -> str:
+    """26 Crockford base32 characters (130 bits), most significant first: 10 bits, then eight times 15.
+
+    Written out because it runs for every request and ID: a loop or a join costs half as much again.
+    """
+    t = _TRIPLES
+    return (
+        _PAIRS[value >> 120 & 1023] + t[value >> 105 & 32767] + t[value >> 90 & 32767] + t[value >> 75 & 32767]
+        + t[value >> 60 & 32767] + t[value >> 45 & 32767] + t[value >> 30 & 32767] + t[value >> 15 & 32767]
+        + t[value & 32767]
+    )  # fmt: skip

@@ -80,7 +80,7 @@ class RecordingStore:
         channels = [bytes(session.audio.get(speaker, b"")) for speaker in CHANNELS]
         longest = max(len(c) for c in channels)
         at = session.ended_at if session.ended_at is not None else self.clock.now()
-        recording_id = "rec_" + self.randomness.ulid("recording", int(at * 1000))
+        recording_id = self.randomness.new_id("rec", "recording", at)
         if longest == 0:
             record = RecordingRecord(recording_id, session, "failed", b"", 0.0, at, NO_AUDIO)
         else:

@@ -7,14 +7,17 @@ so recording costs the request path next to nothing.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+
+import msgspec
 
 MAX_REQUESTS = 10_000
 MAX_BODY_BYTES = 64 * 1024
 
 
-@dataclass(slots=True)  # not frozen: frozen init is slow, and this is made per request or frame
-class RequestEntry:
+class RequestEntry(msgspec.Struct, gc=False):
+    """Untracked by the garbage collector (the headers are a tuple of tuples of bytes, which holds no cycle): the
+    journal keeps thousands, and tracked ones would make every full collection longer."""
+
     request_id: str
     at: float
     method: str
@@ -22,7 +25,7 @@ class RequestEntry:
     query: bytes
     status: int
     api_key: str | None  # as presented; only ever shown redacted
-    headers: list[tuple[bytes, bytes]]
+    headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     duration_ms: float
 

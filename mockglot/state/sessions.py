@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from mockglot.errors import ApiError
 from mockglot.speech.codec import SAMPLE_RATE_HZ
 from mockglot.state.auth import Owner
@@ -35,8 +37,7 @@ class Turn:
     translation_text: str | None = None
 
 
-@dataclass(slots=True)
-class StreamToken:
+class StreamToken(msgspec.Struct, frozen=True):  # untracked by the GC: only strings and a float
     token: str
     session_id: str
     expires_at: float
@@ -63,7 +64,14 @@ class SessionRecord:
     connected: bool = False
     scenario: str = "order-change"
     engine: str = "scripted"
-    journal: Journal = field(default_factory=Journal)
+    _journal: Journal | None = None
+
+    @property
+    def journal(self) -> Journal:
+        """Made on first use: a session that never streams (most, in a REST test) keeps none."""
+        if self._journal is None:
+            self._journal = Journal()
+        return self._journal
 
     @property
     def mode(self) -> str:
@@ -127,7 +135,7 @@ class SessionStore:
         engine: str = "scripted",
     ) -> SessionRecord:
         now = self.clock.now()
-        session_id = "sess_" + self.randomness.ulid("session", int(now * 1000))
+        session_id = self.randomness.new_id("sess", "session", now)
         record = SessionRecord(
             id=session_id,
             owner=owner,

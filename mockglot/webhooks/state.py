@@ -138,7 +138,7 @@ class WebhookStore:
         suffix = ":settings" if source == "settings" else ""
         now = self.clock.now()
         endpoint = WebhookEndpoint(
-            id="wh_ep_" + self.randomness.ulid("webhook_endpoint" + suffix, int(now * 1000)),
+            id=self.randomness.new_id("wh_ep", "webhook_endpoint" + suffix, now),
             url=url,
             events=chosen,
             secret=secret or "whsec_" + self.randomness.hex("webhook_secret" + suffix, SECRET_BYTES),
@@ -164,7 +164,7 @@ class WebhookStore:
     # --- deliveries --------------------------------------------------------------------------------------
 
     def new_event_id(self, now: float) -> str:
-        return "evt_" + self.randomness.ulid("webhook_event", int(now * 1000))
+        return self.randomness.new_id("evt", "webhook_event", now)
 
     def add(
         self,
@@ -178,7 +178,7 @@ class WebhookStore:
     ) -> Delivery:
         now = self.clock.now()
         delivery = Delivery(
-            id="wh_del_" + self.randomness.ulid("webhook_delivery", int(now * 1000)),
+            id=self.randomness.new_id("wh_del", "webhook_delivery", now),
             endpoint=endpoint,
             event_id=event_id,
             event_type=event_type,

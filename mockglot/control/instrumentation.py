@@ -1,0 +1,93 @@
+"""Instruments the public API for tests: REST faults (control-plane rules, or a request's own `Prefer` header
+as Prism does) and the request journal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.types import Send
+
+from mockglot.errors import CATALOGUE, ApiError
+from mockglot.faults import error_code_for, fault_error
+from mockglot.http import Request, Response, error_response
+from mockglot.router import HttpHandler
+from mockglot.state.requests import MAX_BODY_BYTES, RequestEntry
+from mockglot.state.server import ServerState
+
+DROPPED_BODY_LENGTH = b"64"  # promised by the dropped response, never sent
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key as presented, for the journal and fault matching; whether it is valid is not asked here."""
+    authorization = request.header(b"authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    x_api_key = request.header(b"x-api-key")
+    return x_api_key.strip() if x_api_key is not None else None
+
+
+def prefer_error(header: str) -> ApiError | None:
+    """`Prefer: code=503` or `Prefer: error=service_unavailable` asks for that error on this request."""
+    wanted = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part)
+    code = wanted.get("error")
+    if code is None and wanted.get("code", "").isdigit():
+        code = error_code_for(int(wanted["code"]))
+    if code is None or code not in CATALOGUE or CATALOGUE[code].status < 400:
+        return None
+    retry_after = 1 if CATALOGUE[code].status in (409, 429, 503) else None
+    return ApiError(code, f"Error {code} requested by the Prefer header.", retry_after=retry_after)
+
+
+class Instrumentation:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def __call__(self, request: Request, send: Send, serve: HttpHandler) -> Response | None:
+        """The response to send, or None when a fault dropped the connection after starting it."""
+        started = time.perf_counter()
+        key = presented_key(request)
+        status = 0
+        try:
+            prefer = request.header(b"prefer")
+            if prefer is None and not self.state.faults.has_rest:  # as nearly every request runs
+                response = await serve(request)
+            else:
+                response = await self._faulted_or_served(request, key, prefer, send, serve)
+            status = response.status if response is not None else 200  # a dropped response started as 200
+            return response
+        finally:
+            self.state.requests.append(
+                RequestEntry(
+                    request_id=request.id,
+                    at=self.state.clock.now(),
+                    method=request.method,
+                    path=request.path,
+                    query=request.scope.get("query_string", b""),
+                    status=status,
+                    api_key=key,
+                    headers=tuple(request.scope["headers"]),
+                    body=request.body[:MAX_BODY_BYTES],
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
+
+    async def _faulted_or_served(
+        self, request: Request, key: str | None, prefer: str | None, send: Send, serve: HttpHandler
+    ) -> Response | None:
+        error = prefer_error(prefer) if prefer else None
+        if error is None and self.state.faults.has_rest:
+            rule = self.state.faults.match_rest(request.method, request.path, key)
+            if rule is not None:
+                if rule.latency_ms:
+                    await asyncio.sleep(rule.latency_ms / 1000)
+                if rule.drop:
+                    headers = [(b"content-length", DROPPED_BODY_LENGTH)]
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    return None  # the server closes a connection whose response never completes
+                error = fault_error(rule)
+        if error is None:
+            return await serve(request)
+        return error_response(error, request.id)
