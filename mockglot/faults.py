@@ -125,7 +125,7 @@ class FaultRegistry:
     @property
     def has_rest(self) -> bool:
         """Cheap check before matching: most requests run with no REST fault armed."""
-        return any(fault.kind == "rest" for fault in self._faults.values())
+        return bool(self._faults) and any(fault.kind == "rest" for fault in self._faults.values())
 
     def fires(self, fault: ArmedFault) -> bool:
         """Count a firing if the fault has firings left and its probability (under the seed) allows."""

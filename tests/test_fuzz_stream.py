@@ -16,7 +16,7 @@ from mockglot.settings import Settings
 from mockglot.testing.server import ServerThread
 
 KEY = "sk_test_fuzzstream01"
-VALID_TYPES = {"audio.input", "ping", "session.end"}
+VALID_TYPES = ("audio.input", "ping", "session.end")  # a tuple: a generated `type` may be a list
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

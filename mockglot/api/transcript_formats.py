@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 from mockglot.state.sessions import Turn
 
@@ -32,11 +33,11 @@ def _lines(turn: Turn) -> list[str]:
     return lines
 
 
-def as_text(turns: list[Turn]) -> str:
+def as_text(turns: Sequence[Turn]) -> str:
     return "".join(line + "\n" for turn in turns for line in _lines(turn))
 
 
-def as_srt(turns: list[Turn]) -> str:
+def as_srt(turns: Sequence[Turn]) -> str:
     blocks = []
     for index, turn in enumerate(turns, start=1):
         span = f"{_timestamp(turn.start_ms, ',')} --> {_timestamp(turn.end_ms, ',')}"
@@ -44,7 +45,7 @@ def as_srt(turns: list[Turn]) -> str:
     return "\n".join(blocks)
 
 
-def as_vtt(turns: list[Turn]) -> str:
+def as_vtt(turns: Sequence[Turn]) -> str:
     blocks = ["WEBVTT\n"]
     for turn in turns:
         span = f"{_timestamp(turn.start_ms, '.')} --> {_timestamp(turn.end_ms, '.')}"

@@ -61,16 +61,16 @@ class Instrumentation:
         finally:
             self.state.requests.append(
                 RequestEntry(
-                    request_id=request.id,
-                    at=self.state.clock.now(),
-                    method=request.method,
-                    path=request.path,
-                    query=request.scope.get("query_string", b""),
-                    status=status,
-                    api_key=key,
-                    headers=tuple(request.scope["headers"]),
-                    body=request.body[:MAX_BODY_BYTES],
-                    duration_ms=(time.perf_counter() - started) * 1000,
+                    request.id,
+                    self.state.clock.now(),
+                    request.method,
+                    request.path,
+                    request.scope["query_string"],
+                    status,
+                    key,
+                    tuple(request.scope["headers"]),
+                    request.body[:MAX_BODY_BYTES],
+                    (time.perf_counter() - started) * 1000,
                 )
             )
 

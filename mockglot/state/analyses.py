@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -167,14 +168,14 @@ def _words(turn: Turn) -> list[str]:
     return WORD.findall(f"{turn.text} {turn.translation_text or ''}".lower())
 
 
-def _score(turns: list[Turn]) -> float:
+def _score(turns: Sequence[Turn]) -> float:
     words = [w for t in turns for w in _words(t)]
     positive = sum(w in POSITIVE for w in words)
     negative = sum(w in NEGATIVE for w in words)
     return round((positive - negative) / max(positive + negative, 1), 2)
 
 
-def sentiment(turns: list[Turn]) -> Sentiment:
+def sentiment(turns: Sequence[Turn]) -> Sentiment:
     score = _score(turns)
     overall = "positive" if score >= POSITIVE_FROM else "negative" if score <= NEGATIVE_FROM else "neutral"
     spoken = [s for s in SPEAKERS if any(t.speaker == s for t in turns)]
@@ -182,7 +183,7 @@ def sentiment(turns: list[Turn]) -> Sentiment:
     return Sentiment(overall=overall, score=score, by_speaker=by_speaker)
 
 
-def compliance(turns: list[Turn]) -> Compliance:
+def compliance(turns: Sequence[Turn]) -> Compliance:
     flags: list[ComplianceFlag] = []
     for turn in turns:
         text = f"{turn.text} {turn.translation_text or ''}"
@@ -193,7 +194,7 @@ def compliance(turns: list[Turn]) -> Compliance:
     return Compliance(passed=not flags, flags=flags)
 
 
-def performance(turns: list[Turn]) -> Performance:
+def performance(turns: Sequence[Turn]) -> Performance:
     counts = Counter(t.speaker for t in turns)
     talk_ms: Counter[str] = Counter()
     for turn in turns:

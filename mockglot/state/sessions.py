@@ -6,7 +6,7 @@ back, scoped by owner so one organization never sees another's sessions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -43,8 +43,10 @@ class StreamToken(msgspec.Struct, frozen=True):  # untracked by the GC: only str
     expires_at: float
 
 
-@dataclass(slots=True)
-class SessionRecord:
+class SessionRecord(msgspec.Struct, gc=False):
+    """Untracked by the garbage collector, as a long-running server keeps every session: tracked, each one would
+    lengthen every full collection. Nothing a record holds points back to it, so it is never part of a cycle."""
+
     id: str
     owner: Owner
     api_key: str
@@ -57,10 +59,10 @@ class SessionRecord:
     started_at: float | None = None
     ended_at: float | None = None
     end_reason: EndReason | None = None
-    turns: list[Turn] = field(default_factory=list)
+    turns: tuple[Turn, ...] = ()  # replaced on each final, never appended to: an empty tuple costs the GC nothing
     next_turn: int = 1
-    audio: dict[str, bytearray] = field(default_factory=dict)  # speaker -> mu-law bytes received
-    last_sequence: dict[str, int] = field(default_factory=dict)  # speaker -> last accepted sequence
+    audio: dict[str, bytearray] = msgspec.field(default_factory=dict)  # speaker -> mu-law bytes received
+    last_sequence: dict[str, int] = msgspec.field(default_factory=dict)  # speaker -> last accepted sequence
     connected: bool = False
     scenario: str = "order-change"
     engine: str = "scripted"
@@ -235,8 +237,7 @@ class SessionStore:
             self.events.publish(Event("session.started", record))
 
     def add_turn(self, record: SessionRecord, turn: Turn) -> None:
-        record.turns.append(turn)
-        record.turns.sort(key=lambda t: t.sequence)
+        record.turns = tuple(sorted((*record.turns, turn), key=lambda t: t.sequence))
         self.events.publish(Event("transcript.segment", record, turn))
 
     def end(self, record: SessionRecord, reason: EndReason, at: float | None = None) -> bool:
