@@ -16,7 +16,7 @@ import mockglot as package
 from mockglot.settings import Settings
 from mockglot.speech import codec
 from mockglot.stream_cli import WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM, parse_wav
-from mockglot.testing.client import KallglotError, bearer, utterance
+from mockglot.testing.client import Client, KallglotError, bearer, utterance
 from mockglot.testing.plugin import Mockglot, WaitTimeout, new_api_key
 from mockglot.testing.server import ServerThread
 
@@ -217,3 +217,21 @@ def test_a_faulted_request_is_journaled_with_its_body(mockglot):
     assert mockglot.client.http.post("/v1/sessions", json=body).status_code == 503
     journaled = mockglot.requests()[-1]
     assert journaled["status"] == 503 and '"faulted"' in journaled["body"]
+
+
+async def test_health_counts_sessions_and_the_streams_open_right_now():
+    with ServerThread(Settings(port=0)) as server:
+        async with Client(server.base_url, new_api_key()) as client, httpx.AsyncClient(base_url=server.base_url) as ctl:
+
+            async def health() -> tuple[int, int]:
+                body = (await ctl.get("/_mockglot/health")).json()
+                return body["sessions"], body["live_streams"]
+
+            assert await health() == (0, 0)
+            first = await client.create_session()
+            await client.create_session()
+            stream = await client.open_stream(first)
+            await stream.until("session.ready")
+            assert await health() == (2, 1)
+            await stream.end()
+            assert await health() == (2, 0)

@@ -124,6 +124,9 @@ class SessionStore:
         self._live = {sid: s for sid, s in self._live.items() if sid not in gone}
         self._tokens = {t: v for t, v in self._tokens.items() if v.session_id not in gone}
 
+    def count(self) -> int:
+        return len(self._sessions)
+
     def all(self, organization: str | None = None) -> list[SessionRecord]:
         return [s for s in self._sessions.values() if organization is None or s.owner[0] == organization]
 
