@@ -27,10 +27,13 @@ class HttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = self.state.randomness.new_id("req", "request", self.state.clock.now())
         request = Request(scope, request_id, await read_body(receive))
-        if scope["path"].startswith(PUBLIC_PREFIX):
-            response = await self.instrumentation(request, send, self.dispatch)
-        else:
-            response = await self.dispatch(request)
+        try:
+            if scope["path"].startswith(PUBLIC_PREFIX):
+                response = await self.instrumentation(request, send, self.dispatch)
+            else:
+                response = await self.dispatch(request)
+        except Exception:  # outside the handlers: the journal, a fault rule
+            response = internal_error(request)
         if response is not None:
             await response.send(send, (b"x-request-id", request_id.encode()))
 
@@ -55,7 +58,11 @@ class HttpApp:
             request.path_params = match.params
             return await match.handler(request)
         except Exception:
-            # A bug. It should never happen; when it does, it is an envelope and a log line, not a dropped socket.
-            log.exception("internal error on %s %s", request.method, request.path)
-            error = ApiError("internal_error", "mockglot hit an internal error; this is a bug, please report it.")
-            return error_response(error, request.id)
+            return internal_error(request)
+
+
+def internal_error(request: Request) -> Response:
+    """A bug. It should never happen; when it does, it is an envelope and a log line, not a dropped socket."""
+    log.exception("internal error on %s %s", request.method, request.path)
+    error = ApiError("internal_error", "mockglot hit an internal error; this is a bug, please report it.")
+    return error_response(error, request.id)

@@ -538,6 +538,16 @@ async def test_a_bug_is_a_500_envelope_with_its_request_id(client, monkeypatch):
     assert "secret internals" not in error["message"]  # internals stay in the log
 
 
+async def test_a_bug_outside_the_handlers_is_the_same_envelope(client, state, monkeypatch):
+    def broken(entry):
+        raise RuntimeError("journal broke")
+
+    monkeypatch.setattr(state.requests, "append", broken)
+    response = await client.get("/v1/sessions/sess_missing")
+    error = expect_error(response, 500, "internal_error")
+    assert error["request_id"] == response.headers["x-request-id"]
+
+
 # --- 429 --------------------------------------------------------------------------------------------------
 
 
