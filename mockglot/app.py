@@ -48,13 +48,14 @@ SWEEP_INTERVAL_SECONDS = 1.0
 
 
 class MockglotApp(Starlette):
+    """HTTP goes straight to `HttpApp`; WebSockets and the lifespan take Starlette's own path."""
+
     def __init__(self, http: HttpApp, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
         self.http = http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            scope["app"] = self
             await self.http(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)

@@ -52,8 +52,7 @@ class Randomness:
             count = self._counters.get(purpose, 0) + 1
             self._counters[purpose] = count
             now_ms = _ID_EPOCH_MS + count
-        rng = self._streams.get(purpose) or self.stream(purpose)
-        return _time_text(now_ms) + rng.randbytes(16).translate(_BYTE_TO_CHARACTER).decode()
+        return _time_text(now_ms) + self.stream(purpose).randbytes(16).translate(_BYTE_TO_CHARACTER).decode()
 
     def hex(self, purpose: str, nbytes: int) -> str:
         return self.stream(purpose).getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()
