@@ -17,14 +17,14 @@ import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from mockglot.testing.client import Client, KallglotError, SyncClient, bearer, checked
+from mockglot.testing.client import Client, KallglotError, SharedTransport, SyncClient, bearer, checked, tls_context
 from mockglot.testing.webhooks import webhook_receiver  # noqa: F401  (a fixture this plugin provides)
 
 if TYPE_CHECKING:
@@ -54,11 +54,16 @@ def new_api_key() -> str:
 
 @dataclass
 class MockglotServer:
-    """Where the server is; `thread` is the in-process server, None for an external one."""
+    """Where the server is; `thread` is the in-process server, None for an external one.
+
+    It holds the run's one connection pool: every test's clients borrow it, so a test neither loads a certificate
+    store nor opens a connection (the two costs that made the fixture slow).
+    """
 
     base_url: str
     control_token: str | None = None
     thread: ServerThread | None = None
+    transport: SharedTransport = field(default_factory=SharedTransport)
 
     @property
     def ws_url(self) -> str:
@@ -68,14 +73,21 @@ class MockglotServer:
     def control_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.control_token}"} if self.control_token else {}
 
+    def control_client(self) -> httpx.Client:
+        """A client for the control plane on the run's pool (cheap: no certificates, no new connection)."""
+        return httpx.Client(
+            base_url=self.base_url, headers=self.control_headers, timeout=CONTROL_TIMEOUT, transport=self.transport
+        )
+
     def check(self) -> None:
         """Fail the tests that need it, with the reason, when the server or its control plane can't be used."""
-        try:
-            health = httpx.get(f"{self.base_url}/_mockglot/health", timeout=10)
-            control = httpx.get(f"{self.base_url}/_mockglot/clock", headers=self.control_headers, timeout=10)
-        except httpx.HTTPError as exc:
-            pytest.fail(f"mockglot: no server answers at {self.base_url} ({exc}). Start one (`mockglot serve`, "
-                        f"`docker run`) or drop --mockglot-url/{ENV_URL}.", pytrace=False)  # fmt: skip
+        with self.control_client() as http:
+            try:
+                health = http.get("/_mockglot/health", timeout=10)
+                control = http.get("/_mockglot/clock", timeout=10)
+            except httpx.HTTPError as exc:
+                pytest.fail(f"mockglot: no server answers at {self.base_url} ({exc}). Start one (`mockglot serve`, "
+                            f"`docker run`) or drop --mockglot-url/{ENV_URL}.", pytrace=False)  # fmt: skip
         if health.status_code != 200:
             pytest.fail(f"mockglot: {self.base_url}/_mockglot/health answered {health.status_code}", pytrace=False)
         if control.status_code == 401:
@@ -134,9 +146,12 @@ def mockglot_server(pytestconfig: pytest.Config) -> Iterator[MockglotServer]:
         server = MockglotServer(url.rstrip("/"), token)
         server.check()
         yield server
+        server.transport.close_pool()
         return
     with _in_process(token) as thread:
-        yield MockglotServer(thread.base_url, thread.settings.control_token, thread)
+        server = MockglotServer(thread.base_url, thread.settings.control_token, thread)
+        yield server
+        server.transport.close_pool()
 
 
 # --- the per-test helper ----------------------------------------------------------------------------------
@@ -191,16 +206,16 @@ class Mockglot:
         self.base_url = server.base_url
         self.ws_url = server.ws_url
         self.headers = bearer(self.api_key)
-        self.control = httpx.Client(base_url=server.base_url, headers=server.control_headers, timeout=CONTROL_TIMEOUT)
+        self.control = server.control_client()
         self.clock = ServerClock(self.control)
         self._client: SyncClient | None = None
-        self._faults: list[str] = []
+        self._faults: list[str] = []  # armed for another key (or every key): the reset does not reach them
 
     @property
     def client(self) -> SyncClient:
         """A blocking REST client with this test's key (`.http` is the raw httpx.Client)."""
         if self._client is None:
-            self._client = SyncClient(self.base_url, self.api_key)
+            self._client = SyncClient(self.base_url, self.api_key, transport=self.server.transport)
         return self._client
 
     def async_client(self) -> Client:
@@ -285,7 +300,9 @@ class Mockglot:
     ) -> list[Any]:
         """`frames`, awaitable: the event loop (and the client under test on it) runs while it waits."""
         params = _frame_params(wait_for, type, direction, timeout)
-        async with httpx.AsyncClient(base_url=self.base_url, headers=self.server.control_headers) as http:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=self.server.control_headers, verify=tls_context()
+        ) as http:
             response = await http.get(f"/_mockglot/sessions/{session_id}/frames", params=params, timeout=timeout + 10)
         return _journal_frames(checked(response), wait_for, type)
 
@@ -341,10 +358,13 @@ def _scenario_of(marker: pytest.Mark) -> str:
 
 @pytest.fixture
 def mockglot(mockglot_server: MockglotServer, request: pytest.FixtureRequest) -> Iterator[Mockglot]:
-    """A fresh API key (its own organization) on the run's server, with control-plane helpers."""
+    """A fresh API key (its own organization) on the run's server, with control-plane helpers.
+
+    The key is new (a counter and a random tail), so its organization starts empty without a reset; the one
+    teardown request forgets it (plus one per clock move to undo or fault to disarm).
+    """
     helper = Mockglot(mockglot_server)
     try:
-        helper.reset()
         marker = request.node.get_closest_marker(MARKER)
         if marker is not None:
             name = _scenario_of(marker)
