@@ -12,6 +12,7 @@ import uvicorn
 
 from mockglot import settings as settings_module
 from mockglot import stream_cli
+from mockglot.proxy import cli as proxy_cli
 from mockglot.settings import Settings
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     stream_cli.add_parser(sub)
+    proxy_cli.add_parsers(sub)
     sub.add_parser("models", help="list or download Vosk models", add_help=False)
     return parser
 
@@ -106,4 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "stream":
         return stream_cli.run(args)
+    if args.command == "proxy":
+        return proxy_cli.run_proxy(args)
+    if args.command == "scenario":
+        return proxy_cli.run_scenario(args)
     return 2

@@ -49,6 +49,7 @@ CATALOGUE: dict[str, ErrorKind] = {
     "invalid_speaker": ErrorKind(0, "invalid_request_error"),
     "duplicate_sequence": ErrorKind(0, "invalid_request_error"),
     "model_unavailable": ErrorKind(0, "api_error"),
+    "replay_mismatch": ErrorKind(0, "invalid_request_error"),  # [emulator] a strict replay heard other audio
 }
 
 STREAM_CLOSE_CODES: dict[str, int] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 import yaml
@@ -21,6 +21,9 @@ from mockglot.errors import ApiError
 from mockglot.faults import StreamFault
 from mockglot.speech import codec
 from mockglot.wire import Language
+
+if TYPE_CHECKING:
+    from mockglot.proxy.recording import LoadedRecording
 
 BUILTIN_DIR = Path(__file__).parent / "builtin" / "scenarios"
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -51,6 +54,7 @@ class LoadedScenario:
     scenario: Scenario
     source: str  # the file it came from, or "upload"
     audio: dict[str, bytes] = field(default_factory=dict)  # turn.audio -> 8 kHz mu-law
+    recording: LoadedRecording | None = None  # a recorded session: replayed instead of scripted
 
     @property
     def name(self) -> str:
@@ -103,6 +107,25 @@ def load_file(path: Path) -> LoadedScenario:
     return parse(raw, str(path), path.parent)
 
 
+def load_recordings(folder: Path) -> list[LoadedScenario]:
+    """The proxy's recordings in a fixtures folder, each a scenario named after its folder."""
+    from mockglot.proxy import recording
+
+    found = []
+    for path in recording.find(folder):
+        try:
+            loaded = recording.load(path)
+        except recording.RecordingError as exc:
+            raise ValueError(str(exc)) from None
+        header = loaded.recording.header
+        scenario = Scenario(
+            name=loaded.name,
+            description=f"recording of {header.session_id} from {header.upstream} ({header.recorded_at})",
+        )
+        found.append(LoadedScenario(scenario, str(path), recording=loaded))
+    return found
+
+
 class ScenarioLibrary:
     """Built-in scenarios, those in fixtures folders, and uploads; uploads go away on reset."""
 
@@ -116,6 +139,8 @@ class ScenarioLibrary:
                 if path.suffix.lower() in SUFFIXES:
                     loaded = load_file(path)
                     self._files[loaded.name] = loaded
+            for loaded in load_recordings(folder):
+                self._files[loaded.name] = loaded
         self._uploads: dict[str, LoadedScenario] = {}
         self._next_for_key: dict[str, tuple[str, int | None]] = {}  # key -> (scenario, sessions left or None)
 

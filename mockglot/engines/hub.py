@@ -80,14 +80,15 @@ class StreamHub:
     def pipeline(self, record: SessionRecord) -> SessionPipeline:
         pipeline = self.pipelines.get(record.id)
         if pipeline is None:
-            pipeline = self.pipelines[record.id] = SessionPipeline(
-                record,
-                self.state.sessions,
-                self.scenarios.get(record.scenario),
-                self.translator,
-                self.make_recognizer,
-                silence_ms=self.settings.vad_silence_ms,
-            )
+            scenario = self.scenarios.get(record.scenario)
+            parts = (record, self.state.sessions, scenario, self.translator, self.make_recognizer)
+            if scenario.recording is not None:
+                from mockglot.engines.replay import ReplayPipeline
+
+                pipeline = ReplayPipeline(scenario.recording, *parts, silence_ms=self.settings.vad_silence_ms)
+            else:
+                pipeline = SessionPipeline(*parts, silence_ms=self.settings.vad_silence_ms)
+            self.pipelines[record.id] = pipeline
         return pipeline
 
     def faults_for(self, record: SessionRecord) -> list[ArmedFault]:

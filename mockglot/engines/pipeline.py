@@ -132,7 +132,11 @@ class SessionPipeline:
         if recognizer is not None:
             recognizer.close()
         self.recognizers[speaker] = None
-        self._send(wire.SessionError(session_id=self.record.id, error=wire.FrameError(**exc.frame_error())))
+        self._error(exc)
+
+    def _error(self, exc: ApiError) -> None:
+        error = wire.FrameError(type=exc.type, code=exc.code, message=exc.message, param=exc.param)
+        self._send(wire.SessionError(session_id=self.record.id, error=error))
 
     async def _handle(self, speaker: str, results: list[Partial | Final]) -> None:
         for result in results:

@@ -1,0 +1,330 @@
+"""`mockglot proxy`: the public API forwarded to an upstream Kallglot-compatible server, checked on the wire.
+
+REST requests and responses pass through httpx; the stream passes through a WebSocket client, both directions.
+Each request, response and frame is checked against the contract (`drift.py`); with `--record DIR` each
+session is written as a recording (`recording.py`) that `mockglot serve --fixtures DIR` replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from mockglot import wire
+from mockglot.api.stream import frame_error
+from mockglot.errors import ApiError
+from mockglot.proxy.drift import Difference, DriftReport
+from mockglot.proxy.recording import Header, Recorder, write_atomic
+from mockglot.wire import LANGUAGES, Language
+
+log = logging.getLogger("mockglot.proxy")
+
+MAX_BODY_BYTES = 1024 * 1024  # the same limit mockglot itself sets on a request body
+MAX_OPEN_RECORDINGS = 1000  # sessions being recorded at once; the oldest is written and let go first
+UPSTREAM_TIMEOUT_SECONDS = 30.0
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
+    "upgrade", "host", "content-length", "content-encoding", "accept-encoding",
+}  # fmt: skip
+REPORT_PATH = "/_mockglot/proxy/report"
+
+
+@dataclass(slots=True)
+class ProxySettings:
+    upstream: str  # e.g. https://api.kallglot.com or http://127.0.0.1:8081 (a trailing /v1 is dropped)
+    record: Path | None = None
+    strict: bool = False
+    report_file: Path | None = None
+
+    @property
+    def base(self) -> str:
+        return self.upstream.rstrip("/").removesuffix("/v1")
+
+
+def session_of(path: str) -> str | None:
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[1] == "v1" and parts[2] == "sessions" and parts[3]:
+        return parts[3]
+    return None
+
+
+def envelope(exc: ApiError, request_id: str | None = None) -> Response:
+    body = msgspec.json.encode(exc.body(request_id))
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return Response(body, status_code=exc.status, media_type="application/json", headers=headers)
+
+
+def strict_error(differences: list[Difference]) -> ApiError:
+    shown = "; ".join(f"{d.kind}: {d.where}: {d.detail}" for d in differences[:5])
+    return ApiError("internal_error", f"mockglot proxy (--strict): the exchange differs from the contract: {shown}")
+
+
+class Proxy:
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.report = DriftReport(settings.base, strict=settings.strict)
+        self.recorders: OrderedDict[str, Recorder] = OrderedDict()
+        self.client: httpx.AsyncClient | None = None
+        split = urlsplit(settings.base)
+        self.ws_base = f"{'wss' if split.scheme == 'https' else 'ws'}://{split.netloc}"
+
+    # --- REST --------------------------------------------------------------------------------------
+
+    async def forward(self, request: Request) -> Response:
+        started = time.perf_counter()
+        method, path = request.method, request.url.path
+        try:
+            body = await _read_body(request)
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody is listening; nothing was forwarded
+        except ApiError as exc:
+            return envelope(exc)
+        session_id = session_of(path)
+        found = self.report.check_request(method, path, body, session_id)
+        if found and self.settings.strict:
+            return envelope(strict_error(found))
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        assert self.client is not None
+        upstream_started = time.perf_counter()
+        try:
+            answer = await self.client.request(
+                method, self.settings.base + path, params=request.url.query or None, headers=headers, content=body
+            )
+        except httpx.HTTPError as exc:
+            self.report.add("upstream_unavailable", f"{method} {path}", f"{type(exc).__name__}: {exc}", session_id)
+            error = ApiError(
+                "service_unavailable",
+                f"The upstream {self.settings.base} did not answer ({type(exc).__name__}); the proxy forwarded "
+                "nothing. Check that it is running and reachable.",
+                retry_after=1,
+            )
+            return envelope(error)
+        upstream_ms = (time.perf_counter() - upstream_started) * 1000
+        content = answer.content
+        content_type = answer.headers.get("content-type", "")
+        decoded = _json(content) if content_type.startswith("application/json") else None
+        if isinstance(decoded, dict) and isinstance(decoded.get("stream"), dict):
+            decoded["stream"] = self._through_proxy(decoded["stream"], request)
+            content = msgspec.json.encode(decoded)
+        response_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+        found = self.report.check_response(
+            method, path, answer.status_code, content_type, answer.content, dict(answer.headers), session_id
+        )
+        if session_id is None and method == "POST" and path == "/v1/sessions" and isinstance(decoded, dict):
+            session_id = decoded.get("id") if isinstance(decoded.get("id"), str) else None
+        self._record_rest(session_id, method, path, request.url.query, answer.status_code, body, decoded)
+        self.report.rest_latency.add((time.perf_counter() - started) * 1000 - upstream_ms)
+        if found and self.settings.strict:
+            return envelope(strict_error(found), answer.headers.get("x-request-id"))
+        return Response(content, status_code=answer.status_code, headers=response_headers)
+
+    def _through_proxy(self, stream: dict[str, Any], request: Request) -> dict[str, Any]:
+        """The client connects to the proxy, which connects upstream with the same path and token."""
+        url = stream.get("url")
+        if isinstance(url, str):
+            split = urlsplit(url)
+            scheme = "wss" if request.url.scheme == "https" else "ws"
+            stream = {**stream, "url": f"{scheme}://{request.url.netloc}{split.path}"}
+        return stream
+
+    def _record_rest(
+        self, session_id: str | None, method: str, path: str, query: str, status: int, body: bytes, response: Any
+    ) -> None:
+        if self.settings.record is None or session_id is None:
+            return
+        recorder = self._recorder(session_id, response if method == "POST" and path == "/v1/sessions" else None)
+        recorder.rest(time.time(), method, path, query, status, _json(body), response)
+        if path.endswith("/end") or path.endswith("/transcript"):
+            self._write(recorder)
+
+    def _recorder(self, session_id: str, session: Any = None) -> Recorder:
+        recorder = self.recorders.get(session_id)
+        if recorder is None:
+            assert self.settings.record is not None
+            session = session if isinstance(session, dict) else {}
+            header = Header(
+                upstream=self.settings.base,
+                recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                session_id=session_id,
+                mode=_str(session.get("mode")),
+                source_language=_language(session.get("source_language")),
+                target_language=_language(session.get("target_language")),
+            )
+            recorder = self.recorders[session_id] = Recorder(self.settings.record, header, time.time())
+            while len(self.recorders) > MAX_OPEN_RECORDINGS:
+                _, oldest = self.recorders.popitem(last=False)
+                self._write(oldest)
+        self.recorders.move_to_end(session_id)
+        return recorder
+
+    def _write(self, recorder: Recorder) -> None:
+        try:
+            recorder.write()
+        except OSError as exc:
+            log.error("cannot write the recording of %s: %s", recorder.recording.header.session_id, exc)
+
+    # --- the stream --------------------------------------------------------------------------------
+
+    async def stream(self, websocket: WebSocket) -> None:
+        session_id = websocket.path_params["session_id"]
+        query = websocket.url.query
+        target = f"{self.ws_base}{websocket.url.path}" + (f"?{query}" if query else "")
+        headers = {"Authorization": websocket.headers["authorization"]} if "authorization" in websocket.headers else {}
+        await websocket.accept()
+        try:
+            upstream = await connect(
+                target, additional_headers=headers, open_timeout=UPSTREAM_TIMEOUT_SECONDS, ping_interval=None,
+                compression=None, max_size=None,
+            )  # fmt: skip
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.report.add("upstream_unavailable", f"stream {session_id}", f"{type(exc).__name__}: {exc}", session_id)
+            error = ApiError("service_unavailable", f"The upstream {self.ws_base} refused the stream; try again.")
+            await websocket.send_text(wire.encode(frame_error(session_id, error)).decode())
+            await websocket.close(1011)
+            return
+        recorder = self._recorder(session_id) if self.settings.record is not None else None
+        async with upstream:
+            to_upstream = asyncio.create_task(self._client_to_upstream(websocket, upstream, session_id, recorder))
+            try:
+                await self._upstream_to_client(websocket, upstream, session_id, recorder)
+            finally:
+                to_upstream.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await to_upstream
+        if websocket.client_state == WebSocketState.CONNECTED:
+            code = upstream.close_code if upstream.close_code not in (None, 1005, 1006) else 1011
+            with contextlib.suppress(Exception):
+                await websocket.close(code)
+        if recorder is not None:
+            self._write(recorder)
+
+    async def _client_to_upstream(
+        self, websocket: WebSocket, upstream: ClientConnection, session_id: str, recorder: Recorder | None
+    ) -> None:
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                started = time.perf_counter()
+                text = message.get("text")
+                if text is None:
+                    await upstream.send(message.get("bytes") or b"")
+                    continue
+                found = self.report.check_frame("client", text, session_id)
+                if recorder is not None:
+                    recorder.frame(time.time(), "client", text)
+                if found and self.settings.strict:
+                    await websocket.send_text(self._strict_frame(session_id, found))
+                    continue
+                await upstream.send(text)
+                self.report.frame_latency.add((time.perf_counter() - started) * 1000)
+        except (WebSocketDisconnect, ConnectionClosed, RuntimeError):
+            pass
+        await upstream.close()
+
+    async def _upstream_to_client(
+        self, websocket: WebSocket, upstream: ClientConnection, session_id: str, recorder: Recorder | None
+    ) -> None:
+        try:
+            async for message in upstream:
+                started = time.perf_counter()
+                if isinstance(message, bytes):
+                    await websocket.send_bytes(message)
+                    continue
+                found = self.report.check_frame("server", message, session_id)
+                if recorder is not None:
+                    recorder.frame(time.time(), "server", message)
+                if found and self.settings.strict:
+                    message = self._strict_frame(session_id, found)
+                await websocket.send_text(message)
+                self.report.frame_latency.add((time.perf_counter() - started) * 1000)
+        except (ConnectionClosed, WebSocketDisconnect, RuntimeError):
+            pass
+
+    @staticmethod
+    def _strict_frame(session_id: str, found: list[Difference]) -> str:
+        error = strict_error(found)
+        return wire.encode(frame_error(session_id, error)).decode()
+
+    # --- the report --------------------------------------------------------------------------------
+
+    async def report_route(self, request: Request) -> Response:
+        return Response(msgspec.json.encode(self.report.view()), media_type="application/json")
+
+    def write_report(self) -> None:
+        if self.settings.report_file is not None:
+            write_atomic(self.settings.report_file, msgspec.json.format(msgspec.json.encode(self.report.view())))
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused past MAX_BODY_BYTES while it is read."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError("invalid_request", f"The request body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _language(value: Any) -> Language | None:
+    return value if value in LANGUAGES else None
+
+
+def create_proxy_app(settings: ProxySettings) -> Starlette:
+    proxy = Proxy(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        proxy.client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        try:
+            yield
+        finally:
+            await proxy.client.aclose()
+            for recorder in proxy.recorders.values():
+                proxy._write(recorder)
+            proxy.write_report()
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    app = Starlette(
+        routes=[
+            Route(REPORT_PATH, proxy.report_route, methods=["GET"]),
+            WebSocketRoute("/v1/sessions/{session_id}/connect", proxy.stream),
+            Route("/{path:path}", proxy.forward, methods=methods),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.proxy = proxy
+    return app

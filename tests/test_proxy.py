@@ -1,0 +1,270 @@
+"""`mockglot proxy`, `--record` and replay: a second mockglot as the upstream, real sockets both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from mockglot.proxy import recording
+from mockglot.proxy.app import ProxySettings, create_proxy_app
+from mockglot.proxy.to_scenario import write as write_scenario
+from mockglot.scenarios import load_file
+from mockglot.settings import Settings
+from mockglot.testing.client import Client, silence, utterance
+from mockglot.testing.server import ServerThread
+from tests.conftest import new_key
+
+AUDIO = utterance() + utterance(900, 700)  # two turns of the default scenario
+
+
+class AppThread:
+    """Any ASGI app under a real uvicorn server in a thread, on a free port."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None, lifespan="on"))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
+
+    def __enter__(self) -> AppThread:
+        self.thread.start()
+        while not self.server.started:
+            threading.Event().wait(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ServerThread]:
+    with ServerThread(Settings(port=0, output_pace="instant")) as running:
+        yield running
+
+
+@pytest.fixture
+def proxied(upstream: ServerThread, tmp_path: Path) -> Iterator[AppThread]:
+    settings = ProxySettings(upstream=upstream.base_url + "/v1", record=tmp_path / "recordings")
+    with AppThread(create_proxy_app(settings)) as running:
+        yield running
+
+
+async def call(
+    base_url: str, key: str, audio: bytes = AUDIO, **create: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One whole session: create, stream `audio` at full speed, end; the session and every frame received."""
+    async with Client(base_url, key) as client:
+        session = await client.create_session(source_language="de", target_language="en", **create)
+        stream = await client.open_stream(session)
+        await stream.send_audio("customer", audio)
+        await stream.end()
+        await client.end_session(session["id"])
+        return session, stream.received
+
+
+def essentials(frames: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Frames modulo ids: what a client's assertions look at."""
+    return [
+        (f["type"], f.get("turn"), f.get("speaker"), f.get("text"), f.get("translation"), f.get("confidence"),
+         (f.get("audio") or {}).get("payload") if f["type"] == "audio.output" else None)
+        for f in frames
+        if f["type"] in ("transcript.partial", "transcript.final", "audio.output", "session.ended")
+    ]  # fmt: skip
+
+
+async def report(proxy: AppThread) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(proxy.url + "/_mockglot/proxy/report")).json()
+
+
+async def test_a_conforming_upstream_passes_through_unchanged(upstream, proxied, tmp_path):
+    key = new_key()
+    session, through_proxy = await call(proxied.url, key)
+    assert session["stream"]["url"].startswith(proxied.url.replace("http", "ws"))  # the client streams via the proxy
+    _, direct = await call(upstream.base_url, new_key())
+    assert essentials(through_proxy) == essentials(direct)
+    found = await report(proxied)
+    assert found["counts"] == {} and found["total"] == 0
+    assert found["rest_calls"] == 2 and found["frames"] > 20
+    assert found["added_latency_ms"]["rest"]["count"] == 2
+
+
+async def test_a_recording_holds_every_frame_and_no_secret(proxied, tmp_path):
+    key = new_key()
+    session, frames = await call(proxied.url, key)
+    folder = tmp_path / "recordings" / session["id"]
+    loaded = recording.load(folder)
+    assert loaded.recording.header.mode == "bidirectional_translation"
+    assert loaded.recording.header.source_language == "de"
+    assert loaded.client_audio("customer") == AUDIO  # byte for byte
+    server_types = [f.type for f in loaded.recording.frames if f.direction == "server"]
+    assert server_types == [f["type"] for f in frames]
+    assert [r.method for r in loaded.recording.rest][:1] == ["POST"]
+    everything = b"".join(p.read_bytes() for p in folder.iterdir())
+    for secret in (key, session["stream"]["token"], b"Bearer", b"sk_test_", b"kst_"):
+        assert (secret.encode() if isinstance(secret, str) else secret) not in everything
+
+
+@pytest.fixture
+def recorded(proxied, tmp_path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    session, frames = asyncio.run(call(proxied.url, new_key()))
+    return tmp_path / "recordings", session, frames
+
+
+@pytest.mark.parametrize("speed", ["full", "realtime"])
+def test_a_recording_replays_the_same_frames(recorded, speed):
+    folder, session, frames = recorded
+    with ServerThread(Settings(port=0, fixtures=[str(folder.parent)], output_pace="instant")) as replayer:
+
+        async def replay() -> list[dict[str, Any]]:
+            async with Client(replayer.base_url, new_key()) as client:
+                replayed = await client.create_session(metadata={"mockglot_scenario": session["id"]})
+                assert replayed["id"] != session["id"]
+                stream = await client.open_stream(replayed)
+                await stream.send_audio("customer", AUDIO, realtime=speed == "realtime")
+                await stream.end()
+                transcript = await client.transcript(replayed["id"])
+                assert [t["text"] for t in transcript["turns"]] == [
+                    f["text"] for f in frames if f["type"] == "transcript.final"
+                ]
+                return stream.received
+
+        assert essentials(asyncio.run(replay())) == essentials(frames)
+
+
+def test_replay_as_recorded_and_strict_matching(recorded):
+    folder, session, frames = recorded
+    with ServerThread(Settings(port=0, fixtures=[str(folder.parent)])) as replayer:
+
+        async def replay(audio: bytes, **metadata: str) -> list[dict[str, Any]]:
+            async with Client(replayer.base_url, new_key()) as client:
+                meta = {"mockglot_scenario": session["id"], **metadata}
+                replayed = await client.create_session(metadata=meta)
+                stream = await client.open_stream(replayed)
+                await stream.send_audio("customer", audio)
+                await asyncio.sleep(0.5)
+                await stream.end()
+                return stream.received
+
+        timed = asyncio.run(replay(AUDIO, mockglot_replay_pace="as_recorded", mockglot_replay_speed="50"))
+        assert essentials(timed) == essentials(frames)
+        other = silence(300) + AUDIO
+        strict = asyncio.run(replay(other, mockglot_replay_match="strict"))
+        errors = [f["error"] for f in strict if f["type"] == "session.error"]
+        assert [e["code"] for e in errors] == ["replay_mismatch"]
+        assert not [f for f in strict if f["type"] == "transcript.final"]
+        lenient = asyncio.run(replay(other))
+        assert [f["text"] for f in lenient if f["type"] == "transcript.final"] == [
+            f["text"] for f in frames if f["type"] == "transcript.final"
+        ]
+        bad = asyncio.run(replay(AUDIO, mockglot_replay_speed="fast"))
+        assert [f["error"]["param"] for f in bad if f["type"] == "session.error"] == ["metadata.mockglot_replay_speed"]
+
+
+def test_a_recording_becomes_a_scenario_that_plays_the_same_texts(recorded, tmp_path):
+    folder, session, frames = recorded
+    path = write_scenario(recording.load(folder / session["id"]), tmp_path / "fixtures", "recorded-call")
+    document = yaml.safe_load(path.read_text())
+    finals = [f for f in frames if f["type"] == "transcript.final"]
+    assert [t["text"] for t in document["turns"]["customer"]] == [f["text"] for f in finals]
+    assert [t["translation"] for t in document["turns"]["customer"]] == [f["translation"]["text"] for f in finals]
+    assert load_file(path).name == "recorded-call"
+    with ServerThread(Settings(port=0, fixtures=[str(tmp_path / "fixtures")], output_pace="instant")) as scripted:
+        _, played = asyncio.run(call(scripted.base_url, new_key(), metadata={"mockglot_scenario": "recorded-call"}))
+    assert [f["text"] for f in played if f["type"] == "transcript.final"] == [f["text"] for f in finals]
+
+
+async def test_drift_in_frames_is_reported_and_strict_mode_refuses_it(upstream, tmp_path):
+    settings = ProxySettings(upstream=upstream.base_url)
+    for strict in (False, True):
+        settings.strict = strict
+        with AppThread(create_proxy_app(settings)) as proxy:
+            async with Client(proxy.url, new_key()) as client, httpx.AsyncClient(base_url=upstream.base_url) as control:
+                session = await client.create_session()
+                stream = await client.open_stream(session)
+                await stream.until("session.ready")
+                inject = f"/_mockglot/sessions/{session['id']}/inject"
+                extra = {"type": "pong", "surprise": 1}
+                assert (await control.post(inject, json={"frame": extra})).status_code == 202
+                unknown = {"type": "session.error", "error": {"type": "api_error", "code": "mystery", "message": "?",
+                                                              "param": None}}  # fmt: skip
+                assert (await control.post(inject, json={"frame": unknown})).status_code == 202
+                await control.post(inject, json={"frame": {"type": "transcript.wobble"}})
+                got = [await stream.recv() for _ in range(3)]
+            found = await report(proxy)
+        assert found["counts"] == {"unknown_error_code": 1, "unknown_field": 1, "unknown_frame_type": 1}
+        assert {d["detail"] for d in found["differences"]} >= {"`surprise` is not in the contract"}
+        if strict:
+            assert [f["type"] for f in got] == ["session.error"] * 3
+            assert all("--strict" in f["error"]["message"] for f in got)
+        else:
+            assert [f["type"] for f in got] == ["pong", "session.error", "transcript.wobble"]
+
+
+async def test_an_unknown_error_code_on_rest_is_reported(tmp_path):
+    async def odd(request):
+        error = {"type": "api_error", "code": "teapot", "message": "no", "param": None, "request_id": "req_1"}
+        return JSONResponse({"error": error}, status_code=418, headers={"X-Request-ID": "req_1"})
+
+    with AppThread(Starlette(routes=[Route("/v1/sessions", odd, methods=["POST"])])) as odd_upstream:
+        for strict in (False, True):
+            settings = ProxySettings(upstream=odd_upstream.url, strict=strict, report_file=tmp_path / f"{strict}.json")
+            with AppThread(create_proxy_app(settings)) as proxy:
+                async with httpx.AsyncClient(base_url=proxy.url) as http:
+                    answer = await http.post("/v1/sessions", json={"mode": "ai_agent", "source_langauge": "de"},
+                                             headers={"Authorization": "Bearer " + new_key()})  # fmt: skip
+            written = json.loads(settings.report_file.read_text())
+            expected = {"unknown_field": 1} if strict else {"unknown_error_code": 1, "unknown_field": 1}
+            assert written["counts"] == expected
+            assert "source_langauge" in json.dumps(written["differences"])
+            if strict:  # the misspelled field never reaches the upstream
+                assert answer.status_code == 500 and "--strict" in answer.json()["error"]["message"]
+            else:
+                assert answer.status_code == 418 and answer.json()["error"]["code"] == "teapot"
+
+
+async def test_an_upstream_that_is_down_is_a_503_envelope():
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    with AppThread(create_proxy_app(ProxySettings(upstream=f"http://127.0.0.1:{port}"))) as proxy:
+        async with httpx.AsyncClient(base_url=proxy.url) as http:
+            answer = await http.post("/v1/sessions", json={"mode": "bidirectional_translation"})
+        assert answer.status_code == 503
+        error = answer.json()["error"]
+        assert error["code"] == "service_unavailable" and answer.headers["retry-after"] == "1"
+        assert str(port) in error["message"]
+
+
+def test_a_broken_recording_is_refused_naming_the_file_and_field(recorded, tmp_path):
+    folder, session, _ = recorded
+    one = folder / session["id"]
+    (one / "customer.ulaw").unlink()
+    with pytest.raises(recording.RecordingError, match=r"recording\.json: frames\[\d+\]\.audio\.file: missing"):
+        recording.load(one)
+    (one / "recording.json").write_text(json.dumps({"header": {"version": 99}}))
+    with pytest.raises(recording.RecordingError, match="header"):
+        recording.load(one)
+    data = json.loads((one / "recording.json").read_text())
+    (one / "recording.json").write_text("{not json")
+    with pytest.raises(recording.RecordingError, match="does not parse"):
+        recording.load(one)
+    assert data
+    with pytest.raises(ValueError, match="does not parse"):
+        ServerThread(Settings(port=0, fixtures=[str(folder.parent)]))
