@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-pace", choices=["realtime", "instant"], help=f"audio.output pacing ({env}OUTPUT_PACE)")
     p.add_argument("--rate-limit", type=int, help=f"requests per minute per key ({env}RATE_LIMIT)")
     p.add_argument("--control-token", help=f"protect /_mockglot with this bearer token ({env}CONTROL_TOKEN)")
+    p.add_argument(
+        "--max-connections", type=int,
+        help=f"open sockets at most (default 1000, fewer if ulimit -n is low; {env}MAX_CONNECTIONS)",
+    )  # fmt: skip
+    p.add_argument(
+        "--header-timeout", type=float, help=f"seconds to send a request head (default 10; {env}HEADER_TIMEOUT)"
+    )
     p.add_argument(
         "--webhook", dest="webhooks", action="append", metavar="URL[#SECRET]",
         help=f"deliver webhooks to URL, signed with SECRET or a generated one; repeatable ({env}WEBHOOKS=u1,u2#s)",
@@ -69,6 +77,7 @@ def banner(settings: Settings, port: int) -> str:
 def serve(args: argparse.Namespace) -> int:
     from mockglot.app import create_app
     from mockglot.logs import uvicorn_log_config
+    from mockglot.transport import uvicorn_config
 
     overrides = {
         name: value for name, value in vars(args).items() if name in {f.name for f in msgspec.structs.fields(Settings)}
@@ -90,9 +99,10 @@ def serve(args: argparse.Namespace) -> int:
     port = settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
     sock.listen(2048)  # from here on, a client that read the banner waits in the backlog instead of being refused
     print(banner(settings, port), flush=True)
-    config = uvicorn.Config(
-        app, log_config=uvicorn_log_config(settings.log_format), ws_ping_interval=None, ws_per_message_deflate=False
-    )
+    config = uvicorn_config(app, settings, log_config=uvicorn_log_config(settings.log_format))
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler it found: make that
+    # one a no-op, so a clean stop exits 0 (what `docker stop` and process supervisors expect).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -53,7 +53,8 @@ Speaker = Literal["customer", "agent"]
 TurnSpeaker = Literal["customer", "agent", "ai_agent"]
 Voice = Literal["alloy", "echo", "fable", "onyx", "nova", "shimmer"]
 Status = Literal["created", "active", "ended"]
-EndReason = Literal["explicit_end", "api_end", "idle_timeout", "max_duration"]
+# server_shutdown [emulator]: mockglot stopped (SIGTERM) while the stream was live
+EndReason = Literal["explicit_end", "api_end", "idle_timeout", "max_duration", "server_shutdown"]
 
 E164 = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{1,14}$", description="E.164 phone number")]
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=40)]
@@ -420,6 +421,8 @@ class Health(Struct, kw_only=True):
     engine: str
     sessions: int
     live_streams: int
+    connections: int | None = None  # open sockets, HTTP and WebSocket (null when not served by uvicorn)
+    max_connections: int | None = None  # past it, new sockets are closed at once
 
 
 class ResetRequest(Struct, kw_only=True):

@@ -83,7 +83,15 @@ def broken_audio(draw: st.DrawFn) -> str:
     return json.dumps(frame)
 
 
-bad_frames = st.one_of(non_json, non_objects, unknown_types, broken_audio(), st.binary(min_size=1, max_size=100))
+deeply_nested = st.builds(  # up to 5,000 deep; a ping whose extra field nests is left unclosed (else it is valid)
+    lambda depth, opener, closed: opener * depth + ("]" * depth if closed and opener == "[" else ""),
+    st.integers(1, 5000),
+    st.sampled_from(["[", '{"type": "ping", "x": ', '{"a": ']),
+    st.booleans(),
+)
+bad_frames = st.one_of(
+    non_json, non_objects, unknown_types, broken_audio(), st.binary(min_size=1, max_size=100), deeply_nested
+)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from mockglot import wire
+from mockglot import transport, wire
 from mockglot.engines.pipeline import SessionPipeline, SpeechJob
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.faults import ArmedFault, StreamFault
@@ -32,6 +32,7 @@ OUTPUT_FRAME_MS = 100
 OUTPUT_FRAME_BYTES = codec.SAMPLE_RATE_HZ * OUTPUT_FRAME_MS // 1000
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_PAYLOAD_B64 = (MAX_PAYLOAD_BYTES + 2) // 3 * 4
+MAX_FRAME_BYTES = 256 * 1024  # a client frame past this gets a session.error unread (the transport's limit is higher)
 SPEAKERS = ("customer", "agent")
 RECONNECT_GRACE_SECONDS = 1.0  # how long a new socket waits for the session's old one to finish closing
 PACING_SLACK_MS = 2000  # with pacing checks on, audio may run this far ahead of real time, plus 2x
@@ -49,14 +50,23 @@ def parse_client_frame(text: str) -> wire.ClientFrame:
 
     A well-formed frame decodes in one typed pass; anything else takes the two-step path below, which names
     what is wrong (both accept exactly the same frames)."""
+    if len(text) > MAX_FRAME_BYTES // 4 and len(text.encode()) > MAX_FRAME_BYTES:
+        raise ApiError(
+            "invalid_message",
+            f"The frame is larger than {MAX_FRAME_BYTES // 1024} KiB: send audio in 20-200 ms frames.",
+        )
     try:
         return _client_frame_decoder.decode(text)
     except msgspec.MsgspecError:
         pass
+    except RecursionError:
+        raise _too_deep() from None
     try:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise ApiError("invalid_message", f"Frames must be JSON text: {exc}.") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(raw, dict):
         raise ApiError("invalid_message", f"A frame must be a JSON object, not {type(raw).__name__}.")
     kind = raw.get("type")
@@ -80,6 +90,14 @@ def parse_client_frame(text: str) -> wire.ClientFrame:
             code = "invalid_speaker"
         raise ApiError(code, f"Invalid {kind} frame: {message}.", param=path) from None
     return frame
+
+
+def _too_deep() -> ApiError:
+    return ApiError(
+        "invalid_message",
+        "The frame nests JSON deeper than the decoder follows: a frame is one object with at most one nested "
+        "object (audio).",
+    )
 
 
 def audio_bytes(frame: wire.AudioInput) -> bytes:
@@ -255,7 +273,16 @@ class Connection:
             if message["type"] == "websocket.disconnect":
                 return
             now = self.state.clock.now()
+            if message.get(transport.SHUTDOWN):
+                self.state.sessions.end(self.record, "server_shutdown")
+                continue
             text = message.get("text")
+            if (complaint := message.get(transport.INVALID_UTF8)) is not None:
+                size = len(message.get("bytes") or b"")
+                self.record.journal.append("in", now, "(invalid)", f"<{size} bytes, not UTF-8>")
+                self._error(ApiError("invalid_message", f"Text frames must be UTF-8 JSON ({complaint})."))
+                await self._faults()
+                continue
             if text is None:
                 size = len(message.get("bytes") or b"")
                 self.record.journal.append("in", now, "(binary)", f"<{size} bytes>")
@@ -264,7 +291,8 @@ class Connection:
             try:
                 frame = parse_client_frame(text)
             except ApiError as exc:
-                self.record.journal.append("in", now, "(invalid)", text)
+                oversized = len(text) > MAX_FRAME_BYTES // 4 and len(text.encode()) > MAX_FRAME_BYTES
+                self.record.journal.append("in", now, "(invalid)", f"<{len(text)} characters>" if oversized else text)
                 self._error(exc)
                 await self._faults()
                 continue
@@ -352,8 +380,9 @@ class Connection:
         self.ended = True
         for task in self.player_tasks:
             task.cancel()
-        self.send(wire.SessionEnded(session_id=self.record.id, reason=self.record.end_reason or "api_end"))
-        self.close_code = 1000
+        reason = self.record.end_reason or "api_end"
+        self.send(wire.SessionEnded(session_id=self.record.id, reason=reason))
+        self.close_code = 1001 if reason == "server_shutdown" else 1000  # 1001: going away
         self.outbox.put_nowait(None)
 
 

@@ -20,6 +20,8 @@ async def health(ctx: ControlContext) -> Reply:
             engine=ctx.state.settings.engine,
             sessions=ctx.state.sessions.count(),
             live_streams=len(ctx.hub.connections),
+            connections=gauge.open if (gauge := ctx.state.connections) else None,
+            max_connections=gauge.limit if gauge else None,
         ),
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mockglot.faults import FaultRegistry
 from mockglot.scenarios import ScenarioLibrary
 from mockglot.settings import Settings
@@ -18,6 +20,9 @@ from mockglot.state.recordings import RecordingStore
 from mockglot.state.requests import RequestJournal
 from mockglot.state.sessions import SessionStore
 from mockglot.webhooks.dispatcher import Dispatcher
+
+if TYPE_CHECKING:
+    from mockglot.transport import ConnectionGauge
 
 
 class ServerState:
@@ -47,6 +52,7 @@ class ServerState:
         self.recordings = RecordingStore(self.clock, self.randomness, self.events)
         self.analyses = AnalysisStore(self.clock, self.randomness, self.events)
         self.clock.on_change(self.sweep)
+        self.connections: ConnectionGauge | None = None  # open sockets and their limit, when served by uvicorn
 
     def sweep(self) -> None:
         """Whatever the clock made due: idle sessions end, analyses finish, old idempotency keys go."""

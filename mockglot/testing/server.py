@@ -13,6 +13,7 @@ import uvicorn
 from mockglot.app import create_app
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
+from mockglot.transport import uvicorn_config
 
 T = TypeVar("T")
 
@@ -44,9 +45,7 @@ class ServerThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.settings.host, self.settings.port))
         self.port = self.settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
-        config = uvicorn.Config(
-            self.app, log_level="warning", ws_ping_interval=None, ws_per_message_deflate=False, lifespan="on"
-        )
+        config = uvicorn_config(self.app, self.settings, log_level="warning")
         self._server = uvicorn.Server(config)
         started = threading.Event()
 

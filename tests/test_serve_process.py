@@ -1,0 +1,132 @@
+"""`mockglot serve` as a real process: what its log shows, how it stops on SIGTERM, how it treats idle sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from websockets.sync.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk_test_serveprocess01"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Serve:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM; the exit code and everything the process printed."""
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=30)
+        return self.process.returncode, output
+
+
+@contextmanager
+def serve(*flags: str) -> Iterator[Serve]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mockglot", "serve", "--port", str(port), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    server = Serve(process, port)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{server.base_url}/_mockglot/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("mockglot serve did not start")
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+
+
+def create_session(server: Serve) -> dict:
+    response = httpx.post(
+        f"{server.base_url}/v1/sessions", json={"mode": "bidirectional_translation"}, headers={"X-API-Key": KEY}
+    )
+    assert response.status_code == 201
+    return response.json()
+
+
+def test_the_access_log_holds_no_stream_token_or_api_key():
+    with serve() as server:
+        session = create_session(server)
+        token = session["stream"]["token"]
+        with connect(f"{session['stream']['url']}?token={token}") as ws:
+            assert msgspec.json.decode(ws.recv(5))["type"] == "session.ready"
+        httpx.get(f"{server.base_url}/_mockglot/sessions?api_key={KEY}")
+        httpx.get(f"{server.base_url}/_mockglot/requests?limit=5&api_key={KEY}")
+        code, log = server.stop()
+    assert code == 0
+    assert token not in log and KEY not in log
+    assert f"?token={token[: token.index('_', 4) + 1]}<redacted>" in log  # kst_test_<redacted>
+    assert "api_key=<redacted>" in log and "limit=5&api_key=<redacted>" in log
+
+
+def test_sigterm_ends_live_streams_with_server_shutdown_and_exits_0():
+    with serve("--output-pace", "instant") as server:
+        session = create_session(server)
+        with connect(f"{session['stream']['url']}?token={session['stream']['token']}") as ws:
+            assert msgspec.json.decode(ws.recv(5))["type"] == "session.ready"
+            server.process.send_signal(signal.SIGTERM)
+            ended = msgspec.json.decode(ws.recv(10))
+            with pytest.raises(Exception):  # noqa: B017 - the server closes the socket next
+                ws.recv(10)
+            close_code = ws.close_code
+        code, log = server.process.wait(30), server.process.communicate(timeout=30)[0]
+    assert ended == {"type": "session.ended", "session_id": session["id"], "reason": "server_shutdown"}
+    assert close_code == 1001
+    assert code == 0
+    assert "Traceback" not in log
+
+
+def test_idle_and_half_open_sockets_are_reaped_and_a_quiet_stream_is_not():
+    with serve("--max-connections", "40", "--header-timeout", "1") as server:
+        session = create_session(server)
+        with connect(f"{session['stream']['url']}?token={session['stream']['token']}") as ws:
+            assert msgspec.json.decode(ws.recv(5))["type"] == "session.ready"
+            idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]
+            half_open = socket.create_connection(("127.0.0.1", server.port))
+            half_open.sendall(b"GET /_mockglot/health HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+            for sock in [*idle, half_open]:
+                sock.settimeout(30)
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(1024) == b""  # closed by the server: over the limit, or idle too long
+                sock.close()
+            health = httpx.get(f"{server.base_url}/_mockglot/health").json()
+            assert health["max_connections"] == 40
+            assert 2 <= health["connections"] < 10  # this request and the stream; every idle socket is gone
+            ws.send('{"type": "ping"}')  # the stream sent nothing for longer than the header timeout
+            assert msgspec.json.decode(ws.recv(5))["type"] == "pong"
+        code, log = server.stop()
+    assert code == 0
+    assert "connections open, the limit" in log and "Traceback" not in log
