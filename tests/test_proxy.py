@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +32,9 @@ from mockglot.testing.client import Client, silence, utterance
 from mockglot.testing.server import ServerThread
 from tests.conftest import new_key
 
+pytest_plugins = ["pytester"]
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 AUDIO = utterance() + utterance(900, 700)  # two turns of the default scenario
 
 
@@ -268,3 +276,83 @@ def test_a_broken_recording_is_refused_naming_the_file_and_field(recorded, tmp_p
     assert data
     with pytest.raises(ValueError, match="does not parse"):
         ServerThread(Settings(port=0, fixtures=[str(folder.parent)]))
+
+
+def test_the_marker_replays_a_recording_in_a_users_test(recorded, pytester, monkeypatch):
+    """A user keeps a recording beside their tests and names it like a scenario."""
+    folder, session, frames = recorded
+    fixtures = pytester.path / "fixtures"
+    shutil.copytree(folder / session["id"], fixtures / "recordings" / "recorded-call")
+    (pytester.path / "call.ulaw").write_bytes(AUDIO)
+    for name in ("MOCKGLOT_URL", "MOCKGLOT_CONTROL_TOKEN", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MOCKGLOT_FIXTURES", str(fixtures))
+    finals = [f["text"] for f in frames if f["type"] == "transcript.final"]
+    pytester.makepyfile(
+        test_replayed=f"""
+        import asyncio
+        from pathlib import Path
+
+        import pytest
+
+        from mockglot.testing.client import Client
+
+
+        @pytest.mark.mockglot_scenario("recorded-call")
+        def test_the_recorded_call(mockglot):
+            async def call():
+                async with Client(mockglot.base_url, mockglot.api_key) as client:
+                    stream = await client.open_stream(await client.create_session())
+                    await stream.send_audio("customer", Path("call.ulaw").read_bytes())
+                    await stream.end()
+                    return [f["text"] for f in stream.received if f["type"] == "transcript.final"]
+
+            assert asyncio.run(call()) == {finals!r}
+        """
+    )
+    plugins = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:schemathesis")
+    result = pytester.runpytest_subprocess(*plugins)
+    result.assert_outcomes(passed=1)
+
+
+def test_the_commands(upstream, tmp_path):
+    """`mockglot proxy --record` in front of a server, then `mockglot scenario from-recording`, as a user runs them."""
+    records, report_file = tmp_path / "rec", tmp_path / "report.json"
+    command = [sys.executable, "-m", "mockglot", "proxy", "--upstream", upstream.base_url, "--port", "0",
+               "--record", str(records), "--report", str(report_file)]  # fmt: skip
+    proxy = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        banner = proxy.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", banner)[0]
+        session, frames = asyncio.run(call(url, new_key()))
+    finally:
+        proxy.send_signal(signal.SIGINT)
+        proxy.wait(20)
+    assert json.loads(report_file.read_text())["total"] == 0
+    out = tmp_path / "scenario"
+    made = subprocess.run(
+        [sys.executable, "-m", "mockglot", "scenario", "from-recording", str(records / session["id"]), "-o", str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    document = yaml.safe_load(Path(made.stdout.strip()).read_text())
+    assert document["name"] == session["id"]
+    assert [t["text"] for t in document["turns"]["customer"]] == [
+        f["text"] for f in frames if f["type"] == "transcript.final"
+    ]
+    broken = subprocess.run(
+        [sys.executable, "-m", "mockglot", "scenario", "from-recording", str(tmp_path / "nowhere")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert broken.returncode == 2 and "cannot read recording" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_the_readme_commands_are_the_real_ones():
+    from mockglot.cli import build_parser
+
+    section = README.split("## Record, replay and the validating proxy", 1)[1].split("\n## ", 1)[0]
+    commands = [line.split("#")[0].split() for line in section.splitlines() if line.startswith("mockglot ")]
+    assert [c[1] for c in commands] == ["proxy", "serve", "scenario"]
+    for command in commands:
+        build_parser().parse_args(command[1:])  # exits (a failed test) on any flag the CLI does not have
+    for name in ("mockglot_replay_pace", "mockglot_replay_match", "mockglot_replay_speed", "replay_mismatch"):
+        assert name in section
