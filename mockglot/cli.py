@@ -1,4 +1,5 @@
-"""The `mockglot` command: `serve` the emulator, `stream` a file to a server, manage Vosk `models`."""
+"""The `mockglot` command: `serve` the emulator, `stream` a file to a server, `conform` a server to the contract,
+manage Vosk `models`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from collections.abc import Sequence
 import msgspec
 import uvicorn
 
+from mockglot import conformance, stream_cli
 from mockglot import settings as settings_module
-from mockglot import stream_cli
 from mockglot.proxy import cli as proxy_cli
 from mockglot.settings import Settings
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     stream_cli.add_parser(sub)
     proxy_cli.add_parsers(sub)
+    conformance.add_parser(sub)
     sub.add_parser("models", help="list or download Vosk models", add_help=False)
     return parser
 
@@ -122,4 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return proxy_cli.run_proxy(args)
     if args.command == "scenario":
         return proxy_cli.run_scenario(args)
+    if args.command == "conform":
+        return conformance.main(args)
     return 2

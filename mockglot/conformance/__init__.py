@@ -1,0 +1,68 @@
+"""`mockglot conform`: check that a server speaks the Kallglot API contract (kallglot-api.md, revision 2), on the
+wire, with a plain HTTP and WebSocket client. Run it against mockglot to prove mockglot, or against the real
+API (only `seed` and `documented` checks) to catch drift.
+
+`run(url, api_key)` returns a `Report`; `main(args)` is the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from mockglot.conformance.runner import CHECKS, SOURCES, Check, Report, Source, run_checks
+
+__all__ = ["CHECKS", "Check", "Report", "add_parser", "main", "run"]
+
+
+def run(url: str, api_key: str, **options: object) -> Report:
+    """Run the checks against `url` (blocking); see `run_checks` for the options."""
+    return asyncio.run(run_checks(url, api_key, **options))  # type: ignore[arg-type]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "conform",
+        help="check a server against the Kallglot API contract",
+        description="Check a server (mockglot, or the real API) against the Kallglot API contract, on the wire.",
+    )
+    p.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--api-key", required=True, help="the key the checks use (sk_test_...)")
+    p.add_argument(
+        "--only", action="append", choices=SOURCES, metavar="SOURCE",
+        help="run only checks of this source (seed, documented, emulator; repeatable). Default: all when "
+        "/_mockglot answers, else seed and documented",
+    )  # fmt: skip
+    p.add_argument("--check", action="append", metavar="PREFIX", help="run only checks whose id starts with PREFIX")
+    p.add_argument("--control-token", help="mockglot's control token, when its control plane is protected")
+    p.add_argument(
+        "--receiver-host", default="127.0.0.1",
+        help="the address the server can reach this machine's webhook receiver on (default 127.0.0.1)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+
+
+def main(args: argparse.Namespace) -> int:
+    sources: list[Source] | None = None
+    if args.only:
+        sources = ["seed", *args.only] if "documented" in args.only else list(args.only)
+        sources = list(dict.fromkeys(sources))
+    prefixes = tuple(args.check or ())
+
+    def select(item: Check) -> bool:
+        return not prefixes or item.id.startswith(prefixes)
+
+    report = run(
+        args.url,
+        args.api_key,
+        sources=sources,
+        control_token=args.control_token,
+        select=select,
+        receiver_host=args.receiver_host,
+    )
+    if args.json:
+        sys.stdout.write(report.json().decode() + "\n")
+    else:
+        print(report.text())
+    return 0 if report.ok else 1
