@@ -30,6 +30,8 @@ PENDING_R2 = {
     "stream.quick_start_sequences",
     "idempotency.conflict",
     "webhooks.signed",
+    "recordings.mp3",
+    "analysis.shape",
 }
 
 

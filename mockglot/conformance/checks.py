@@ -426,9 +426,9 @@ async def stream_binary(ctx: Conformance) -> None:
 Call = tuple[dict[str, Any], list[dict[str, Any]], int | None]
 
 
-async def _call(ctx: Conformance, sequences: list[float] | None = None) -> Call:
+async def _call(ctx: Conformance, sequences: list[float] | None = None, **body: Any) -> Call:
     """A Quick Start call: one utterance of customer audio, then `session.end`; every frame up to the close."""
-    session = await ctx.create_session(**QUICK_START)
+    session = await ctx.create_session(**{**QUICK_START, **body})
     socket = await open_socket(ctx, session)
     audio = speech()
     chunks = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
@@ -561,6 +561,80 @@ async def stream_connect_twice(ctx: Conformance) -> None:
         await first.answered_ping()
     finally:
         await first.close()
+
+
+@check("recordings.mp3", "documented")
+async def recordings_mp3(ctx: Conformance) -> None:
+    """(r2) A recorded call's recording: listed with pagination, the documented fields, MP3 audio to download."""
+    session, _, _ = await _call(ctx, recording={"enabled": True})
+    listed = await ctx.request("GET", f"/v1/sessions/{session['id']}/recordings", params={"limit": 1})
+    expect_status(listed, 200)
+    page = body_of(listed)
+    expect(page.get("object") == "list" and page.get("has_more") is False, f"the list is {page!r}"[:200])
+    expect(len(page.get("data") or []) == 1, f"{len(page.get('data') or [])} recordings listed, expected 1")
+    recording = page["data"][0]
+    expect_id(recording.get("id"), "rec", "recording id")
+    for name, value in {"object": "recording", "session_id": session["id"], "channel": "mixed", "status": "ready",
+                        "format": "mp3", "sample_rate": 8000, "bit_depth": 16}.items():  # fmt: skip
+        expect(recording.get(name) == value, f"recording `{name}` is {recording.get(name)!r}, expected {value!r}")
+    expect(isinstance(recording.get("duration"), int | float), f"duration is {recording.get('duration')!r}")
+    expect(isinstance(recording.get("size"), int), f"size is {recording.get('size')!r}")
+    expect_timestamp(recording.get("created_at"), "created_at")
+    expect_timestamp(recording.get("expires_at"), "expires_at")
+    same = await ctx.request("GET", f"/v1/recordings/{recording['id']}")
+    expect_status(same, 200)
+    expect(body_of(same) == recording, "GET /v1/recordings/{id} differs from the listed recording")
+    audio = await ctx.request("GET", recording["download_url"])
+    expect_status(audio, 200)
+    expect(audio.headers.get("content-type", "").startswith("audio/mpeg"), f"type {audio.headers.get('content-type')}")
+    disposition = audio.headers.get("content-disposition", "")
+    expected = f'attachment; filename="recording-{session["id"]}.mp3"'
+    expect(disposition == expected, f"Content-Disposition is {disposition!r}, expected {expected!r}")
+    expect(
+        len(audio.content) == recording["size"], f"{len(audio.content)} bytes, the recording says {recording['size']}"
+    )
+    expect(audio.content[:3] == b"ID3" or audio.content[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"), "not MP3")
+
+
+@check("analysis.shape", "documented")
+async def analysis_shape(ctx: Conformance) -> None:
+    """(r2) Analysis takes `profile` and `include` (202 processing); the result has the documented shape, and
+    what `include` left out is null; an unknown `include` is 422 naming it."""
+    session, _, _ = await _call(ctx)
+    path = f"/v1/sessions/{session['id']}/analysis"
+    wrong = await ctx.request("POST", path, json={"include": ["summary", "mood"]})
+    expect_error(wrong, 422, "invalid_field_value")
+    body = {"profile": "default", "include": ["summary", "sentiment"]}
+    started = await ctx.request("POST", path, json=body, headers={"Idempotency-Key": _key()})
+    expect_status(started, 202)
+    analysis = body_of(started)
+    expect_id(analysis.get("id"), "anl", "analysis id")
+    expected = {"object": "analysis", "session_id": session["id"], "status": "processing"}
+    for name, value in expected.items():
+        expect(analysis.get(name) == value, f"`{name}` is {analysis.get(name)!r}, expected {value!r}")
+    result = await _finished(ctx, analysis["id"])
+    for name, value in {"object": "analysis", "call_id": None, "profile": "default", "status": "completed",
+                        "error": None, "compliance": None, "keywords": None, "performance": None}.items():  # fmt: skip
+        expect(result.get(name, "absent") == value, f"`{name}` is {result.get(name, 'absent')!r}, expected {value!r}")
+    expect(isinstance(result.get("summary"), str), f"summary is {result.get('summary')!r}")
+    sentiment = result.get("sentiment")
+    expect(isinstance(sentiment, dict) and {"customer", "agent"} <= set(sentiment), f"sentiment is {sentiment!r}")
+    expect_timestamp(result.get("completed_at"), "completed_at")
+
+
+async def _finished(ctx: Conformance, analysis_id: str) -> dict[str, Any]:
+    """The analysis once it is no longer processing: on mockglot the clock moves; elsewhere, poll."""
+    if ctx.has_control:
+        async with ctx.clock_moved(60):
+            result: dict[str, Any] = body_of(await ctx.request("GET", f"/v1/analyses/{analysis_id}"))
+        return result
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.timeout
+    while True:
+        result = body_of(await ctx.request("GET", f"/v1/analyses/{analysis_id}"))
+        if result.get("status") != "processing" or loop.time() > deadline:
+            return result
+        await asyncio.sleep(0.5)
 
 
 # --- with the control plane: keys, limits, faults, the clock, webhooks ------------------------------------
