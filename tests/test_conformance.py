@@ -102,6 +102,7 @@ class Breaking:
     def __init__(self, app: ASGIApp, how: str) -> None:
         self.app = app
         self.how = how
+        self.state = app.state  # type: ignore[attr-defined]  (the server's wiring reads the app's state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.how == "no_control_plane" and scope["path"].startswith("/_mockglot"):
