@@ -41,6 +41,9 @@ HINTS: dict[str, str] = {
     "ai_agent.temperature": "a number from 0 to 2",
     "ai_agent.knowledge_base_id": "an id such as kb_abc123",
     "agent_id": "an agent id such as agt_01HX…",
+    "audio.encoding": '"mulaw" (the stream carries only 8 kHz mono mu-law; omit `audio` for the defaults)',
+    "audio.sample_rate_hz": "8000 (the stream carries only 8 kHz mono mu-law; omit `audio` for the defaults)",
+    "audio.channels": "1 (the stream carries only 8 kHz mono mu-law; omit `audio` for the defaults)",
     # POST /v1/agents: the `ai_agent` fields at the top level
     "voice": "one of alloy, echo, fable, onyx, nova, shimmer",
     "temperature": "a number from 0 to 2",

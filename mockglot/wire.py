@@ -103,6 +103,15 @@ class AiAgentConfig(Struct, kw_only=True):
     tools: list[AgentTool] | None = None
 
 
+class AudioHints(Struct, kw_only=True):
+    """(r2) The transport hints of `POST /v1/sessions`: the stream carries only 8 kHz mono mu-law, so these
+    defaults are the only values accepted."""
+
+    encoding: Literal["mulaw"] = "mulaw"
+    sample_rate_hz: Literal[8000] = 8000
+    channels: Literal[1] = 1
+
+
 class SessionCreate(Struct, kw_only=True):
     mode: Mode
     source_language: Language | None = None
@@ -113,6 +122,7 @@ class SessionCreate(Struct, kw_only=True):
     ai_agent: AiAgentConfig | None = None
     agent_id: AgentId | None = None
     overrides: AiAgentConfig | None = None
+    audio: AudioHints | None = None
 
 
 class SessionEndRequest(Struct, kw_only=True):
@@ -138,8 +148,9 @@ class Session(Struct, kw_only=True):
     source_language: Language | None
     target_language: Language | None
     stream: StreamInfo | UnsetType = UNSET
+    call: None = None  # (r2) the Quick Start shows it; the phone leg's details are not documented
     recording: RecordingOptions
-    metadata: dict[str, str]
+    metadata: dict[str, str] | None  # (r2) null when the request had none
     created_at: str
     started_at: str | None
     ended_at: str | None
@@ -232,6 +243,14 @@ class Recording(Struct, kw_only=True):
     created_at: str
     url: str | None  # the audio; null when the recording failed
     failure_reason: str | UnsetType = UNSET
+
+
+class RecordingDeleted(Struct, kw_only=True):
+    """[emulator] `DELETE /v1/recordings/{id}` (scope `recordings:delete`)."""
+
+    id: str
+    object: Literal["recording"] = "recording"
+    deleted: Literal[True] = True
 
 
 class RecordingList(Struct, kw_only=True):

@@ -201,16 +201,16 @@ async def test_an_idempotent_request_makes_one_analysis(client, state):
 
 async def test_scopes_analyses_write_and_analyses_read(make_app, make_client):
     app = make_app(keys=[
-        {"key": "sk_test_caller000001", "organization": "acme", "scopes": ["sessions:write", "analyses:write"]},
-        {"key": "sk_test_reader000001", "organization": "acme", "scopes": ["analyses:read"]},
+        {"key": "sk_test_caller000001", "organization": "acme", "scopes": ["sessions:write", "analysis:write"]},
+        {"key": "sk_test_reader000001", "organization": "acme", "scopes": ["analysis:read"]},
     ])  # fmt: skip
     caller, reader = make_client(app, "sk_test_caller000001"), make_client(app, "sk_test_reader000001")
     session = await session_with_call(caller, app.state.mockglot)
     error = expect_error(await reader.post(f"/v1/sessions/{session['id']}/analysis"), 403, "insufficient_permissions")
-    assert "analyses:write" in error["message"]
+    assert "analysis:write" in error["message"]
     analysis = (await caller.post(f"/v1/sessions/{session['id']}/analysis")).json()
     error = expect_error(await caller.get(f"/v1/analyses/{analysis['id']}"), 403, "insufficient_permissions")
-    assert "analyses:read" in error["message"]
+    assert "analysis:read" in error["message"]
     assert (await reader.get(f"/v1/analyses/{analysis['id']}")).status_code == 200
 
 

@@ -146,6 +146,16 @@ session_bodies = st.fixed_dictionaries(
         "ai_agent": valid_or_junk(agent),
         "agent_id": valid_or_junk(st.from_regex(r"agt_[a-z0-9]{1,5}", fullmatch=True)),
         "overrides": valid_or_junk(agent),
+        "audio": valid_or_junk(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "encoding": valid_or_junk(st.sampled_from(["mulaw", "pcm16"])),
+                    "sample_rate_hz": valid_or_junk(st.sampled_from([8000, 16000])),
+                    "channels": valid_or_junk(st.sampled_from([1, 2])),
+                },
+            )
+        ),
         "provider": st.sampled_from(["twilio", "sip"]),
         "unknown_extra": json_values,
     },
@@ -201,7 +211,7 @@ async def test_session_shaped_bodies(body, strict):
         session = response.json()
         assert session["mode"] == body["mode"]
         assert "provider" not in body
-        assert session["metadata"] == (body.get("metadata") or {})
+        assert session["metadata"] == body.get("metadata")  # (r2) null when absent, never {}
         assert response.headers.get("x-mockglot-warning", "").isprintable()
     elif response.status_code == 422:
         assert error["code"] in VALIDATION_CODES

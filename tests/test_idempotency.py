@@ -119,7 +119,7 @@ async def test_an_out_of_credit_attempt_is_not_cached(make_app, make_client):
     assert (await client.post("/v1/sessions", json=BASIC)).status_code == 201
     refused = await client.post("/v1/sessions", json=BASIC, headers=key("k"))
     assert refused.status_code == 402
-    app.state.mockglot.keys.get("sk_test_twocredit12").credits = 2  # topped up, as the control plane will
+    app.state.mockglot.keys.get("sk_test_twocredit12").balance.credits = 2  # topped up, as the control plane will
     retried = await client.post("/v1/sessions", json=BASIC, headers=key("k"))
     assert retried.status_code == 201
     assert "idempotent-replayed" not in retried.headers

@@ -17,6 +17,7 @@ from mockglot.errors import CATALOGUE
 from mockglot.http_app import HttpApp
 from mockglot.router import Router
 from mockglot.settings import Settings
+from mockglot.state.auth import load_keys_file
 from mockglot.state.server import ServerState
 
 BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
@@ -203,6 +204,55 @@ async def test_out_of_credits(make_app, make_client):
     assert len(app.state.mockglot.sessions.all()) == 1
 
 
+async def test_credits_belong_to_the_organization(make_app, make_client):
+    """(r2) Every key of an organization draws on, and reports, one balance; another organization keeps its own."""
+    app = make_app(
+        keys=[
+            {"key": "sk_test_acmefirst01", "organization": "acme", "credits": 2},
+            {"key": "sk_live_acmesecond1", "organization": "acme"},
+            {"key": "sk_test_otherorg001", "organization": "other", "credits": 1},
+        ]
+    )
+    first, second = make_client(app, "sk_test_acmefirst01"), make_client(app, "sk_live_acmesecond1")
+    one = await first.post("/v1/sessions", json=BASIC)
+    assert (one.headers["x-api-credits-used"], one.headers["x-api-credits-remaining"]) == ("1", "1")
+    two = await second.post("/v1/sessions", json=BASIC)  # the other key (and environment) of the same organization
+    assert (two.headers["x-api-credits-used"], two.headers["x-api-credits-remaining"]) == ("2", "0")
+    error = expect_error(await first.post("/v1/sessions", json=BASIC), 402, "insufficient_api_credits")
+    assert "acme" in error["message"] and "shared by all its keys" in error["message"]
+    read = await second.get(f"/v1/sessions/{two.json()['id']}")
+    assert (read.headers["x-api-credits-used"], read.headers["x-api-credits-remaining"]) == ("2", "0")
+    other = await make_client(app, "sk_test_otherorg001").post("/v1/sessions", json=BASIC)
+    assert (other.headers["x-api-credits-used"], other.headers["x-api-credits-remaining"]) == ("1", "0")
+
+
+async def test_topping_up_one_key_tops_up_its_organization(make_app, make_client):
+    app = make_app(
+        keys=[
+            {"key": "sk_test_acmefirst01", "organization": "acme", "credits": 0},
+            {"key": "sk_test_acmesecond1", "organization": "acme"},
+        ]
+    )
+    second = make_client(app, "sk_test_acmesecond1")
+    expect_error(await second.post("/v1/sessions", json=BASIC), 402, "insufficient_api_credits")
+    control = make_client(app)
+    topped = await control.post("/_mockglot/keys", json={"key": "sk_test_acmefirst01", "credits": 1})
+    assert topped.json()["credits_remaining"] == 1
+    assert (await second.post("/v1/sessions", json=BASIC)).status_code == 201
+    keys = {k["organization"]: k for k in (await control.get("/_mockglot/keys")).json()["data"]}
+    assert (keys["acme"]["credits_used"], keys["acme"]["credits_remaining"]) == (1, 0)
+
+
+def test_a_keys_file_whose_keys_disagree_on_an_organizations_credits_is_refused(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text(
+        '{"keys": [{"key": "sk_test_acmefirst01", "organization": "acme", "credits": 5},'
+        ' {"key": "sk_test_acmesecond1", "organization": "acme", "credits": 7}]}'
+    )
+    with pytest.raises(ValueError, match="credits belong to the organization"):
+        load_keys_file(path)
+
+
 async def test_an_inactive_organization(make_app, make_client):
     app = make_app(keys=[{"key": "sk_test_inactive123", "organization": "org_a", "inactive": True}])
     response = await make_client(app, "sk_test_inactive123").post("/v1/sessions", json=BASIC)
@@ -238,6 +288,41 @@ async def test_a_key_without_the_read_scope(make_app, make_client):
         await make_client(app, "sk_test_noscopes123").post("/v1/sessions", json=BASIC), 403, "insufficient_permissions"
     )
     assert "it has: none" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("scopes", "method", "path", "needed"),
+    [
+        (["sessions:write"], "POST", "/v1/sessions/{sid}/analysis", "analysis:write"),
+        (["analysis:write"], "GET", "/v1/analyses/anl_x", "analysis:read"),
+        (["analysis:read"], "GET", "/v1/sessions/{sid}/recordings", "recordings:read"),
+        (["recordings:read"], "DELETE", "/v1/recordings/rec_x", "recordings:delete"),
+        (["sessions:read"], "POST", "/v1/agents", "agents:write"),
+        (["agents:write"], "GET", "/v1/agents", "agents:read"),
+    ],
+)
+async def test_the_documented_scope_names(make_app, make_client, scopes, method, path, needed):
+    """(r2) `analysis:read`/`analysis:write` as documented, plus the emulator's agents and recordings:delete."""
+    app = make_app(
+        keys=[
+            {"key": "sk_test_scopedkey01", "organization": "acme", "scopes": scopes},
+            {"key": "sk_test_allscopes01", "organization": "acme"},
+        ]
+    )
+    sid = (await create(make_client(app, "sk_test_allscopes01")))["id"]
+    response = await make_client(app, "sk_test_scopedkey01").request(method, path.format(sid=sid), json={})
+    error = expect_error(response, 403, "insufficient_permissions")
+    assert f"`{needed}`" in error["message"]
+
+
+@pytest.mark.parametrize("scope", ["analyses:read", "analyses:write", "sessions:admin"])
+async def test_an_unknown_scope_is_refused_with_the_known_names(make_app, make_client, scope):
+    control = make_client(make_app())
+    response = await control.post("/_mockglot/keys", json={"key": "sk_test_scopedkey01", "scopes": [scope]})
+    error = expect_error(response, 422, "invalid_field_value", "scopes")
+    assert "analysis:read, analysis:write" in error["message"]
+    if scope.startswith("analyses"):
+        assert f"{scope} is now {scope.replace('analyses', 'analysis')}" in error["message"]
 
 
 # --- 404 --------------------------------------------------------------------------------------------------
@@ -392,6 +477,33 @@ async def test_an_invalid_field_value(client, patch, param, advice):
     error = expect_error(response, 422, "invalid_field_value", param)
     assert f"`{param}`" in error["message"]
     assert advice in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("audio", "param", "value"),
+    [
+        ({"encoding": "pcm16"}, "audio.encoding", "'pcm16'"),
+        ({"encoding": "MULAW"}, "audio.encoding", "'MULAW'"),
+        ({"sample_rate_hz": 16000}, "audio.sample_rate_hz", "16000"),
+        ({"sample_rate_hz": "8000"}, "audio.sample_rate_hz", "got `str`"),
+        ({"channels": 2}, "audio.channels", "2"),
+        ({"channels": 0}, "audio.channels", "0"),
+        ({"encoding": "mulaw", "sample_rate_hz": 8000, "channels": 2}, "audio.channels", "2"),
+    ],
+)
+async def test_the_audio_transport_hints_allow_only_what_the_stream_carries(client, state, audio, param, value):
+    """(r2) `audio`: encoding mulaw, sample_rate_hz 8000, channels 1; anything else names the field."""
+    response = await client.post("/v1/sessions", json={**BASIC, "audio": audio})
+    error = expect_error(response, 422, "invalid_field_value", param)
+    assert f"`{param}`" in error["message"] and value in error["message"]
+    assert "8 kHz mono mu-law" in error["message"]
+    assert state.sessions.count() == 0
+
+
+async def test_the_audio_hints_must_be_an_object(client):
+    error = expect_error(await client.post("/v1/sessions", json={**BASIC, "audio": "mulaw"}), 422,
+                         "invalid_field_value", "audio")  # fmt: skip
+    assert "expected `object" in error["message"]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ULID_BODY = r"[0-9A-HJKMNP-TV-Z]{26}"
 SESSION_KEYS = [
     "id", "object", "status", "mode", "provider", "phone_number", "source_language", "target_language",
-    "stream", "recording", "metadata", "created_at", "started_at", "ended_at",
+    "stream", "call", "recording", "metadata", "created_at", "started_at", "ended_at",
 ]  # fmt: skip
 BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
 SAMPLES_PER_SECOND = 8000  # mu-law 8 kHz: one byte a sample
@@ -60,8 +60,9 @@ async def test_create_returns_the_documented_session_object(client, api_key):
     assert session["provider"] is None
     assert session["phone_number"] is None
     assert (session["source_language"], session["target_language"]) == ("de", "en")
+    assert session["call"] is None  # (r2) as the Quick Start shows
     assert session["recording"] == {"enabled": False}
-    assert session["metadata"] == {}
+    assert session["metadata"] is None  # (r2) null when the request had none, never {}
     assert ISO.match(session["created_at"])
     assert session["started_at"] is None
     assert session["ended_at"] is None
@@ -87,6 +88,21 @@ async def test_recording_and_metadata_are_echoed(client):
     fetched = (await client.get(f"/v1/sessions/{session['id']}")).json()
     assert fetched["metadata"] == metadata
     assert fetched["recording"] == {"enabled": True}
+
+
+async def test_absent_metadata_stays_null_on_every_read(client):
+    session = await create(client)
+    fetched = (await client.get(f"/v1/sessions/{session['id']}")).json()
+    assert (session["metadata"], fetched["metadata"], fetched["call"]) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [{}, {"encoding": "mulaw"}, {"encoding": "mulaw", "sample_rate_hz": 8000, "channels": 1}, {"channels": 1}],
+)
+async def test_the_audio_transport_hints_accept_the_documented_defaults(client, audio):
+    session = await create(client, {**BASIC, "audio": audio})
+    assert session["status"] == "created"
 
 
 async def test_a_session_accepts_fifty_metadata_keys(client):
@@ -320,7 +336,7 @@ async def test_a_new_session_has_an_empty_in_progress_transcript(client):
     response = await client.get(f"/v1/sessions/{created['id']}/transcript")
     assert response.status_code == 200
     assert response.json() == {
-        "id": f"trn_{created['id']}",
+        "id": "trn_" + created["id"].removeprefix("sess_"),  # (r2) the Quick Start's transcript id
         "object": "transcript",
         "session_id": created["id"],
         "status": "in_progress",

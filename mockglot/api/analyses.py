@@ -26,11 +26,11 @@ async def get_analysis(ctx: Context) -> Reply:
 
 ENDPOINTS = [
     Endpoint(
-        "POST", "/v1/sessions/{session_id}/analysis", create_analysis, "analyses:write", "Analyse a session",
+        "POST", "/v1/sessions/{session_id}/analysis", create_analysis, "analysis:write", "Analyse a session",
         status=202, request=wire.AnalysisRequest, response=wire.Analysis, idempotent=True,
     ),
     Endpoint(
-        "GET", "/v1/analyses/{analysis_id}", get_analysis, "analyses:read", "Retrieve an analysis",
+        "GET", "/v1/analyses/{analysis_id}", get_analysis, "analysis:read", "Retrieve an analysis",
         response=wire.Analysis,
     ),
 ]  # fmt: skip

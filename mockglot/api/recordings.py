@@ -35,6 +35,11 @@ async def get_audio(ctx: Context) -> Reply:
     return Reply(200, record.audio, media_type="audio/wav", headers=headers)
 
 
+async def delete_recording(ctx: Context) -> Reply:
+    record = ctx.state.recordings.delete(ctx.key.owner, ctx.path("recording_id"))
+    return Reply(200, wire.RecordingDeleted(id=record.id))
+
+
 ENDPOINTS = [
     Endpoint(
         "GET", "/v1/sessions/{session_id}/recordings", list_recordings, "recordings:read",
@@ -43,6 +48,10 @@ ENDPOINTS = [
     Endpoint(
         "GET", "/v1/recordings/{recording_id}", get_recording, "recordings:read", "Retrieve a recording",
         response=wire.Recording,
+    ),
+    Endpoint(
+        "DELETE", "/v1/recordings/{recording_id}", delete_recording, "recordings:delete", "Delete a recording",
+        response=wire.RecordingDeleted,
     ),
     Endpoint(
         "GET", "/v1/recordings/{recording_id}/audio", get_audio, "recordings:read", "Download a recording's audio",

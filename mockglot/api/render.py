@@ -37,7 +37,7 @@ def session(record: SessionRecord, store: SessionStore, origin: str) -> wire.Ses
         target_language=record.request.target_language,
         stream=stream,
         recording=record.request.recording or wire.RecordingOptions(),
-        metadata=record.metadata,
+        metadata=record.request.metadata,
         created_at=isoformat(record.created_at),
         started_at=_iso(record.started_at),
         ended_at=_iso(record.ended_at),
@@ -74,7 +74,7 @@ def transcript(record: SessionRecord, now: float) -> wire.Transcript:
         if item.language and item.language not in languages:
             languages.append(item.language)
     return wire.Transcript(
-        id=f"trn_{record.id}",
+        id="trn_" + record.id.removeprefix("sess_"),  # (r2) the Quick Start's shape
         session_id=record.id,
         status="completed" if record.status == "ended" else "in_progress",
         turns=[turn(item) for item in record.turns],

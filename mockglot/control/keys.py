@@ -6,7 +6,7 @@ from mockglot import wire
 from mockglot.api.endpoint import Endpoint, Reply
 from mockglot.control.endpoint import ControlContext
 from mockglot.errors import ApiError
-from mockglot.state.auth import KEY_PATTERN, SCOPES, ApiKey, redact
+from mockglot.state.auth import KEY_PATTERN, SCOPES, ApiKey, redact, unknown_scopes_message
 
 
 def info(key: ApiKey) -> wire.KeyInfo:
@@ -37,16 +37,15 @@ async def update_key(ctx: ControlContext) -> Reply:
         )
     unknown = set(request.scopes or ()) - set(SCOPES)
     if unknown:
-        raise ApiError(
-            "invalid_field_value", f"Unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}.", param="scopes"
-        )
+        message = unknown_scopes_message(unknown)
+        raise ApiError("invalid_field_value", f"{message[0].upper()}{message[1:]}.", param="scopes")
     key = ctx.state.keys.ensure(request.key)
     if request.organization is not None:
-        key.organization = request.organization
+        ctx.state.keys.move(key, request.organization)
     if request.unlimited_credits:
-        key.credits = None
-    elif request.credits is not None:
-        key.credits, key.credits_used = request.credits, 0
+        key.balance.credits = None
+    elif request.credits is not None:  # (r2) the organization's balance: every key of it sees the change
+        key.balance.credits, key.balance.used = request.credits, 0
     if request.scopes is not None:
         key.scopes = frozenset(request.scopes)
     if request.revoked is not None:

@@ -18,15 +18,17 @@ import yaml
 from mockglot.errors import ApiError
 
 KEY_PATTERN = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{8,}$")
-SCOPES = (
+SCOPES = (  # (r2) the documented names, then the emulator's own
     "sessions:read",
     "sessions:write",
     "recordings:read",
-    "analyses:read",
-    "analyses:write",
+    "analysis:read",
+    "analysis:write",
     "agents:read",
     "agents:write",
+    "recordings:delete",
 )
+RENAMED_SCOPES = {"analyses:read": "analysis:read", "analyses:write": "analysis:write"}  # before contract r2
 NOMINAL_CREDITS = 1_000_000  # what the headers report for a key with unlimited credits
 
 Environment = Literal["live", "test"]
@@ -48,12 +50,19 @@ class KeysFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 @dataclass(slots=True)
+class Balance:
+    """(r2) An organization's API credits: every key of the organization draws on, and reports, this one."""
+
+    credits: int | None = None  # None: unlimited (the headers report NOMINAL_CREDITS)
+    used: int = 0
+
+
+@dataclass(slots=True)
 class ApiKey:
     key: str
     organization: str
     environment: Environment
-    credits: int | None = None
-    credits_used: int = 0
+    balance: Balance = field(default_factory=Balance)
     scopes: frozenset[str] = frozenset(SCOPES)
     revoked: bool = False
     inactive: bool = False
@@ -65,19 +74,29 @@ class ApiKey:
         return (self.organization, self.environment)
 
     @property
+    def credits(self) -> int | None:
+        return self.balance.credits
+
+    @property
+    def credits_used(self) -> int:
+        return self.balance.used
+
+    @property
     def credits_remaining(self) -> int:
-        total = NOMINAL_CREDITS if self.credits is None else self.credits
-        return max(total - self.credits_used, 0)
+        total = NOMINAL_CREDITS if self.balance.credits is None else self.balance.credits
+        return max(total - self.balance.used, 0)
 
     def charge(self) -> None:
-        """Spend one credit, or refuse with 402 when a configured balance is exhausted."""
-        if self.credits is not None and self.credits_used >= self.credits:
+        """Spend one of the organization's credits, or refuse with 402 when a configured balance is exhausted."""
+        balance = self.balance
+        if balance.credits is not None and balance.used >= balance.credits:
             raise ApiError(
                 "insufficient_api_credits",
-                f"This key has used all {self.credits} of its API credits. Give it more through the control "
-                "plane (POST /_mockglot/keys) or in the keys file.",
+                f"Organization `{self.organization}` has used all {balance.credits} of its API credits (they "
+                "are shared by all its keys). Give it more through the control plane (POST /_mockglot/keys) "
+                "or in the keys file.",
             )
-        self.credits_used += 1
+        balance.used += 1
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -110,14 +129,31 @@ def load_keys_file(path: str | Path) -> list[KeyConfig]:
             raise ValueError(f"keys file {path}: `{redact(entry.key)}` is not of the form sk_live_…/sk_test_…")
         unknown = set(entry.scopes or ()) - set(SCOPES)
         if unknown:
-            raise ValueError(f"keys file {path}: unknown scopes {sorted(unknown)}; known: {list(SCOPES)}")
+            raise ValueError(f"keys file {path}: {unknown_scopes_message(unknown)}")
+    credits: dict[str, int | None] = {}
+    for entry in keys:
+        if entry.credits is None:
+            continue
+        if credits.setdefault(entry.organization, entry.credits) != entry.credits:
+            raise ValueError(
+                f"keys file {path}: the keys of organization `{entry.organization}` give different `credits` "
+                f"({credits[entry.organization]} and {entry.credits}); credits belong to the organization, so "
+                "give the balance on one of its keys (or the same number on each)."
+            )
     return keys
+
+
+def unknown_scopes_message(unknown: set[str]) -> str:
+    renamed = [f"{old} is now {new}" for old, new in RENAMED_SCOPES.items() if old in unknown]
+    advice = f" ({'; '.join(renamed)})" if renamed else ""
+    return f"unknown scopes {sorted(unknown)}{advice}; known: {', '.join(SCOPES)}"
 
 
 class KeyStore:
     def __init__(self, configured: list[KeyConfig] | None = None) -> None:
         self._configured = configured
         self._keys: dict[str, ApiKey] = {}
+        self._balances: dict[str, Balance] = {}  # organization -> its credits
         self.reset()
 
     @property
@@ -128,11 +164,15 @@ class KeyStore:
         """Back to the configured state: balances, flags and scopes as the keys file (or open mode) gives."""
         if organization is None:
             self._keys = {}
+            self._balances = {}
         else:
             self._keys = {k: v for k, v in self._keys.items() if v.organization != organization}
+            self._balances.pop(organization, None)
         for entry in self._configured or ():
             if organization is None or entry.organization == organization:
-                self._keys[entry.key] = _key_from_config(entry)
+                key = self._keys[entry.key] = _key_from_config(entry, self.balance(entry.organization))
+                if entry.credits is not None:
+                    key.balance.credits = entry.credits
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> ApiKey:
         secret = _presented_key(authorization, x_api_key)
@@ -167,8 +207,22 @@ class KeyStore:
         if key is None:
             environment: Environment = "live" if secret.startswith("sk_live_") else "test"
             organization = "org_" + hashlib.sha256(secret.encode()).hexdigest()[:20]
-            key = self._keys[secret] = ApiKey(key=secret, organization=organization, environment=environment)
+            key = self._keys[secret] = ApiKey(
+                key=secret, organization=organization, environment=environment, balance=self.balance(organization)
+            )
         return key
+
+    def balance(self, organization: str) -> Balance:
+        """The organization's shared credits (unlimited until configured)."""
+        balance = self._balances.get(organization)
+        if balance is None:
+            balance = self._balances[organization] = Balance()
+        return balance
+
+    def move(self, key: ApiKey, organization: str) -> None:
+        """Put a key in another organization: from now on it draws on that organization's credits."""
+        key.organization = organization
+        key.balance = self.balance(organization)
 
     def get(self, secret: str) -> ApiKey | None:
         return self._keys.get(secret)
@@ -177,12 +231,12 @@ class KeyStore:
         return list(self._keys.values())
 
 
-def _key_from_config(entry: KeyConfig) -> ApiKey:
+def _key_from_config(entry: KeyConfig, balance: Balance) -> ApiKey:
     return ApiKey(
         key=entry.key,
         organization=entry.organization,
         environment="live" if entry.key.startswith("sk_live_") else "test",
-        credits=entry.credits,
+        balance=balance,
         scopes=frozenset(SCOPES if entry.scopes is None else entry.scopes),
         revoked=entry.revoked,
         inactive=entry.inactive,

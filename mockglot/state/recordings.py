@@ -54,7 +54,7 @@ class RecordingStore:
             self._by_session.clear()
             return
         self._recordings = {k: v for k, v in self._recordings.items() if v.owner[0] != organization}
-        self._by_session = {k: v for k, v in self._by_session.items() if v[0].owner[0] != organization}
+        self._by_session = {k: v for k, v in self._by_session.items() if any(r.owner[0] != organization for r in v)}
 
     def for_session(self, session: SessionRecord) -> list[RecordingRecord]:
         return list(self._by_session.get(session.id, ()))
@@ -68,6 +68,14 @@ class RecordingStore:
                 "true}` gets its recording when it ends; list them with GET /v1/sessions/{id}/recordings.",
                 param="id",
             )
+        return record
+
+    def delete(self, owner: Owner, recording_id: str) -> RecordingRecord:
+        """[emulator] Forget a recording (and its audio); its id is a 404 from then on."""
+        record = self.get(owner, recording_id)
+        del self._recordings[record.id]
+        remaining = [r for r in self._by_session.get(record.session.id, ()) if r is not record]
+        self._by_session[record.session.id] = remaining
         return record
 
     def _on_event(self, event: Event) -> None:
