@@ -287,7 +287,7 @@ async def test_the_openapi_document_covers_the_other_documented_endpoints(client
     assert {path: sorted(methods) for path, methods in paths.items() if path not in sessions_api} == {
         f"{session}/dial": ["post"],
         f"{session}/recordings": ["get"],
-        "/v1/recordings/{recording_id}": ["get"],
+        "/v1/recordings/{recording_id}": ["delete", "get"],
         "/v1/recordings/{recording_id}/audio": ["get"],
         f"{session}/analysis": ["post"],
         "/v1/analyses/{analysis_id}": ["get"],
