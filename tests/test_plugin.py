@@ -16,7 +16,7 @@ from mockglot.testing.server import ServerThread
 
 pytest_plugins = ["pytester"]
 
-ISOLATED_ENV = ("MOCKGLOT_URL", "MOCKGLOT_CONTROL_TOKEN", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")
+ISOLATED_ENV = ("MOCKGLOT_URL", "MOCKGLOT_IMAGE", "MOCKGLOT_CONTROL_TOKEN", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 The server is the real app under uvicorn in a background thread on a free port (one per xdist worker, started on
 first use), or the external server named by `--mockglot-url` / `MOCKGLOT_URL` (a docker container, which every
-worker shares). Each test gets its own API key, hence its own organization: its sessions, faults and journals
+worker shares), or a container of the image named by `--mockglot-image` / `MOCKGLOT_IMAGE` (one per worker,
+through testcontainers). Each test gets its own API key, hence its own organization: its sessions, faults and journals
 are invisible to every other test, other workers on a shared server included. Every helper speaks HTTP to the
 control plane, so they work the same against either server.
 
@@ -28,10 +29,12 @@ from mockglot.testing.client import Client, KallglotError, SharedTransport, Sync
 from mockglot.testing.webhooks import webhook_receiver  # noqa: F401  (a fixture this plugin provides)
 
 if TYPE_CHECKING:
+    from mockglot.testing.container import MockglotContainer
     from mockglot.testing.server import ServerThread
 
 ENV_URL = "MOCKGLOT_URL"
 ENV_CONTROL_TOKEN = "MOCKGLOT_CONTROL_TOKEN"
+ENV_IMAGE = "MOCKGLOT_IMAGE"
 MARKER = "mockglot_scenario"
 CONTROL_TIMEOUT = 30.0
 
@@ -107,6 +110,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              f"in-process ({ENV_URL})",
     )  # fmt: skip
     group.addoption(
+        "--mockglot-image", metavar="IMAGE",
+        help=f"run the session's server as a container of IMAGE (testcontainers; the `container` extra) instead "
+             f"of in-process ({ENV_IMAGE})",
+    )  # fmt: skip
+    group.addoption(
         "--mockglot-control-token", metavar="TOKEN",
         help=f"bearer token of the server's /_mockglot control plane ({ENV_CONTROL_TOKEN})",
     )  # fmt: skip
@@ -120,7 +128,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     url = _option(config, "mockglot_url", ENV_URL)
-    return f"mockglot: server at {url}" if url else "mockglot: in-process server, started on first use"
+    image = _option(config, "mockglot_image", ENV_IMAGE)
+    if url:
+        return f"mockglot: server at {url}"
+    if image:
+        return f"mockglot: a container of {image}, started on first use"
+    return "mockglot: in-process server, started on first use"
 
 
 def _in_process(token: str | None) -> ServerThread:
@@ -137,6 +150,19 @@ def _in_process(token: str | None) -> ServerThread:
         raise pytest.UsageError(f"mockglot: {exc}") from None
 
 
+def _container(image: str, token: str | None) -> MockglotContainer:
+    """A container of `image` (the image's own settings; output instant unless MOCKGLOT_OUTPUT_PACE says not).
+    Host settings such as MOCKGLOT_PORT or fixture paths are not passed: they name this machine, not the image."""
+    try:
+        from mockglot.testing.container import MockglotContainer
+    except ImportError as exc:
+        raise pytest.UsageError(
+            f"mockglot: --mockglot-image needs testcontainers ({exc}): pip install 'mockglot[container]'"
+        ) from None
+    pace = os.environ.get("MOCKGLOT_OUTPUT_PACE") or "instant"
+    return MockglotContainer(image, control_token=token, output_pace=pace)
+
+
 @pytest.fixture(scope="session")
 def mockglot_server(pytestconfig: pytest.Config) -> Iterator[MockglotServer]:
     """The run's server: external when `--mockglot-url`/MOCKGLOT_URL names one, else in-process."""
@@ -147,6 +173,11 @@ def mockglot_server(pytestconfig: pytest.Config) -> Iterator[MockglotServer]:
         server.check()
         yield server
         server.transport.close_pool()
+        return
+    image = _option(pytestconfig, "mockglot_image", ENV_IMAGE)
+    if image:
+        with _container(image, token) as container:
+            yield container.server
         return
     with _in_process(token) as thread:
         server = MockglotServer(thread.base_url, thread.settings.control_token, thread)
