@@ -10,6 +10,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from mockglot.errors import CATALOGUE, ApiError
+from mockglot.state.auth import redact
+from mockglot.state.feed import Feed
 from mockglot.state.randomness import Randomness
 from mockglot.wire import RestFault
 
@@ -101,8 +103,9 @@ class ArmedFault:
 class FaultRegistry:
     """Faults armed through the control plane; scenario faults live with their scenario."""
 
-    def __init__(self, randomness: Randomness) -> None:
+    def __init__(self, randomness: Randomness, feed: Feed | None = None) -> None:
         self.randomness = randomness
+        self.feed = feed
         self._faults: dict[str, ArmedFault] = {}
 
     def reset(self, api_keys: set[str] | None = None) -> None:
@@ -127,14 +130,24 @@ class FaultRegistry:
         """Cheap check before matching: most requests run with no REST fault armed."""
         return bool(self._faults) and any(fault.kind == "rest" for fault in self._faults.values())
 
-    def fires(self, fault: ArmedFault) -> bool:
-        """Count a firing if the fault has firings left and its probability (under the seed) allows."""
+    def fires(self, fault: ArmedFault, session: tuple[str, str, str] | None = None, api_key: str | None = None) -> bool:
+        """Count a firing if the fault has firings left and its probability (under the seed) allows.
+
+        `session` (id, organization, key) or `api_key` say where it fired, for the inspector's feed.
+        """
         if fault.exhausted():
             return False
         probability = fault.rule.probability
         if probability < 1 and self.randomness.random("faults") >= probability:
             return False
         fault.fired += 1
+        if self.feed is not None:
+            session_id, organization, key = session or (None, None, api_key)
+            rule = self.describe(fault)
+            if isinstance(rule.get("api_key"), str):
+                rule["api_key"] = redact(rule["api_key"])  # type: ignore[arg-type]
+            data = {"fault_id": fault.id, "kind": fault.kind, "fired": fault.fired, "rule": rule}
+            self.feed.publish("fault.fired", session_id, organization, key, data)
         return True
 
     def match_rest(self, method: str, path: str, api_key: str | None) -> RestFault | None:
@@ -148,7 +161,7 @@ class FaultRegistry:
                 continue
             if rule.api_key is not None and rule.api_key != api_key:
                 continue
-            if self.fires(fault):
+            if self.fires(fault, api_key=api_key):
                 return rule
         return None
 

@@ -490,6 +490,10 @@ class ControlSession(Struct, kw_only=True):
     frames_in: int
     frames_out: int
     created_at: str
+    source_language: str | None = None
+    target_language: str | None = None
+    duration_seconds: float = 0.0
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class JournalFrame(Struct, kw_only=True):
@@ -523,6 +527,7 @@ class RequestRecord(Struct, kw_only=True):
     headers: dict[str, str]  # credentials redacted
     body: str
     duration_ms: float
+    session_id: str | None = None  # the session in its path, or the one it created
 
 
 class RestFault(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -560,6 +565,11 @@ class ScenarioInfo(Struct, kw_only=True):
     source_language: str | None
     target_language: str | None
     turns: dict[str, int]
+
+
+class ScenarioView(Struct, kw_only=True):
+    source: str
+    scenario: dict[str, Any]  # the scenario document, as a file would hold it
 
 
 class NextScenario(Struct, kw_only=True):

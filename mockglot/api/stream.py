@@ -24,6 +24,8 @@ from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.faults import ArmedFault, StreamFault
 from mockglot.speech import codec
 from mockglot.state.events import Event
+from mockglot.state.feed import Frame, session_data
+from mockglot.state.journal import Direction
 from mockglot.state.sessions import SessionRecord
 
 log = logging.getLogger("mockglot.stream")
@@ -183,6 +185,14 @@ class Connection:
             self.player_tasks.append(asyncio.create_task(self._play(queue)))
         queue.put_nowait(job)
 
+    def _journal(self, direction: Direction, at: float, kind: str, text: str) -> None:
+        """Journal a frame and show it to the inspector's feed."""
+        journal = self.record.journal
+        journal.append(direction, at, kind, text)
+        record = self.record
+        frame = Frame(len(journal.entries) - 1, direction, kind, text)
+        self.state.feed.publish("frame", record.id, record.owner[0], record.api_key, frame)
+
     # --- tasks --------------------------------------------------------------------------------------
 
     async def _write(self) -> None:
@@ -192,7 +202,7 @@ class Connection:
             if item is None:
                 break
             kind, text = item
-            self.record.journal.append("out", self.state.clock.now(), kind, text)
+            self._journal("out", self.state.clock.now(), kind, text)
             await self.websocket.send_text(text)
         if self.websocket.client_state == WebSocketState.CONNECTED:
             await self.websocket.close(self.close_code or 1000)
@@ -239,6 +249,7 @@ class Connection:
         record = self.record
         record.connected = True
         self.hub.connections[record.id] = self
+        self.state.feed.publish("session.connected", record.id, record.owner[0], record.api_key, session_data(record))
         self.pipeline.sink = self
         unsubscribe = self.state.events.subscribe(self._on_event)
         writer = asyncio.create_task(self._write())
@@ -263,6 +274,9 @@ class Connection:
             self.outbox.put_nowait(None)
             with contextlib.suppress(Exception):
                 await writer
+            self.state.feed.publish(  # after the last frame written
+                "session.disconnected", record.id, record.owner[0], record.api_key, session_data(record)
+            )
 
     async def _read(self) -> None:
         while self.close_code is None:
@@ -279,24 +293,24 @@ class Connection:
             text = message.get("text")
             if (complaint := message.get(transport.INVALID_UTF8)) is not None:
                 size = len(message.get("bytes") or b"")
-                self.record.journal.append("in", now, "(invalid)", f"<{size} bytes, not UTF-8>")
+                self._journal("in", now, "(invalid)", f"<{size} bytes, not UTF-8>")
                 self._error(ApiError("invalid_message", f"Text frames must be UTF-8 JSON ({complaint})."))
                 await self._faults()
                 continue
             if text is None:
                 size = len(message.get("bytes") or b"")
-                self.record.journal.append("in", now, "(binary)", f"<{size} bytes>")
+                self._journal("in", now, "(binary)", f"<{size} bytes>")
                 self._error(ApiError("invalid_message", "Binary frames are not accepted: send JSON text frames."))
                 continue
             try:
                 frame = parse_client_frame(text)
             except ApiError as exc:
                 oversized = len(text) > MAX_FRAME_BYTES // 4 and len(text.encode()) > MAX_FRAME_BYTES
-                self.record.journal.append("in", now, "(invalid)", f"<{len(text)} characters>" if oversized else text)
+                self._journal("in", now, "(invalid)", f"<{len(text)} characters>" if oversized else text)
                 self._error(exc)
                 await self._faults()
                 continue
-            self.record.journal.append("in", now, frame.__struct_config__.tag, text)  # type: ignore[attr-defined]
+            self._journal("in", now, frame.__struct_config__.tag, text)  # type: ignore[attr-defined]
             self.frames_in += 1
             self.state.sessions.touch(self.record)
             if isinstance(frame, wire.Ping):
@@ -350,7 +364,7 @@ class Connection:
             assert isinstance(rule, StreamFault)
             if fault.exhausted() or not rule.due(self.frames_in, self.pipeline.finals):
                 continue
-            if not self.state.faults.fires(fault):
+            if not self.state.faults.fires(fault, (self.record.id, self.record.owner[0], self.record.api_key)):
                 continue
             message = rule.message or f"Injected fault: {rule.action}."
             if rule.action == "close":

@@ -13,6 +13,7 @@ from mockglot import validation
 from mockglot.api.endpoint import Endpoint, Reply
 from mockglot.errors import ApiError
 from mockglot.http import JSON, Request, Response, error_response, raw_headers, response
+from mockglot.inspector import auth as inspector_auth
 from mockglot.router import HttpHandler
 from mockglot.wire import encode
 
@@ -42,7 +43,8 @@ def check_token(request: Request, token: str | None) -> None:
     if token is None or request.path in OPEN_PATHS:
         return
     scheme, _, presented = (request.header(b"authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    bearer_ok = scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+    if not bearer_ok and not inspector_auth.signed_in(request, token):
         raise ApiError(
             "invalid_api_key",
             "The control plane is protected: send `Authorization: Bearer <control token>` (the server's "

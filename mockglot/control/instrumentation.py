@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 from starlette.types import Send
 
 from mockglot.errors import CATALOGUE, ApiError
@@ -41,6 +42,21 @@ def prefer_error(header: str) -> ApiError | None:
     return ApiError(code, f"Error {code} requested by the Prefer header.", retry_after=retry_after)
 
 
+class _Created(msgspec.Struct):
+    id: str
+
+
+def session_of(request: Request, response: Response | None) -> str | None:
+    """The session a request concerns: the one in its path, or the one it created."""
+    session_id = request.path_params.get("session_id")
+    if session_id is None and response is not None and response.status == 201 and request.path == "/v1/sessions":
+        try:
+            session_id = msgspec.json.decode(response.body, type=_Created).id
+        except msgspec.DecodeError:
+            return None
+    return session_id
+
+
 class Instrumentation:
     def __init__(self, state: ServerState) -> None:
         self.state = state
@@ -50,6 +66,7 @@ class Instrumentation:
         started = time.perf_counter()
         key = presented_key(request)
         status = 0
+        response: Response | None = None
         try:
             prefer = request.header(b"prefer")
             if prefer is None and not self.state.faults.has_rest:  # as nearly every request runs
@@ -59,6 +76,8 @@ class Instrumentation:
             status = response.status if response is not None else 200  # a dropped response started as 200
             return response
         finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            session_id = session_of(request, response)
             self.state.requests.append(
                 RequestEntry(
                     request.id,
@@ -70,9 +89,25 @@ class Instrumentation:
                     key,
                     tuple(request.scope["headers"]),
                     request.body[:MAX_BODY_BYTES],
-                    (time.perf_counter() - started) * 1000,
+                    duration_ms,
+                    session_id,
                 )
             )
+            self._announce(request, key, status, duration_ms, session_id)
+
+    def _announce(
+        self, request: Request, key: str | None, status: int, duration_ms: float, session_id: str | None
+    ) -> None:
+        """The request in the inspector's feed."""
+        found = self.state.keys.get(key) if key is not None else None
+        data = {
+            "request_id": request.id,
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+        }
+        self.state.feed.publish("request", session_id, found.organization if found else None, key, data)
 
     async def _faulted_or_served(
         self, request: Request, key: str | None, prefer: str | None, send: Send, serve: HttpHandler

@@ -23,7 +23,7 @@ def shown_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 async def list_requests(ctx: ControlContext) -> Reply:
     key = ctx.query("api_key")
     limit = int(query_float(ctx, "limit", 100, 1, 10_000))
-    entries = ctx.state.requests.entries(key, limit)
+    entries = ctx.state.requests.entries(key, limit, ctx.query("session_id"))
     return Reply(
         200,
         wire.ListOf(
@@ -32,7 +32,7 @@ async def list_requests(ctx: ControlContext) -> Reply:
                     request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path,
                     query=e.query.decode("latin-1"), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
                     headers=shown_headers(e.headers), body=e.body.decode("utf-8", "replace"),
-                    duration_ms=round(e.duration_ms, 3),
+                    duration_ms=round(e.duration_ms, 3), session_id=e.session_id,
                 )
                 for e in entries
             ]
@@ -43,6 +43,6 @@ async def list_requests(ctx: ControlContext) -> Reply:
 ENDPOINTS = [
     Endpoint(
         "GET", "/_mockglot/requests", list_requests, "", "Read the HTTP request journal",
-        response=wire.ListOf, query={"api_key": str, "limit": int},
+        response=wire.ListOf, query={"api_key": str, "limit": int, "session_id": str},
     ),
 ]  # fmt: skip

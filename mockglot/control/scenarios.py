@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import yaml
 
 from mockglot import scenarios, wire
@@ -50,6 +51,14 @@ async def upload(ctx: ControlContext) -> Reply:
     return Reply(201, info(loaded))
 
 
+async def view(ctx: ControlContext) -> Reply:
+    name = ctx.path("name")
+    if name not in ctx.state.scenarios.names():  # a name, never a path: get() would also load a file
+        raise ApiError("route_not_found", f"No scenario {name!r}.", param="name")
+    loaded = ctx.state.scenarios.get(name)
+    return Reply(200, wire.ScenarioView(source=loaded.source, scenario=msgspec.to_builtins(loaded.scenario)))
+
+
 async def use_next(ctx: ControlContext) -> Reply:
     request = ctx.parse(wire.NextScenario)
     try:
@@ -68,6 +77,9 @@ ENDPOINTS = [
     Endpoint(
         "POST", "/_mockglot/scenarios", upload, "", "Upload a scenario",
         status=201, request=wire.ScenarioUpload, response=wire.ScenarioInfo, body_required=True,
+    ),
+    Endpoint(
+        "GET", "/_mockglot/scenarios/{name}", view, "", "View a scenario", response=wire.ScenarioView
     ),
     Endpoint(
         "POST", "/_mockglot/scenarios/next", use_next, "", "Choose the scenario of a key's next session",

@@ -23,7 +23,7 @@ def find(ctx: ControlContext) -> SessionRecord:
     return record
 
 
-def describe(record: SessionRecord) -> wire.ControlSession:
+def describe(record: SessionRecord, now: float) -> wire.ControlSession:
     return wire.ControlSession(
         id=record.id,
         organization=record.owner[0],
@@ -40,6 +40,10 @@ def describe(record: SessionRecord) -> wire.ControlSession:
         frames_in=record.journal.count("in"),
         frames_out=record.journal.count("out"),
         created_at=isoformat(record.created_at),
+        source_language=record.request.source_language,
+        target_language=record.request.target_language,
+        duration_seconds=record.duration_seconds(now),
+        metadata=record.metadata,
     )
 
 
@@ -49,11 +53,13 @@ async def list_sessions(ctx: ControlContext) -> Reply:
     if key is not None:
         found = ctx.state.keys.get(key)
         organization = found.organization if found else "(no such key)"
-    return Reply(200, wire.ListOf(data=[describe(r) for r in ctx.state.sessions.all(organization)]))
+    return Reply(
+        200, wire.ListOf(data=[describe(r, ctx.state.clock.now()) for r in ctx.state.sessions.all(organization)])
+    )
 
 
 async def get_session(ctx: ControlContext) -> Reply:
-    return Reply(200, describe(find(ctx)))
+    return Reply(200, describe(find(ctx), ctx.state.clock.now()))
 
 
 def _direction(ctx: ControlContext) -> str | None:

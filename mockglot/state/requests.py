@@ -28,6 +28,7 @@ class RequestEntry(msgspec.Struct, gc=False):
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     duration_ms: float
+    session_id: str | None = None  # the session in its path, or the one it created
 
 
 class RequestJournal:
@@ -44,6 +45,12 @@ class RequestJournal:
     def append(self, entry: RequestEntry) -> None:
         self._entries.append(entry)
 
-    def entries(self, api_key: str | None = None, limit: int = 100) -> list[RequestEntry]:
-        matching = [e for e in self._entries if api_key is None or e.api_key == api_key]
+    def entries(
+        self, api_key: str | None = None, limit: int = 100, session_id: str | None = None
+    ) -> list[RequestEntry]:
+        matching = [
+            e
+            for e in self._entries
+            if (api_key is None or e.api_key == api_key) and (session_id is None or e.session_id == session_id)
+        ]
         return matching[-limit:]

@@ -12,6 +12,7 @@ from mockglot.state.analyses import AnalysisStore
 from mockglot.state.auth import KeyStore, load_keys_file
 from mockglot.state.clock import Clock
 from mockglot.state.events import EventBus
+from mockglot.state.feed import Feed, lifecycle_listener
 from mockglot.state.idempotency import IdempotencyStore
 from mockglot.state.provider import ProviderLegs
 from mockglot.state.randomness import Randomness
@@ -31,6 +32,8 @@ class ServerState:
         self.clock = clock or Clock()
         self.randomness = Randomness(settings.seed)
         self.events = EventBus()
+        self.feed = Feed(self.clock.now)  # what the inspector shows; first to hear every lifecycle event
+        self.events.subscribe(lifecycle_listener(self.feed))
         self.keys = KeyStore(load_keys_file(settings.keys) if settings.keys else None)
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.idempotency = IdempotencyStore()
@@ -43,9 +46,9 @@ class ServerState:
                 f"unknown scenario {settings.scenario!r}: give a scenario file's path or one of "
                 f"{', '.join(self.scenarios.names())} (add folders with --fixtures)"
             ) from None
-        self.faults = FaultRegistry(self.randomness)
+        self.faults = FaultRegistry(self.randomness, self.feed)
         self.requests = RequestJournal()
-        self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events)
+        self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events, self.feed)
         # Subscribed after the dispatcher: what they announce in answer to a session's event follows it.
         self.agents = AgentStore(self.clock, self.randomness)
         self.provider_legs = ProviderLegs(self.events)
@@ -82,3 +85,4 @@ class ServerState:
         self.keys.reset(organization)
         self.webhooks.reset(organization)
         self.scenarios.reset(keys)
+        self.feed.publish("reset", None, organization, None, {"organization": organization})

@@ -25,6 +25,7 @@ from mockglot.api import render
 from mockglot.settings import Settings
 from mockglot.state.clock import Clock, isoformat
 from mockglot.state.events import Event, EventBus
+from mockglot.state.feed import Feed
 from mockglot.state.randomness import Randomness
 from mockglot.state.sessions import SessionRecord, StreamToken
 from mockglot.webhooks.signing import SIGNATURE_HEADER, sign
@@ -57,8 +58,11 @@ class _Lane:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, clock: Clock, randomness: Randomness, events: EventBus) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock, randomness: Randomness, events: EventBus, feed: Feed | None = None
+    ) -> None:
         self.settings = settings
+        self.feed = feed
         self.clock = clock
         self.store = WebhookStore(clock, randomness)
         self.attempt_timeout = ATTEMPT_TIMEOUT_SECONDS
@@ -285,7 +289,22 @@ class Dispatcher:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         finally:
             delivery.finish(attempt, status, latency or (time.perf_counter() - started) * 1000, error)
+            self._announce(delivery, attempt)
         self._landed(delivery)
+
+    def _announce(self, delivery: Delivery, attempt: Attempt) -> None:
+        if self.feed is None:
+            return
+        data = {
+            "delivery_id": delivery.id,
+            "endpoint_id": delivery.endpoint.id,
+            "event_type": delivery.event_type,
+            "retry_count": attempt.retry_count,
+            "status_code": attempt.status_code,
+            "error": attempt.error,
+            "delivery_status": delivery.status,
+        }
+        self.feed.publish("webhook.attempt", delivery.session_id, delivery.organization, None, data)
 
     def _landed(self, delivery: Delivery) -> None:
         if delivery.cancelled:

@@ -1,0 +1,220 @@
+"""The inspector's feed: what happens on the server (sessions, frames, requests, webhook attempts, faults fired)
+as numbered events, for `/_mockglot/events` and the inspector UI.
+
+Publishing costs a small struct and a deque append (the payload is built lazily, frames are kept as the text the
+journal already holds), so a server nobody watches pays next to nothing. Every event goes into a bounded backlog
+(`BACKLOG_EVENTS`) so a client that reconnects with `Last-Event-ID` misses nothing that is still in it. Each
+subscriber has a bounded queue (`SUBSCRIBER_QUEUE_EVENTS`): a consumer that falls behind loses the oldest events
+and is told so (a `lagged` event), and never slows a stream or a request down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+from mockglot.state.auth import redact
+
+BACKLOG_EVENTS = 2048
+SUBSCRIBER_QUEUE_EVENTS = 1024
+MAX_SUBSCRIBERS = 64
+
+
+@lru_cache(maxsize=1024)
+def key_hash(api_key: str) -> str:
+    """What the feed keeps of a key for filtering: a hash, never the key."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:24]
+
+
+class FeedEvent(msgspec.Struct, gc=False):
+    """One thing that happened. `data` is JSON-ready (frames: the text as sent, wrapped at encoding time)."""
+
+    id: int
+    type: str
+    at: float
+    session_id: str | None
+    organization: str | None
+    key: str | None  # redacted
+    key_hash: str | None
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which events a subscriber wants: every given criterion must hold."""
+
+    session_id: str | None = None
+    organization: str | None = None
+    api_key: str | None = None  # a full key (compared by hash) or its redacted form as the inspector shows it
+    types: frozenset[str] | None = None  # exact types, or prefixes ending in "." ("session.")
+
+    def matches(self, event: FeedEvent) -> bool:
+        if self.session_id is not None and event.session_id != self.session_id:
+            return False
+        if self.organization is not None and event.organization != self.organization:
+            return False
+        if self.api_key is not None:
+            if "…" in self.api_key:
+                if event.key != self.api_key:
+                    return False
+            elif event.key_hash != key_hash(self.api_key):
+                return False
+        if self.types is not None and event.type not in self.types:
+            return any(t.endswith(".") and event.type.startswith(t) for t in self.types)
+        return True
+
+
+class Subscription:
+    def __init__(self, feed: Feed, filter: Filter) -> None:
+        self.feed = feed
+        self.filter = filter
+        self.queue: deque[FeedEvent] = deque()
+        self.dropped = 0  # events lost since the client last heard, because it read too slowly
+        self.changed = asyncio.Event()
+
+    def offer(self, event: FeedEvent) -> None:
+        if not self.filter.matches(event):
+            return
+        if len(self.queue) >= SUBSCRIBER_QUEUE_EVENTS:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(event)
+        self.changed.set()
+
+    def take(self) -> tuple[list[FeedEvent], int]:
+        """What is queued, and how many events were dropped before it (then both start over)."""
+        events, dropped = list(self.queue), self.dropped
+        self.queue.clear()
+        self.dropped = 0
+        self.changed.clear()
+        return events, dropped
+
+    def close(self) -> None:
+        self.feed.unsubscribe(self)
+
+
+class Feed:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._now = clock
+        self._ids = itertools.count(1)
+        self.last_id = 0
+        self.backlog: deque[FeedEvent] = deque(maxlen=BACKLOG_EVENTS)
+        self._subscribers: list[Subscription] = []
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish(
+        self, type_: str, session_id: str | None, organization: str | None, api_key: str | None, data: Any
+    ) -> None:
+        self.last_id = next(self._ids)
+        event = FeedEvent(
+            self.last_id,
+            type_,
+            self._now(),
+            session_id,
+            organization,
+            None if api_key is None else redact(api_key),
+            None if api_key is None else key_hash(api_key),
+            data,
+        )
+        self.backlog.append(event)
+        for subscriber in self._subscribers:
+            subscriber.offer(event)
+
+    def subscribe(self, filter: Filter, last_id: int | None = None) -> tuple[Subscription, bool]:
+        """A subscription, first filled with the backlog after `last_id`; the flag says events after `last_id`
+        were already gone from the backlog (the client must resync)."""
+        subscription = Subscription(self, filter)
+        gap = False
+        if last_id is not None:
+            if last_id > self.last_id:  # an ID from before this server started: everything is new
+                gap, last_id = True, 0
+            oldest = self.backlog[0].id if self.backlog else self.last_id + 1
+            gap = gap or (last_id < oldest - 1 and last_id < self.last_id)
+            for event in self._since(last_id):
+                subscription.offer(event)
+        self._subscribers.append(subscription)
+        return subscription, gap
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+
+    def _since(self, last_id: int) -> Iterable[FeedEvent]:
+        return (event for event in self.backlog if event.id > last_id)
+
+
+def encode(event: FeedEvent) -> bytes:
+    """The event as one SSE message."""
+    body = msgspec.json.encode(
+        {
+            "id": event.id,
+            "type": event.type,
+            "at": round(event.at, 3),
+            "session_id": event.session_id,
+            "organization": event.organization,
+            "api_key": event.key,
+            "data": _frame(event.data) if isinstance(event.data, Frame) else event.data,
+        }
+    )
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), body)
+
+
+class Frame(msgspec.Struct, gc=False):
+    """A journalled frame, encoded only when a subscriber reads it."""
+
+    index: int
+    direction: str
+    frame_type: str
+    text: str
+
+
+def _frame(value: Frame) -> dict[str, Any]:
+    try:
+        frame: Any = msgspec.json.decode(value.text)
+    except msgspec.DecodeError:
+        frame = value.text  # not JSON: shown as the string the client sent
+    return {"index": value.index, "direction": value.direction, "frame_type": value.frame_type, "frame": frame}
+
+
+def session_data(record: Any) -> dict[str, Any]:
+    return {
+        "status": record.status,
+        "mode": record.request.mode,
+        "connected": record.connected,
+        "end_reason": record.end_reason,
+    }
+
+
+def lifecycle_listener(feed: Feed) -> Callable[[Any], None]:
+    """Lifecycle events (the ones webhooks announce) into the feed."""
+
+    def listen(event: Any) -> None:
+        record = event.session
+        data: dict[str, Any]
+        if event.turn is not None:
+            turn = event.turn
+            data = {
+                "turn": turn.sequence,
+                "speaker": turn.speaker,
+                "language": turn.language,
+                "text": turn.text,
+                "translation": turn.translation_text,
+            }
+        elif event.resource is not None:
+            data = {"resource_id": getattr(event.resource, "id", None)}
+        else:
+            data = session_data(record)
+        feed.publish(event.type, record.id, record.owner[0], record.api_key, data)
+
+    return listen
