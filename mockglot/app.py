@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from mockglot.api import agents, analyses, dial, recordings, sessions, stream
@@ -23,6 +23,9 @@ from mockglot.control.endpoint import control_handler
 from mockglot.engines.hub import StreamHub
 from mockglot.http import Request, Response, response
 from mockglot.http_app import HttpApp
+from mockglot.inspector import events
+from mockglot.inspector.events import EventStream
+from mockglot.inspector.ui import Inspector
 from mockglot.openapi import document
 from mockglot.router import HttpHandler, Router
 from mockglot.settings import Settings
@@ -45,17 +48,19 @@ CONTROL_ENDPOINTS: list[Endpoint] = [
     *webhooks.ENDPOINTS,
 ]
 SWEEP_INTERVAL_SECONDS = 1.0
+INSPECTOR_PATHS = ("/_mockglot/events", "/_mockglot/ui")
 
 
 class MockglotApp(Starlette):
-    """HTTP goes straight to `HttpApp`; WebSockets and the lifespan take Starlette's own path."""
+    """HTTP goes straight to `HttpApp`, but for the inspector's (which streams, or serves pages); WebSockets and
+    the lifespan take Starlette's own path."""
 
     def __init__(self, http: HttpApp, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
         self.http = http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not scope["path"].startswith(INSPECTOR_PATHS):
             await self.http(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -82,7 +87,8 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         "/openapi.json",
         serve_document(msgspec.json.encode(document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))),
     )
-    control_doc = document("mockglot control plane", CONTROL_ENDPOINTS, security=False)
+    control_doc = document("mockglot control plane", [*CONTROL_ENDPOINTS, events.ENDPOINT], security=False)
+    control_doc["paths"][events.ENDPOINT.path]["get"]["description"] = events.DESCRIPTION
     router.add("GET", "/_mockglot/openapi.json", serve_document(msgspec.json.encode(control_doc)))
 
     @contextlib.asynccontextmanager
@@ -102,7 +108,12 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
 
     app = MockglotApp(
         HttpApp(state, router),
-        routes=[WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect)],
+        routes=[
+            WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect),
+            Route("/_mockglot/events", EventStream(state)),
+            Mount("/_mockglot/ui", Inspector(state)),
+            Route("/_mockglot/ui", Inspector(state)),
+        ],
         lifespan=lifespan,
     )
     app.state.mockglot = state

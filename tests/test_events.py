@@ -223,7 +223,7 @@ async def test_faults_requests_and_webhook_attempts_are_events(server, http):
     )
     assert fault.status_code == 201
     async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}) as api:
-        assert (await api.post("/v1/sessions", json={"mode": "translation"})).status_code == 503
+        assert (await api.post("/v1/sessions", json={"mode": "bidirectional_translation"})).status_code == 503
     messages = await events.until(lambda m: m["event"] == "request")
     fired = next(m for m in messages if m["event"] == "fault.fired")["data"]["data"]
     assert fired["fault_id"] == fault.json()["id"] and fired["fired"] == 1
