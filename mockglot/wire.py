@@ -50,7 +50,6 @@ Language = Literal[
 MODES = ("bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice")
 Mode = Literal["bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice"]
 Speaker = Literal["customer", "agent"]
-TurnSpeaker = Literal["customer", "agent", "ai_agent"]
 Voice = Literal["alloy", "echo", "fable", "onyx", "nova", "shimmer"]
 Status = Literal["created", "active", "ended"]
 # server_shutdown [emulator]: mockglot stopped (SIGTERM) while the stream was live
@@ -171,12 +170,13 @@ class Translation(Struct, kw_only=True):
 
 class TranscriptTurn(Struct, kw_only=True):
     sequence: int
-    speaker: TurnSpeaker
+    speaker: Speaker
     language: str | None
     text: str
     translation: Translation | UnsetType = UNSET
     confidence: float
     timestamp: str
+    source: Literal["ai"] | UnsetType = UNSET  # [emulator] as on its final: an AI agent's reply
 
 
 class TranscriptMetadata(Struct, kw_only=True):
@@ -272,7 +272,7 @@ class Sentiment(Struct, kw_only=True):
 class ComplianceFlag(Struct, kw_only=True):
     code: Literal["card_number", "profanity"]
     turn: int
-    speaker: TurnSpeaker
+    speaker: Speaker
 
 
 class Compliance(Struct, kw_only=True):
@@ -346,7 +346,7 @@ class AudioPayload(Struct, kw_only=True):
 
 
 class AudioInput(Struct, kw_only=True, tag="audio.input", tag_field="type"):
-    sequence: int
+    sequence: int | float  # (r2) any JSON number with an integer value (the Quick Start sends Date.now())
     speaker: str
     audio: AudioPayload
     timestamp_ms: int | None = None
@@ -374,7 +374,7 @@ class SessionReady(Struct, kw_only=True, tag="session.ready", tag_field="type"):
 class TranscriptPartial(Struct, kw_only=True, tag="transcript.partial", tag_field="type"):
     session_id: str
     turn: int
-    speaker: TurnSpeaker
+    speaker: Speaker
     language: str | None
     text: str
 
@@ -382,13 +382,14 @@ class TranscriptPartial(Struct, kw_only=True, tag="transcript.partial", tag_fiel
 class TranscriptFinal(Struct, kw_only=True, tag="transcript.final", tag_field="type"):
     session_id: str
     turn: int
-    speaker: TurnSpeaker
+    speaker: Speaker
     language: str | None
     text: str
     confidence: float
     translation: Translation | UnsetType = UNSET
     start_ms: int
     end_ms: int
+    source: Literal["ai"] | UnsetType = UNSET  # (r2) on an AI agent's reply (speaker `agent`)
 
 
 class OutputAudio(Struct, kw_only=True):
@@ -400,7 +401,7 @@ class OutputAudio(Struct, kw_only=True):
 class AudioOutput(Struct, kw_only=True, tag="audio.output", tag_field="type"):
     session_id: str
     turn: int
-    speaker: TurnSpeaker
+    speaker: Speaker
     listener: Speaker
     language: str | None
     sequence: int

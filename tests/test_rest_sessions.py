@@ -356,7 +356,7 @@ async def test_transcript_turns_come_in_sequence_order(client, state):
         record, turn(1, text="Ich möchte meine Bestellung ändern", translation_language="en",
                      translation_text="I want to change my order", confidence=0.96)
     )  # fmt: skip
-    state.sessions.add_turn(record, turn(3, "ai_agent", language="de", text="Einen Moment."))
+    state.sessions.add_turn(record, turn(3, "agent", language="de", text="Einen Moment.", source="ai"))
 
     body = (await client.get(f"/v1/sessions/{created['id']}/transcript")).json()
     assert [t["sequence"] for t in body["turns"]] == [1, 2, 3]
@@ -372,7 +372,8 @@ async def test_transcript_turns_come_in_sequence_order(client, state):
     assert body["turns"][1]["speaker"] == "agent"
     assert body["turns"][1]["translation"] == {"language": "de", "text": "Natürlich."}
     assert "translation" not in body["turns"][2]
-    assert body["turns"][2]["speaker"] == "ai_agent"
+    assert (body["turns"][2]["speaker"], body["turns"][2]["source"]) == ("agent", "ai")  # (r2)
+    assert "source" not in body["turns"][0]
     assert body["metadata"]["total_turns"] == 3
     assert body["metadata"]["languages_detected"] == ["de", "en"]
     assert body["status"] == "in_progress"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from websockets.asyncio.client import connect
 from mockglot.settings import Settings
 from mockglot.testing.client import Client, audio_frame
 from mockglot.testing.server import ServerThread
-from tests.audio import silence, tone, utterance
+from tests.audio import parse_wav, silence, tone, utterance
 
 KEY = "sk_test_streamtests1"
 
@@ -226,6 +227,67 @@ async def test_duplicate_sequence_is_dropped_not_counted_twice(server, client):
     assert len(record.audio["customer"]) == 800 and len(record.audio["agent"]) == 800
 
 
+async def test_equal_sequence_with_other_audio_is_accepted(server, client):
+    """(r2) Equal `sequence`: other audio is new audio; the same audio again is a redelivery (dropped)."""
+    session = await client.create_session()
+    stream = await client.open_stream(session)
+    first, second = b"\x01" * 160, b"\x02" * 160
+    await stream.ws.send(audio_frame("customer", 7, first))
+    await stream.ws.send(audio_frame("customer", 7, second))  # same millisecond, other audio: kept
+    await stream.ws.send(audio_frame("customer", 7, first))  # a redelivery of the first: dropped
+    error = await stream.until("session.error")
+    assert (error["error"]["code"], error["error"]["param"]) == ("duplicate_sequence", "sequence")
+    assert "same audio" in error["error"]["message"]
+    await stream.end()
+    record = server.call(server.state.sessions.find, session["id"])
+    assert bytes(record.audio["customer"]) == first + second
+
+
+@pytest.mark.parametrize(("sequence", "accepted"), [(1.0, True), (1729481920.0, True), (1e3, True), (2.5, False)])
+async def test_a_sequence_is_any_number_with_an_integer_value(server, client, sequence, accepted):
+    session = await client.create_session()
+    stream = await client.open_stream(session)
+    await stream.ws.send(audio_frame("customer", sequence, b"\x03" * 160))
+    await stream.send_json({"type": "ping"})
+    frames = [await stream.recv()]
+    while frames[-1]["type"] != "pong":
+        frames.append(await stream.recv())
+    errors = [f["error"] for f in frames if f["type"] == "session.error"]
+    if accepted:
+        assert errors == []
+    else:
+        assert [(e["code"], e["param"]) for e in errors] == [("invalid_message", "sequence")]
+        assert "whole number" in errors[0]["message"]
+    await stream.end()
+    record = server.call(server.state.sessions.find, session["id"])
+    assert len(record.audio.get("customer", b"")) == (160 if accepted else 0)
+
+
+async def test_a_quick_start_client_with_date_now_sequences_loses_no_audio(server, client):
+    """The Quick Start's JavaScript client sends `sequence: Date.now()`; a fast client sends several frames in
+    one millisecond. Every byte it sent is what the server received (the control plane's WAV of each speaker)."""
+    rng = random.Random(12)
+    sent = {speaker: bytearray() for speaker in ("customer", "agent")}
+    now_ms = 1_764_700_000_000  # Date.now(): advances by one millisecond every third frame
+
+    session = await client.create_session()
+    stream = await client.open_stream(session)
+    for index in range(90):
+        speaker = ("customer", "agent")[index % 2]
+        chunk = rng.randbytes(160)  # 20 ms; audio differs from frame to frame, as speech does
+        sent[speaker].extend(chunk)
+        date_now = now_ms + index // 3
+        await stream.ws.send(audio_frame(speaker, date_now, chunk, timestamp_ms=date_now))
+    frames = await stream.end()
+    assert [f for f in frames if f["type"] == "session.error"] == []
+    assert [f for f in stream.received if f["type"] == "session.error"] == []
+    async with httpx.AsyncClient(base_url=server.base_url) as control:
+        for speaker, audio in sent.items():
+            response = await control.get(f"/_mockglot/sessions/{session['id']}/audio/{speaker}")
+            assert response.status_code == 200
+            assert parse_wav(response.content)[1] == bytes(audio)  # byte for byte
+
+
 # --- the scripted engine and the modes ------------------------------------------------------------------
 
 
@@ -273,12 +335,15 @@ async def test_assistive_gives_subtitles_and_speaks_only_to_the_customer(client)
 @pytest.mark.parametrize("mode", ["ai_agent", "help_chat_voice"])
 async def test_ai_modes_reply_after_each_customer_final(client, mode):
     _, frames = await _converse(client, mode)
-    speakers = [(f["speaker"], "translation" in f) for f in finals(frames)]
-    assert speakers[:2] == [("customer", False), ("ai_agent", False)]
+    speakers = [(f["speaker"], "translation" in f, f.get("source")) for f in finals(frames)]
+    # (r2) the AI speaks as `agent`, its finals marked `source: "ai"`; the human agent's final has no source
+    assert speakers[:2] == [("customer", False, None), ("agent", False, "ai")]
+    assert [s for s in speakers[2:] if s[2] is None] == [("agent", False, None)]
+    assert all(f.get("speaker") != "ai_agent" for f in frames)
     reply = finals(frames)[1]
     assert reply["text"] == "Gern helfe ich Ihnen dabei. Wie lautet Ihre Bestellnummer?"
     assert {(o["speaker"], o["listener"], o["turn"]) for o in outputs(frames)} == {
-        ("ai_agent", "customer", reply["turn"])
+        ("agent", "customer", reply["turn"])
     }
 
 

@@ -65,6 +65,7 @@ def turn(item: Turn) -> wire.TranscriptTurn:
         translation=translation,
         confidence=item.confidence,
         timestamp=isoformat(item.timestamp),
+        source=UNSET if item.source is None else item.source,
     )
 
 

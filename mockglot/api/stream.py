@@ -328,24 +328,17 @@ class Connection:
         except ApiError as exc:
             self._error(exc)
             return
-        last = self.record.last_sequence.get(frame.speaker)
-        if last is not None and frame.sequence <= last:
-            self._error(
-                ApiError(
-                    "duplicate_sequence",
-                    f"Sequence {frame.sequence} for {frame.speaker} is not above the last accepted ({last}); "
-                    "the frame was dropped.",
-                    param="sequence",
-                )
-            )
+        try:
+            sequence = self.state.sessions.check_sequence(self.record, frame.speaker, frame.sequence, data)
+        except ApiError as exc:
+            self._error(exc)
             return
         if self.record.status == "ended":
             self._error(
                 ApiError("session_ended", "The session has ended; this audio was not recorded.", param="sequence")
             )
             return
-        self.record.last_sequence[frame.speaker] = frame.sequence
-        self.state.sessions.add_audio(self.record, frame.speaker, data)
+        self.state.sessions.add_audio(self.record, frame.speaker, data, sequence)
         if self.hub.settings.pacing_checks and self._too_fast(frame.speaker):
             self._error(ApiError("rate_limited", "Audio is arriving much faster than real time; send it at real time."))
             self.close_code = 1008

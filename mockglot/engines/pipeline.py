@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from msgspec import UNSET
 
@@ -189,9 +189,10 @@ class SessionPipeline:
             end_ms=after.end_ms + duration_ms,
             output_audio=self.scenario.audio.get(reply.audio) if reply.audio else None,
         )
-        self._record_final(turn, "ai_agent", language, result, None, None)
+        # (r2) the AI speaks as `agent` (the documentation knows only customer and agent), marked `source: "ai"`
+        self._record_final(turn, "agent", language, result, None, None, source="ai")
         if self.sink is not None:
-            await self.sink.speak(SpeechJob(turn, "ai_agent", "customer", language, reply.text, result.output_audio))
+            await self.sink.speak(SpeechJob(turn, "agent", "customer", language, reply.text, result.output_audio))
 
     def _record_final(
         self,
@@ -201,6 +202,7 @@ class SessionPipeline:
         result: Final,
         translation_language: str | None,
         translation: str | None,
+        source: Literal["ai"] | None = None,
     ) -> None:
         """One final: a frame to the client and a turn in the transcript, with the same text."""
         self.finals += 1
@@ -217,6 +219,7 @@ class SessionPipeline:
                 end_ms=result.end_ms,
                 translation_language=translation_language,
                 translation_text=translation,
+                source=source,
             ),
         )
         self._send(
@@ -234,5 +237,6 @@ class SessionPipeline:
                 ),
                 start_ms=result.start_ms,
                 end_ms=result.end_ms,
+                source=UNSET if source is None else source,
             )
         )

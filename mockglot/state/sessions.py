@@ -6,7 +6,9 @@ back, scoped by owner so one organization never sees another's sessions.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import msgspec
 
@@ -20,6 +22,7 @@ from mockglot.state.randomness import Randomness
 from mockglot.wire import EndReason, SessionCreate, Status
 
 TOKEN_LIFETIME_SECONDS = 5 * 60
+SAME_SEQUENCE_MEMORY = 64  # payloads remembered per speaker at its last sequence, to spot a redelivery
 IDLE_TIMEOUT_SECONDS = 30 * 60
 
 
@@ -35,6 +38,7 @@ class Turn:
     end_ms: int
     translation_language: str | None = None
     translation_text: str | None = None
+    source: Literal["ai"] | None = None  # (r2) an AI agent's reply, spoken as `agent`
 
 
 class StreamToken(msgspec.Struct, frozen=True):  # untracked by the GC: only strings and a float
@@ -62,7 +66,8 @@ class SessionRecord(msgspec.Struct, gc=False):
     turns: tuple[Turn, ...] = ()  # replaced on each final, never appended to: an empty tuple costs the GC nothing
     next_turn: int = 1
     audio: dict[str, bytearray] = msgspec.field(default_factory=dict)  # speaker -> mu-law bytes received
-    last_sequence: dict[str, int] = msgspec.field(default_factory=dict)  # speaker -> last accepted sequence
+    # speaker -> (last accepted sequence, digests of the payloads accepted at it, at most SAME_SEQUENCE_MEMORY)
+    last_sequence: dict[str, tuple[int, tuple[bytes, ...]]] = msgspec.field(default_factory=dict)
     connected: bool = False
     scenario: str = "order-change"
     engine: str = "scripted"
@@ -230,9 +235,39 @@ class SessionStore:
     def touch(self, record: SessionRecord) -> None:
         record.last_activity = self.clock.now()
 
-    def add_audio(self, record: SessionRecord, speaker: str, mulaw: bytes) -> None:
+    def check_sequence(self, record: SessionRecord, speaker: str, sequence: float, mulaw: bytes) -> int:
+        """(r2) The frame's `sequence` as an integer, or why the frame is refused.
+
+        Any JSON number with an integer value is a sequence (`1.0` too). Per speaker, sequences must not go
+        down: below the last accepted, or equal to it with a payload already accepted at it, is a redelivery
+        (`duplicate_sequence`, dropped, never counted twice). Equal with other audio is new audio: the Quick
+        Start's client sends `sequence: Date.now()`, which repeats within a millisecond."""
+        if isinstance(sequence, float) and not sequence.is_integer():
+            raise ApiError(
+                "invalid_message",
+                f"`sequence` must be a whole number (got {sequence!r}); the frame was dropped.",
+                param="sequence",
+            )
+        number = int(sequence)
+        last = record.last_sequence.get(speaker)
+        if last is not None and (number < last[0] or (number == last[0] and _digest(mulaw) in last[1])):
+            how = "below" if number < last[0] else "equal to, with the same audio as,"
+            raise ApiError(
+                "duplicate_sequence",
+                f"Sequence {number} for {speaker} is {how} the last accepted ({last[0]}): a redelivery, so the "
+                "frame was dropped. Give each frame a sequence at least as high as the one before.",
+                param="sequence",
+            )
+        return number
+
+    def add_audio(self, record: SessionRecord, speaker: str, mulaw: bytes, sequence: int | None = None) -> None:
+        """Append a speaker's audio; with its frame's `sequence` (from `check_sequence`), remember it."""
         now = self.clock.now()
         record.last_activity = now
+        if sequence is not None:
+            last = record.last_sequence.get(speaker)
+            seen = last[1][-(SAME_SEQUENCE_MEMORY - 1) :] if last is not None and last[0] == sequence else ()
+            record.last_sequence[speaker] = (sequence, (*seen, _digest(mulaw)))
         record.audio.setdefault(speaker, bytearray()).extend(mulaw)
         if record.status == "created":
             record.status = "active"
@@ -263,3 +298,7 @@ class SessionStore:
     def _expire_if_idle(self, record: SessionRecord) -> None:
         if record.status != "ended" and self.clock.now() - record.last_activity >= IDLE_TIMEOUT_SECONDS:
             self.end(record, "idle_timeout", at=record.last_activity + IDLE_TIMEOUT_SECONDS)
+
+
+def _digest(mulaw: bytes) -> bytes:
+    return hashlib.blake2b(mulaw, digest_size=16).digest()
