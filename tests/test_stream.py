@@ -342,9 +342,7 @@ async def test_ai_modes_reply_after_each_customer_final(client, mode):
     assert all(f.get("speaker") != "ai_agent" for f in frames)
     reply = finals(frames)[1]
     assert reply["text"] == "Gern helfe ich Ihnen dabei. Wie lautet Ihre Bestellnummer?"
-    assert {(o["speaker"], o["listener"], o["turn"]) for o in outputs(frames)} == {
-        ("agent", "customer", reply["turn"])
-    }
+    assert {(o["speaker"], o["listener"], o["turn"]) for o in outputs(frames)} == {("agent", "customer", reply["turn"])}
 
 
 async def test_turn_order_partials_final_then_audio(client):
