@@ -7,10 +7,16 @@ error names the file and the field. Audio for a turn may be a raw 8 kHz mu-law f
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import os
+import stat
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -35,7 +41,8 @@ class ScriptedTurn(Struct, kw_only=True, forbid_unknown_fields=True):
     translation: str | None = None
     confidence: Annotated[float, Meta(ge=0, le=1)] = 0.95
     partials: list[str] | None = None
-    audio: str | None = None
+    audio: str | None = None  # a file next to the scenario, inside its fixtures folder
+    audio_base64: str | None = None  # or inline: raw 8 kHz mu-law, or a mono 16-bit WAV
 
 
 class Scenario(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -64,47 +71,135 @@ class LoadedScenario:
         return self.scenario.turns.get(speaker, [])  # type: ignore[call-overload]
 
 
+MAX_DOCUMENT_BYTES = 512 * 1024  # a scenario file or uploaded YAML (the request body limit is higher)
+MAX_AUDIO_BYTES = 16 * 1024 * 1024  # a turn's audio file (about 30 minutes of mu-law)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a 15 KB document of `&a` / `*a` can expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors (&name) and aliases (*name) are not accepted in scenarios", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, source: str) -> object:
+    """A scenario document (YAML or JSON) from text, size-limited, without aliases; errors name the source."""
+    if len(text) > MAX_DOCUMENT_BYTES // 4 and len(text.encode()) > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"scenario {source} is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"scenario {source} does not parse: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"scenario {source} does not parse: it nests too deeply") from None
+
+
+def audio_path(root: Path, base: Path, name: str) -> Path:
+    """`name` (relative to `base`) as a path inside `root`, or ValueError saying only that it is not there:
+    no absolute paths, no `..`, no link out of the folder, and nothing about what exists outside it."""
+    relative = Path(name)
+    not_there = ValueError(
+        f"no audio file {name!r} in the scenario's fixtures folder (a path relative to the scenario file, inside "
+        "its fixtures folder: no absolute paths, no `..`, no links out of it)"
+    )
+    if relative.is_absolute() or ".." in relative.parts or not name.strip():
+        raise not_there
+    try:
+        path = (base / relative).resolve(strict=True)
+        path.relative_to(root.resolve())
+    except (OSError, ValueError, RuntimeError):
+        raise not_there from None
+    return path
+
+
 def read_audio(path: Path) -> bytes:
-    """8 kHz mu-law from a raw mu-law file or a mono 16-bit PCM WAV."""
-    if path.suffix.lower() == ".wav":
-        with wave.open(str(path), "rb") as wav:
-            if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
-                raise ValueError(f"{path}: WAV audio must be mono 16-bit PCM")
-            pcm = wav.readframes(wav.getnframes())
-            return codec.pcm_to_mulaw(codec.resample(pcm, wav.getframerate(), codec.SAMPLE_RATE_HZ))
-    return path.read_bytes()
+    """8 kHz mu-law from a raw mu-law file or a mono 16-bit PCM WAV: a regular file, size-capped, read without
+    blocking (a FIFO is refused, never waited on)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if info.st_size > MAX_AUDIO_BYTES:
+            raise ValueError(f"{path.name} is larger than {MAX_AUDIO_BYTES // (1024 * 1024)} MiB")
+        data = file.read(MAX_AUDIO_BYTES + 1)
+    if len(data) > MAX_AUDIO_BYTES:
+        raise ValueError(f"{path.name} is larger than {MAX_AUDIO_BYTES // (1024 * 1024)} MiB")
+    return decode_audio(data, wav=path.suffix.lower() == ".wav")
 
 
-def parse(raw: object, source: str, base: Path | None = None) -> LoadedScenario:
-    """Validate a decoded scenario document; errors name the source and the field."""
+def decode_audio(data: bytes, *, wav: bool) -> bytes:
+    if not wav:
+        return data
+    with wave.open(io.BytesIO(data), "rb") as reader:
+        if reader.getnchannels() != 1 or reader.getsampwidth() != 2:
+            raise ValueError("WAV audio must be mono 16-bit PCM")
+        pcm = reader.readframes(reader.getnframes())
+        return codec.pcm_to_mulaw(codec.resample(pcm, reader.getframerate(), codec.SAMPLE_RATE_HZ))
+
+
+def parse(raw: object, source: str, base: Path | None = None, root: Path | None = None) -> LoadedScenario:
+    """Validate a decoded scenario document; errors name the source and the field.
+
+    Turn audio is `audio: FILE` inside `root` (relative to `base`, the scenario file's folder), or inline as
+    `audio_base64` (raw 8 kHz mu-law, or a WAV). Without `root` only inline audio is accepted."""
     try:
         scenario, _ = validation.convert(raw, Scenario, strict=True)
     except ApiError as exc:
         raise ValueError(f"scenario {source}: {exc.message}") from None
+    except RecursionError:
+        raise ValueError(f"scenario {source}: the document nests too deeply") from None
     for index, fault in enumerate(scenario.faults):
         if (why := fault.check()) is not None:
             raise ValueError(f"scenario {source}: faults[{index}]: {why}")
     audio: dict[str, bytes] = {}
     for speaker, turns in scenario.turns.items():
         for index, turn in enumerate(turns):
-            if turn.audio is None:
-                continue
-            path = Path(turn.audio) if base is None else base / turn.audio
+            where = f"scenario {source}: turns.{speaker}[{index}]"
+            if turn.audio is not None and turn.audio_base64 is not None:
+                raise ValueError(f"{where}: give `audio` (a file) or `audio_base64`, not both")
             try:
-                audio[turn.audio] = read_audio(path)
-            except (OSError, ValueError, wave.Error) as exc:
-                raise ValueError(f"scenario {source}: turns.{speaker}[{index}].audio: {exc}") from None
+                if turn.audio_base64 is not None:
+                    data = base64.b64decode(turn.audio_base64, validate=True)
+                    if len(data) > MAX_AUDIO_BYTES:
+                        raise ValueError(f"larger than {MAX_AUDIO_BYTES // (1024 * 1024)} MiB")
+                    turn.audio = f"inline:{speaker}:{index}"
+                    audio[turn.audio] = decode_audio(data, wav=data[:4] == b"RIFF")
+                elif turn.audio is not None:
+                    if root is None:
+                        raise ValueError(
+                            "an uploaded scenario names no files: send the audio inline as `audio_base64`, or put "
+                            "the scenario and its audio in a --fixtures folder"
+                        )
+                    audio[turn.audio] = read_audio(audio_path(root, base or root, turn.audio))
+            except (OSError, ValueError, EOFError, wave.Error, binascii.Error) as exc:
+                field = "audio_base64" if turn.audio_base64 is not None else "audio"
+                message = str(exc) if isinstance(exc, ValueError) else "cannot be read"
+                raise ValueError(f"{where}.{field}: {message}") from None
     return LoadedScenario(scenario, source, audio)
 
 
-def load_file(path: Path) -> LoadedScenario:
+def load_file(path: Path, root: Path | None = None) -> LoadedScenario:
+    """An operator's scenario file (`--scenario`, `--fixtures`); its audio stays inside `root` (default: the
+    file's own folder)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            data = file.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
         raise ValueError(f"cannot read scenario {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"scenario {path} does not parse: {exc}") from None
-    return parse(raw, str(path), path.parent)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"scenario {path} is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"scenario {path} is not UTF-8 text") from None
+    return parse(load_yaml(text, str(path)), str(path), path.parent, root or path.parent)
 
 
 def load_recordings(folder: Path) -> list[LoadedScenario]:
@@ -127,66 +222,101 @@ def load_recordings(folder: Path) -> list[LoadedScenario]:
 
 
 class ScenarioLibrary:
-    """Built-in scenarios, those in fixtures folders, and uploads; uploads go away on reset."""
+    """Built-in scenarios, those in fixtures folders, and uploads; uploads go away on reset.
 
-    def __init__(self, folders: list[str | Path] = ()) -> None:  # type: ignore[assignment]
+    Sessions name scenarios, never files: files are the operator's (`--scenario PATH`, `--fixtures`). An upload
+    may be scoped to one organization (only its sessions see it) and never takes a built-in or fixtures name,
+    so no upload changes what another tenant's `order-change` says."""
+
+    def __init__(self, folders: Sequence[str | Path] = ()) -> None:
         self._files: dict[str, LoadedScenario] = {}
-        for folder in [BUILTIN_DIR, *(Path(f) for f in folders)]:
-            folder = folder / "scenarios" if (folder / "scenarios").is_dir() else folder
+        self.roots: list[Path] = []  # folders whose audio files an upload may name
+        for root in [BUILTIN_DIR.parent, *(Path(f) for f in folders)]:
+            folder = root / "scenarios" if (root / "scenarios").is_dir() else root
             if not folder.is_dir():
-                raise ValueError(f"fixtures folder {folder} does not exist")
+                raise ValueError(f"fixtures folder {root} does not exist")
+            self.roots.append(root)
             for path in sorted(folder.iterdir()):
                 if path.suffix.lower() in SUFFIXES:
-                    loaded = load_file(path)
+                    loaded = load_file(path, root)
                     self._files[loaded.name] = loaded
             for loaded in load_recordings(folder):
                 self._files[loaded.name] = loaded
-        self._uploads: dict[str, LoadedScenario] = {}
+        self._uploads: dict[tuple[str | None, str], LoadedScenario] = {}  # (organization or None, name)
         self._next_for_key: dict[str, tuple[str, int | None]] = {}  # key -> (scenario, sessions left or None)
 
-    def reset(self, api_keys: set[str] | None = None) -> None:
-        """Forget uploads and choices; with `api_keys`, only those keys' choices."""
+    def add_file(self, path: Path) -> str:
+        """The operator's `--scenario PATH`: loaded once, then known by its name."""
+        loaded = load_file(path)
+        self._files[loaded.name] = loaded
+        return loaded.name
+
+    def reset(self, api_keys: set[str] | None = None, organization: str | None = None) -> None:
+        """Forget uploads and choices; with `api_keys` (and `organization`), only those keys' choices and that
+        organization's uploads."""
         if api_keys is None:
             self._uploads.clear()
             self._next_for_key.clear()
-        for key in api_keys or ():
+            return
+        for key in api_keys:
             self._next_for_key.pop(key, None)
+        if organization is not None:
+            for scope in [scope for scope in self._uploads if scope[0] == organization]:
+                del self._uploads[scope]
 
-    def names(self) -> list[str]:
-        return sorted({loaded.name for loaded in (*self._files.values(), *self._uploads.values())})
+    def names(self, organization: str | None = None) -> list[str]:
+        """The names a session of `organization` can choose."""
+        visible = {name for (owner, name) in self._uploads if owner is None or owner == organization}
+        return sorted({*self._files, *visible})
 
-    def all(self) -> list[LoadedScenario]:
-        return [self.get(name) for name in self.names()]
+    def all(self) -> list[tuple[str | None, LoadedScenario]]:
+        """Every scenario with the organization it is scoped to (None: every organization)."""
+        uploads = sorted(self._uploads.items(), key=lambda item: (item[0][1], item[0][0] or ""))
+        return [(None, self._files[name]) for name in sorted(self._files)] + [
+            (owner, loaded) for (owner, _), loaded in uploads
+        ]
 
-    def get(self, name_or_path: str) -> LoadedScenario:
-        found = self._uploads.get(name_or_path) or self._files.get(name_or_path)
-        if found is not None:
-            return found
-        path = Path(name_or_path)
-        if path.suffix.lower() in SUFFIXES and path.is_file():
-            loaded = load_file(path)
-            self._files[name_or_path] = self._files[loaded.name] = loaded  # sessions refer to it by name
-            return loaded
-        raise KeyError(name_or_path)
+    def get(self, name: str, organization: str | None = None) -> LoadedScenario:
+        """The scenario `name` as a session of `organization` sees it; KeyError when there is none (a name is
+        never read as a path)."""
+        found = (
+            self._files.get(name)
+            or (self._uploads.get((organization, name)) if organization is not None else None)
+            or self._uploads.get((None, name))
+        )
+        if found is None:
+            raise KeyError(name)
+        return found
 
-    def upload(self, loaded: LoadedScenario) -> None:
-        self._uploads[loaded.name] = loaded
+    def upload(self, loaded: LoadedScenario, organization: str | None = None) -> None:
+        if loaded.name in self._files:
+            raise ValueError(
+                f"{loaded.name!r} is a built-in or fixtures scenario, and uploads never replace those "
+                "(other tests and tenants rely on them): give the upload another name"
+            )
+        self._uploads[(organization, loaded.name)] = loaded
 
-    def use_next(self, api_key: str, name: str, sessions: int | None = 1) -> None:
+    def use_next(self, api_key: str, name: str, sessions: int | None = 1, organization: str | None = None) -> None:
         """The key's next `sessions` sessions (None: all, until reset) use this scenario."""
-        self._next_for_key[api_key] = (self.get(name).name, sessions)
+        self._next_for_key[api_key] = (self.get(name, organization).name, sessions)
 
-    def choose(self, api_key: str, metadata: dict[str, str], default: str) -> str:
+    def choose(self, api_key: str, metadata: dict[str, str], default: str, organization: str | None = None) -> str:
         """Most specific first: the session's metadata, the key's next-session choice, the server default."""
         requested = metadata.get("mockglot_scenario")
         if requested is not None:
             try:
-                return self.get(requested).name
-            except (KeyError, ValueError):
+                return self.get(requested, organization).name
+            except KeyError:
+                hint = (
+                    " Sessions choose scenarios by name; files are for the server's operator (--scenario, --fixtures)."
+                    if "/" in requested or "\\" in requested or requested.lower().endswith(SUFFIXES)
+                    else ""
+                )
                 raise ApiError(
                     "invalid_field_value",
                     f"Unknown scenario {requested!r} in metadata.mockglot_scenario. Known: "
-                    f"{', '.join(self.names())}. Upload one through the control plane or add it with --fixtures.",
+                    f"{', '.join(self.names(organization))}.{hint} Upload one through the control plane or add it "
+                    "with --fixtures.",
                     param="metadata.mockglot_scenario",
                 ) from None
         chosen = self._next_for_key.get(api_key)

@@ -557,6 +557,8 @@ class FaultRecord(Struct, kw_only=True):
 class ScenarioUpload(Struct, kw_only=True):
     scenario: dict[str, Any] | None = None  # the scenario document as JSON
     yaml: str | None = None  # or as YAML text
+    api_key: str | None = None  # scope the upload to this key's organization (only its sessions see it)
+    organization: str | None = None  # or name the organization
 
 
 class ScenarioInfo(Struct, kw_only=True):
@@ -566,6 +568,7 @@ class ScenarioInfo(Struct, kw_only=True):
     source_language: str | None
     target_language: str | None
     turns: dict[str, int]
+    organization: str | None = None  # an upload scoped to one organization; null: every organization sees it
 
 
 class ScenarioView(Struct, kw_only=True):

@@ -150,7 +150,7 @@ def test_mockglot_url_uses_an_external_server_with_its_control_token(user_projec
             f"""
             def test_external(mockglot):
                 assert mockglot.server.thread is None and mockglot.base_url == "{external.base_url}"
-                mockglot.upload_scenario({{"name": "external-probe", "turns": {{}}}})
+                assert mockglot.upload_scenario({{"name": "external-probe", "turns": {{}}}})["organization"]
                 mockglot.client.create_session()
                 assert len(mockglot.sessions()) == 1
             """
@@ -158,7 +158,8 @@ def test_mockglot_url_uses_an_external_server_with_its_control_token(user_projec
     )
     url, token = f"--mockglot-url={external.base_url}", "--mockglot-control-token=plugin-tests-token"
     run(user_project, url, token).assert_outcomes(passed=1)
-    assert external.call(external.state.scenarios.get, "external-probe").name == "external-probe"
+    uploaded = [loaded.name for _, loaded in external.call(external.state.scenarios.all)]
+    assert "external-probe" not in uploaded  # the test's own upload went with its organization's reset
 
     without_token = run(user_project, url)
     without_token.assert_outcomes(errors=1)

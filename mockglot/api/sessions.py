@@ -97,7 +97,7 @@ async def create_session(ctx: Context) -> Reply:
     provider = resolve_provider(request.routing)
     request = validate_agent(request, ctx.state.agents, ctx.key.owner)
     metadata = request.metadata or {}
-    scenario = ctx.state.scenarios.choose(ctx.key.key, metadata, ctx.state.settings.scenario)
+    scenario = ctx.state.scenarios.choose(ctx.key.key, metadata, ctx.state.settings.scenario, ctx.key.organization)
     engine = metadata.get("mockglot_engine", ctx.state.settings.engine)
     if engine not in ENGINES:
         raise ApiError(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import msgspec
-import yaml
 
 from mockglot import scenarios, wire
 from mockglot.api.endpoint import Endpoint, Reply
 from mockglot.control.endpoint import ControlContext
 from mockglot.errors import ApiError
+from mockglot.state.auth import KEY_PATTERN
 
 
-def info(loaded: scenarios.LoadedScenario) -> wire.ScenarioInfo:
+def info(loaded: scenarios.LoadedScenario, organization: str | None = None) -> wire.ScenarioInfo:
     scenario = loaded.scenario
     return wire.ScenarioInfo(
         name=scenario.name,
@@ -20,53 +23,78 @@ def info(loaded: scenarios.LoadedScenario) -> wire.ScenarioInfo:
         source_language=scenario.source_language,
         target_language=scenario.target_language,
         turns={speaker: len(turns) for speaker, turns in scenario.turns.items()},
+        organization=organization,
     )
 
 
 async def list_scenarios(ctx: ControlContext) -> Reply:
-    return Reply(200, wire.ListOf(data=[info(s) for s in ctx.state.scenarios.all()]))
+    return Reply(200, wire.ListOf(data=[info(loaded, owner) for owner, loaded in ctx.state.scenarios.all()]))
+
+
+def _key_organization(ctx: ControlContext, api_key: str) -> str | None:
+    """The key's organization (open mode: what it will be on the key's first request); None if unknown."""
+    key = ctx.state.keys.get(api_key)
+    if key is None and ctx.state.keys.open_mode and KEY_PATTERN.match(api_key):
+        key = ctx.state.keys.ensure(api_key)
+    return key.organization if key is not None else None
+
+
+def _parse_upload(request: wire.ScenarioUpload, roots: list[Path]) -> scenarios.LoadedScenario:
+    """Parse and load in a worker thread: a large document or its audio never holds up other clients.
+
+    An upload names no paths of its own: a turn's `audio: FILE` is a file in one of the fixtures folders,
+    relative to that folder."""
+    document = request.scenario if request.yaml is None else scenarios.load_yaml(request.yaml, "upload")
+    missing: ValueError | None = None
+    for root in reversed(roots):  # the operator's folders first, the built-in one last
+        try:
+            return scenarios.parse(document, "upload", root, root)
+        except ValueError as exc:
+            if "no audio file" not in str(exc):
+                raise
+            missing = exc
+    assert missing is not None
+    raise missing
 
 
 async def upload(ctx: ControlContext) -> Reply:
     request = ctx.parse(wire.ScenarioUpload)
     if (request.scenario is None) == (request.yaml is None):
         raise ApiError("invalid_field_value", "Give exactly one of `scenario` (a JSON object) or `yaml` (text).")
-    document = request.scenario
-    if request.yaml is not None:
-        try:
-            document = yaml.safe_load(request.yaml)
-        except yaml.YAMLError as exc:
-            raise ApiError("invalid_field_value", f"The scenario YAML does not parse: {exc}", param="yaml") from None
+    organization = request.organization
+    if request.api_key is not None:
+        if organization is not None:
+            raise ApiError("invalid_field_value", "Give `api_key` or `organization`, not both.", param="api_key")
+        organization = _key_organization(ctx, request.api_key)
+        if organization is None:
+            raise ApiError("invalid_field_value", "Unknown api_key: this server has no such key.", param="api_key")
     try:
-        loaded = scenarios.parse(document, "upload")
+        loaded = await asyncio.to_thread(_parse_upload, request, ctx.state.scenarios.roots)
+        ctx.state.scenarios.upload(loaded, organization)
     except ValueError as exc:
-        raise ApiError("invalid_field_value", str(exc), param="scenario") from None
-    if any(turn.audio for turns in loaded.scenario.turns.values() for turn in turns):
-        raise ApiError(
-            "invalid_field_value",
-            "Uploaded scenarios cannot name audio files: put the scenario and its audio in a --fixtures folder.",
-            param="scenario",
-        )
-    ctx.state.scenarios.upload(loaded)
-    return Reply(201, info(loaded))
+        param = "yaml" if request.yaml is not None and "does not parse" in str(exc) else "scenario"
+        raise ApiError("invalid_field_value", str(exc), param=param) from None
+    return Reply(201, info(loaded, organization))
 
 
 async def view(ctx: ControlContext) -> Reply:
     name = ctx.path("name")
-    if name not in ctx.state.scenarios.names():  # a name, never a path: get() would also load a file
+    found = [loaded for _, loaded in ctx.state.scenarios.all() if loaded.name == name]  # shared ones list first
+    if not found:
         raise ApiError("route_not_found", f"No scenario {name!r}.", param="name")
-    loaded = ctx.state.scenarios.get(name)
+    loaded = found[0]
     return Reply(200, wire.ScenarioView(source=loaded.source, scenario=msgspec.to_builtins(loaded.scenario)))
 
 
 async def use_next(ctx: ControlContext) -> Reply:
     request = ctx.parse(wire.NextScenario)
+    organization = _key_organization(ctx, request.api_key)
     try:
-        ctx.state.scenarios.use_next(request.api_key, request.scenario, request.sessions)
-    except (KeyError, ValueError):
+        ctx.state.scenarios.use_next(request.api_key, request.scenario, request.sessions, organization)
+    except KeyError:
         raise ApiError(
             "invalid_field_value",
-            f"Unknown scenario {request.scenario!r}. Known: {', '.join(ctx.state.scenarios.names())}.",
+            f"Unknown scenario {request.scenario!r}. Known: {', '.join(ctx.state.scenarios.names(organization))}.",
             param="scenario",
         ) from None
     return Reply(200, request)

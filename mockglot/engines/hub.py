@@ -80,7 +80,7 @@ class StreamHub:
     def pipeline(self, record: SessionRecord) -> SessionPipeline:
         pipeline = self.pipelines.get(record.id)
         if pipeline is None:
-            scenario = self.scenarios.get(record.scenario)
+            scenario = self.scenarios.get(record.scenario, record.owner[0])
             parts = (record, self.state.sessions, scenario, self.translator, self.make_recognizer)
             if scenario.recording is not None:
                 from mockglot.engines.replay import ReplayPipeline
@@ -97,12 +97,12 @@ class StreamHub:
         if scenario_faults is None:
             scenario_faults = self._scenario_faults[record.id] = [
                 ArmedFault(f"scenario:{index}", "stream", fault)
-                for index, fault in enumerate(self.scenarios.get(record.scenario).scenario.faults)
+                for index, fault in enumerate(self.scenarios.get(record.scenario, record.owner[0]).scenario.faults)
             ]
         return [*scenario_faults, *self.state.faults.stream_faults(record.api_key, record.id)]
 
     def make_recognizer(self, record: SessionRecord, speaker: str, language: str | None) -> Recognizer:
-        scenario = self.scenarios.get(record.scenario)
+        scenario = self.scenarios.get(record.scenario, record.owner[0])
         if record.engine == "vosk":
             phrases = phrases_from_metadata(record.metadata) or scenario.scenario.phrases
             return self.vosk().recognizer(language, phrases)

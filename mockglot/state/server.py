@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mockglot.faults import FaultRegistry
-from mockglot.scenarios import ScenarioLibrary
+from mockglot.scenarios import SUFFIXES, ScenarioLibrary
 from mockglot.settings import Settings
 from mockglot.state.agents import AgentStore
 from mockglot.state.analyses import AnalysisStore
@@ -42,10 +43,13 @@ class ServerState:
         try:
             self.scenarios.get(settings.scenario)  # an unknown default fails at start, not at the first session
         except KeyError:
-            raise ValueError(
-                f"unknown scenario {settings.scenario!r}: give a scenario file's path or one of "
-                f"{', '.join(self.scenarios.names())} (add folders with --fixtures)"
-            ) from None
+            path = Path(settings.scenario)
+            if path.suffix.lower() not in SUFFIXES or not path.is_file():
+                raise ValueError(
+                    f"unknown scenario {settings.scenario!r}: give a scenario file's path or one of "
+                    f"{', '.join(self.scenarios.names())} (add folders with --fixtures)"
+                ) from None
+            settings.scenario = self.scenarios.add_file(path)  # the operator's file; sessions know it by name
         self.faults = FaultRegistry(self.randomness, self.feed)
         self.requests = RequestJournal()
         self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events, self.feed)
@@ -84,5 +88,5 @@ class ServerState:
         self.idempotency.reset(organization)
         self.keys.reset(organization)
         self.webhooks.reset(organization)
-        self.scenarios.reset(keys)
+        self.scenarios.reset(keys, organization)
         self.feed.publish("reset", None, organization, None, {"organization": organization})

@@ -262,8 +262,10 @@ class Mockglot:
         checked(self.control.post("/_mockglot/scenarios/next", json=body))
 
     def upload_scenario(self, scenario: Mapping[str, Any] | str) -> dict[str, Any]:
-        """Upload a scenario (a dict, or YAML text); uploads are server-wide and last until a full reset."""
-        body = {"yaml": scenario} if isinstance(scenario, str) else {"scenario": dict(scenario)}
+        """Upload a scenario (a dict, or YAML text) for this test's organization only (parallel tests never see
+        each other's); it goes with the organization's reset."""
+        body: dict[str, Any] = {"yaml": scenario} if isinstance(scenario, str) else {"scenario": dict(scenario)}
+        body["api_key"] = self.api_key
         return checked(self.control.post("/_mockglot/scenarios", json=body))
 
     # faults
