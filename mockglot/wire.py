@@ -155,6 +155,12 @@ class Session(Struct, kw_only=True):
     ended_at: str | None
 
 
+class EndedSession(Session, kw_only=True):
+    """(r2) `session.ended` webhook data: the session object plus `duration` (seconds, one decimal)."""
+
+    duration: float
+
+
 class SessionSummary(Struct, kw_only=True):
     id: str
     object: Literal["session"] = "session"

@@ -174,7 +174,10 @@ async def test_every_event_of_a_session_arrives_in_order_signed_with_the_rest_da
     assert data[1] == {**created, "status": "active", "started_at": ended["started_at"]}
     assert [{k: v for k, v in d.items() if k != "session_id"} for d in data[2:4]] == transcript["turns"]
     assert {d["session_id"] for d in data[2:4]} == {created["id"]}
-    assert data[4] == ended and "stream" not in ended
+    # (r2) session.ended: the session object plus `duration` (seconds, one decimal), as the docs' example shows
+    summary = await api.end_session(created["id"])
+    assert data[4] == {**ended, "duration": summary["duration_seconds"]} and "stream" not in ended
+    assert data[4]["duration"] > 0 and list(data[4])[-1] == "duration"
     assert data[5] == transcript and transcript["status"] == "completed"
 
     # The control plane saw the same: six deliveries, each delivered at the first attempt.
@@ -213,14 +216,15 @@ async def test_a_failing_receiver_gets_the_same_delivery_again_after_each_retry_
     assert pending["status"] == "pending"
     assert pending["attempts"][0]["status_code"] == 500
     due = parse_iso(pending["next_attempt_at"]) - parse_iso(pending["attempts"][0]["at"])
-    assert due.total_seconds() == RETRY_DELAYS_SECONDS[0]
+    assert 0.9 * RETRY_DELAYS_SECONDS[0] - 1 <= due.total_seconds() <= 1.1 * RETRY_DELAYS_SECONDS[0] + 1  # jitter
 
     await set_clock(ctl, pending["next_attempt_at"], -30)
     assert len((await delivery(ctl, delivery_id))["attempts"]) == 1  # not due yet: nothing was sent
     await set_clock(ctl, pending["next_attempt_at"])
     (*_, second) = await webhook_receiver.wait_async(2)
     second.verify(endpoint["secret"], now=server.state.clock.now())  # signed on the server's (advanced) clock
-    await advance(ctl, RETRY_DELAYS_SECONDS[1] - RETRY_DELAYS_SECONDS[0])
+    retried = await eventually(lambda: delivery(ctl, delivery_id), settled(2))
+    await set_clock(ctl, retried["next_attempt_at"])
     requests = await webhook_receiver.wait_async(3)
     requests[2].verify(endpoint["secret"], now=server.state.clock.now())
     with pytest.raises(WebhookSignatureError, match="s ago, beyond the tolerance of 300 s"):  # stale by now
@@ -232,7 +236,9 @@ async def test_a_failing_receiver_gets_the_same_delivery_again_after_each_retry_
     assert {r.body for r in requests} == {first.body}
     assert {r.header("kallglot-original-timestamp") for r in requests} == {first.header("kallglot-original-timestamp")}
     times = [signature_time(r.header("kallglot-signature")) for r in requests]
-    assert times[1] - times[0] >= RETRY_DELAYS_SECONDS[0] and times[2] - times[0] >= RETRY_DELAYS_SECONDS[1]
+    # (r2) the delays are between attempts: the third comes ~5 min after the second, not after the first
+    assert 0.9 * RETRY_DELAYS_SECONDS[0] - 1 <= times[1] - times[0] <= 1.1 * RETRY_DELAYS_SECONDS[0] + 1
+    assert 0.9 * RETRY_DELAYS_SECONDS[1] - 1 <= times[2] - times[1] <= 1.1 * RETRY_DELAYS_SECONDS[1] + 1
     done = await eventually(lambda: delivery(ctl, delivery_id), settled(3))
     assert done["status"] == "succeeded" and done["next_attempt_at"] is None
     assert [a["status_code"] for a in done["attempts"]] == [500, 500, 200]
@@ -243,20 +249,25 @@ async def test_a_dead_receiver_fails_after_the_eighth_attempt(ctl, api, key):
     await register(ctl, f"http://127.0.0.1:{free_port()}/hooks", api_key=key, events=["session.created"])
     session = await api.create_session()
     (pending,) = await eventually(lambda: deliveries(ctl, session_id=session["id"]), lambda ds: settled(1)(ds[0]))
-    elapsed = 0
-    for attempts, delay in enumerate(RETRY_DELAYS_SECONDS, start=2):
-        await advance(ctl, delay - elapsed)
-        elapsed = delay
+    state = pending
+    for attempts in range(2, MAX_ATTEMPTS + 1):
+        await set_clock(ctl, state["next_attempt_at"], -1)
+        assert len((await delivery(ctl, pending["id"]))["attempts"]) == attempts - 1  # not a second early
+        await set_clock(ctl, state["next_attempt_at"])
         state = await eventually(lambda: delivery(ctl, pending["id"]), settled(attempts))
     assert MAX_ATTEMPTS == 8
     assert state["status"] == "failed" and state["next_attempt_at"] is None
     attempts = state["attempts"]
     assert [a["retry_count"] for a in attempts] == list(range(8))
     assert all(a["status_code"] is None and "ConnectError" in a["error"] for a in attempts)
-    first = parse_iso(attempts[0]["at"])
-    offsets = [(parse_iso(a["at"]) - first).total_seconds() for a in attempts[1:]]
-    assert all(offset >= delay for offset, delay in zip(offsets, RETRY_DELAYS_SECONDS, strict=True))
-    assert all(offset < later for offset, later in zip(offsets, RETRY_DELAYS_SECONDS[1:], strict=False))
+    # (r2) each documented delay lies between one attempt and the next, ±10% jitter (whole seconds shown)
+    times = [parse_iso(a["at"]) for a in attempts]
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(times, times[1:], strict=False)]
+    for gap, delay in zip(gaps, RETRY_DELAYS_SECONDS, strict=True):
+        assert 0.9 * delay - 1 <= gap <= 1.1 * delay + 1, (gap, delay)
+    assert any(abs(gap - delay) > 1 for gap, delay in zip(gaps, RETRY_DELAYS_SECONDS, strict=True))  # jittered
+    total_hours = sum(gaps) / 3600
+    assert 0.9 * 41.6 <= total_hours <= 1.1 * 41.6  # about 41.5 h in all, not 24 h
 
     await advance(ctl, 48 * 3600)
     assert len((await delivery(ctl, pending["id"]))["attempts"]) == 8  # failed is final

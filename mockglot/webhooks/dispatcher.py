@@ -29,7 +29,7 @@ from mockglot.state.feed import Feed
 from mockglot.state.randomness import Randomness
 from mockglot.state.sessions import SessionRecord, StreamToken
 from mockglot.webhooks.signing import SIGNATURE_HEADER, sign
-from mockglot.webhooks.state import Attempt, Delivery, WebhookEndpoint, WebhookStore, parse_setting
+from mockglot.webhooks.state import RETRY_JITTER, Attempt, Delivery, WebhookEndpoint, WebhookStore, parse_setting
 
 log = logging.getLogger("mockglot.webhooks")
 
@@ -186,7 +186,10 @@ class Dispatcher:
             return render.recording(event.resource, "http" + self.origin.removeprefix("ws"))  # its audio's URL
         if event.type.startswith("analysis."):
             return render.analysis(event.resource)
-        return render.session(record, _TokensAsTheyAre(), self.origin)  # type: ignore[arg-type]
+        session = render.session(record, _TokensAsTheyAre(), self.origin)  # type: ignore[arg-type]
+        if event.type == "session.ended":  # (r2) plus `duration`, as the documentation's example shows
+            return wire.EndedSession(**msgspec.structs.asdict(session), duration=record.duration_seconds(now))
+        return session
 
     # --- scheduling --------------------------------------------------------------------------------------
 
@@ -288,7 +291,8 @@ class Dispatcher:
         except Exception as exc:  # refused, reset, bad URL...: a receiver must never crash the dispatcher
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         finally:
-            delivery.finish(attempt, status, latency or (time.perf_counter() - started) * 1000, error)
+            jitter = (2 * self.store.randomness.random("webhook-retry") - 1) * RETRY_JITTER
+            delivery.finish(attempt, status, latency or (time.perf_counter() - started) * 1000, error, jitter)
             self._announce(delivery, attempt)
         self._landed(delivery)
 

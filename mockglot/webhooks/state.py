@@ -1,11 +1,13 @@
 """Webhook endpoints and deliveries: what is registered, what was sent, what is due. No I/O here.
 
 A delivery is one event for one endpoint, with every attempt made. The retry schedule is part of the state,
-counted on the server clock from the first attempt, so a test that advances the clock makes retries due.
+on the server clock, so a test that advances the clock makes retries due. (r2) The documented delays are
+between attempts: each retry is due its delay after the attempt before it, give or take RETRY_JITTER of it.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,8 @@ from mockglot.state.clock import Clock
 from mockglot.state.randomness import Randomness
 from mockglot.wire import WEBHOOK_EVENTS, WebhookStatus
 
-RETRY_DELAYS_SECONDS = (60, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 24 * 3600)  # after the first attempt
+RETRY_DELAYS_SECONDS = (60, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 24 * 3600)  # each after the one before
+RETRY_JITTER = 0.1  # [emulator] each delay is stretched or shortened by up to 10%, from the seeded randomness
 MAX_ATTEMPTS = 1 + len(RETRY_DELAYS_SECONDS)
 MAX_FINISHED_DELIVERIES = 10_000  # the oldest finished deliveries are forgotten beyond this; pending never are
 SECRET_BYTES = 24
@@ -76,15 +79,20 @@ class Delivery:
         self.next_attempt_at = None
         return attempt
 
-    def finish(self, attempt: Attempt, status_code: int | None, latency_ms: float, error: str | None) -> None:
-        """Record an outcome: success ends the delivery, the 8th failure fails it, others schedule a retry."""
+    def finish(
+        self, attempt: Attempt, status_code: int | None, latency_ms: float, error: str | None, jitter: float = 0.0
+    ) -> None:
+        """Record an outcome: success ends the delivery, the 8th failure fails it, others schedule a retry,
+        due its delay (times 1 + `jitter`, a fraction within ±RETRY_JITTER) after this attempt."""
         attempt.status_code, attempt.latency_ms, attempt.error = status_code, round(latency_ms, 1), error
         if error is None:
             self.status = "succeeded"
         elif len(self.attempts) >= MAX_ATTEMPTS:
             self.status = "failed"
         else:
-            self.next_attempt_at = self.attempts[0].at + RETRY_DELAYS_SECONDS[len(self.attempts) - 1]
+            delay = RETRY_DELAYS_SECONDS[len(self.attempts) - 1]
+            due = attempt.at + delay * (1 + max(-RETRY_JITTER, min(jitter, RETRY_JITTER)))
+            self.next_attempt_at = float(math.ceil(due))  # a whole second, so the time shown is the time due
 
 
 def url_problem(url: str) -> str | None:
