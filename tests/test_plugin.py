@@ -202,3 +202,39 @@ def test_two_xdist_workers_on_one_server_never_see_each_others_sessions(user_pro
     assert set(written.values()) == {"gw0", "gw1"}  # both workers took part
     with SyncClient(external.base_url, neighbour) as client:
         assert client.get_session(kept["id"])["status"] == "created"  # no worker's reset reached it
+
+
+def test_a_failed_test_names_its_sessions_inspector_pages_and_keeps_them(user_project, external):
+    user_project.makepyfile(
+        textwrap.dedent(
+            """
+            def test_fails(mockglot):
+                mockglot.client.create_session()
+                assert False, "on purpose"
+
+            def test_passes(mockglot):
+                mockglot.client.create_session()
+            """
+        )
+    )
+    url, token = f"--mockglot-url={external.base_url}", "--mockglot-control-token=plugin-tests-token"
+    before = external.call(lambda: {s.id for s in external.state.sessions.all()})
+    result = run(user_project, url, token)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*mockglot inspector*", f"{external.base_url}/_mockglot/ui/sessions/sess_* (created*"])
+    shown = {line.split("/sessions/")[1].split()[0] for line in result.outlines if "/_mockglot/ui/sessions/" in line}
+    kept = external.call(lambda: {s.id for s in external.state.sessions.all()}) - before
+    assert kept == shown and len(shown) == 1  # the failed test's session stays; the passing one's is forgotten
+
+
+def test_the_in_process_server_says_its_pages_go_with_the_run(user_project):
+    user_project.makepyfile("def test_fails(mockglot):\n    assert False\n")
+    result = run(user_project)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*mockglot inspector*",
+            "no sessions; the test's requests: http://127.0.0.1:*/_mockglot/ui/requests",
+            "*stops with the run*",
+        ]
+    )

@@ -241,6 +241,7 @@ class Mockglot:
         self.clock = ServerClock(self.control)
         self._client: SyncClient | None = None
         self._faults: list[str] = []  # armed for another key (or every key): the reset does not reach them
+        self.keep = False  # a failed test's sessions stay on the server, for the inspector
 
     @property
     def client(self) -> SyncClient:
@@ -350,13 +351,31 @@ class Mockglot:
         """Forget this key's organization (sessions, faults, journals, usage); nobody else's."""
         checked(self.control.post("/_mockglot/reset", json={"api_key": self.api_key}))
 
+    def inspector_report(self) -> str:
+        """Where the inspector shows what this test did: one URL per session (or its requests)."""
+        ui = f"{self.base_url}/_mockglot/ui"
+        try:
+            sessions = self.sessions()
+        except (httpx.HTTPError, KallglotError) as exc:
+            return f"the server's control plane did not answer ({exc}); the inspector is at {ui}"
+        lines = [f"{ui}/sessions/{s['id']}  ({s['status']}, {s['frames_in']} frames in)" for s in sessions]
+        lines = lines or [f"no sessions; the test's requests: {ui}/requests"]
+        if self.server.thread is not None:
+            lines.append(
+                "(this in-process server stops with the run: run against a kept-alive one, e.g. a "
+                "container, with --mockglot-url to open these afterwards)"
+            )
+        return "\n".join(lines)
+
     def close(self) -> None:
-        """Undo the test's clock moves, disarm its faults, forget its state, close the clients."""
+        """Undo the test's clock moves, disarm its faults, forget its state (unless the test failed), close the
+        clients."""
         try:
             self.clock.undo()
             for fault_id in self._faults:
                 self.control.delete(f"/_mockglot/faults/{fault_id}")  # 404 when it already went: fine
-            self.reset()
+            if not self.keep:
+                self.reset()
         finally:
             if self._client is not None:
                 self._client.close()
@@ -387,6 +406,17 @@ def _scenario_of(marker: pytest.Mark) -> str:
     if not isinstance(name, str):
         raise pytest.UsageError(f'@pytest.mark.{MARKER} takes one scenario name: @pytest.mark.{MARKER}("refund")')
     return name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used `mockglot` keeps its sessions and names their inspector pages in its report."""
+    report = yield
+    helper = getattr(item, "funcargs", {}).get("mockglot")
+    if report.failed and report.when == "call" and isinstance(helper, Mockglot):  # type: ignore[attr-defined]
+        helper.keep = True
+        report.sections.append(("mockglot inspector", helper.inspector_report()))  # type: ignore[attr-defined]
+    return report
 
 
 @pytest.fixture

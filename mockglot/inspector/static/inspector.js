@@ -372,6 +372,7 @@ function sessionPage(id) {
       }
     }
     if (!players.size) put(parts.audio, h("p", { class: "muted" }, "No audio received yet."));
+    else parts.audio.querySelectorAll("p.muted").forEach((p) => p.remove());
   }
 
   function drawFrames() {
