@@ -4,6 +4,7 @@ manage Vosk `models`."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import socket
 import sys
@@ -61,8 +62,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def loopback_only(host: str) -> bool:
+    """Whether binding `host` keeps the server to this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """What to tell the operator who binds beyond loopback with an open control plane (mockglot warns, and
+    serves: Docker images bind 0.0.0.0 and are reached through a published port)."""
+    if loopback_only(settings.host) or settings.control_token:
+        return None
+    return (
+        f"mockglot: WARNING: listening on {settings.host}, reachable from other machines, and the control plane "
+        "has no token: anyone who can reach this port can reset state, change keys and the clock, upload "
+        "scenarios, inject stream frames, arm faults and register webhooks under /_mockglot. Set --control-token "
+        "TOKEN (MOCKGLOT_CONTROL_TOKEN) before exposing mockglot beyond localhost."
+    )
+
+
 def banner(settings: Settings, port: int) -> str:
-    host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    host = "localhost" if loopback_only(settings.host) else settings.host
+    host = f"[{host}]" if ":" in host else host
     base = f"http://{host}:{port}"
     return "\n".join(
         [
@@ -100,6 +125,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     port = settings.port = sock.getsockname()[1]  # so URLs built from settings name the real port
     sock.listen(2048)  # from here on, a client that read the banner waits in the backlog instead of being refused
+    if (warning := exposure_warning(settings)) is not None:
+        print(warning, file=sys.stderr, flush=True)
     print(banner(settings, port), flush=True)
     config = uvicorn_config(app, settings, log_config=uvicorn_log_config(settings.log_format))
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler it found: make that

@@ -28,7 +28,6 @@ class Settings(msgspec.Struct, kw_only=True):
     webhooks: list[str] = msgspec.field(default_factory=list)  # URL or URL#SECRET
     max_connections: int | None = None  # open sockets; None: 1,000 or the file limit less a reserve
     header_timeout: float = 10.0  # seconds a socket has to send a complete request head
-    allow_open_control: bool = False  # serve an unprotected control plane on a non-loopback address
 
 
 # Each setting's environment variable and how to read it from a string.

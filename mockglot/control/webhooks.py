@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
+import httpx
 import msgspec
 
 from mockglot import wire
@@ -64,9 +68,58 @@ def _organization(ctx: ControlContext, request: wire.WebhookEndpointCreate) -> s
     return key.organization
 
 
+def _is_loopback(host: str) -> bool:
+    """127.x, ::1, localhost and the spellings a resolver also takes for them (127.1, 2130706433, 0x7f.1)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host in ("localhost", "0.0.0.0", "::") or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.ip_address(socket.inet_aton(host))  # the legacy IPv4 forms
+        except OSError:
+            return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or address.is_unspecified or bool(mapped and mapped.is_loopback)
+
+
+def _targets_self(url: str, ctx: ControlContext) -> bool:
+    """Whether `url` is this server: its port, and a loopback name or a name it is known by (the address the
+    request came in on, its Host header, --host)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False  # the registry says what is wrong with it
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    scope = ctx.request.scope
+    settings = ctx.state.settings
+    ours: set[tuple[str, int]] = {(settings.host, settings.port)}
+    if scope.get("server"):
+        ours.add((str(scope["server"][0]), int(scope["server"][1] or 0)))
+    host_header = dict(scope.get("headers", ())).get(b"host", b"").decode("latin-1")
+    try:
+        via = httpx.URL(f"http://{host_header}/")
+        if via.host:
+            ours.add((via.host, via.port or 80))
+    except (httpx.InvalidURL, ValueError):
+        pass
+    host = parsed.host.lower().rstrip(".")
+    return any(
+        port == our_port and (_is_loopback(host) or host == our_host.lower().strip("[]")) for our_host, our_port in ours
+    )
+
+
 async def register(ctx: ControlContext) -> Reply:
     request = ctx.parse(wire.WebhookEndpointCreate)
     organization = _organization(ctx, request)
+    if _targets_self(request.url, ctx):
+        raise ApiError(
+            "invalid_field_value",
+            "`url` points at this mockglot server itself: its deliveries would call mockglot's own routes, "
+            "possibly in a loop. Give the URL of your webhook receiver (another port or host).",
+            param="url",
+        )
     endpoint = ctx.state.webhooks.register(request.url, request.events, request.secret, organization)
     return Reply(201, endpoint_info(endpoint, with_secret=True))
 
