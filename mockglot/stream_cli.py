@@ -14,13 +14,15 @@ import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-import httpx
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mockglot.speech import codec
-from mockglot.testing.client import DEFAULT_MODE, Client, KallglotError, Stream
+from mockglot.wire import MODES
+
+if TYPE_CHECKING:  # the client side (httpx, websockets) loads when the command runs, not for `mockglot serve`
+    from mockglot.testing.client import Stream
+
+DEFAULT_MODE = MODES[0]  # bidirectional_translation, as `mockglot.testing.client`
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -235,6 +237,8 @@ def session_body(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _send(stream: Stream, speaker: str, mulaw: bytes, realtime: bool) -> None:
     """All the audio, then `session.end`; a server that closed early just stops it."""
+    from websockets.exceptions import ConnectionClosed
+
     try:
         await stream.send_audio(speaker, mulaw, realtime=realtime)
         await stream.send_json({"type": "session.end"})
@@ -244,6 +248,8 @@ async def _send(stream: Stream, speaker: str, mulaw: bytes, realtime: bool) -> N
 
 async def _receive(stream: Stream, printer: EventPrinter) -> None:
     """Print frames until the server closes the socket."""
+    from websockets.exceptions import ConnectionClosed
+
     try:
         while True:
             printer.show(await stream.recv(IDLE_TIMEOUT_SECONDS))
@@ -255,6 +261,8 @@ async def _receive(stream: Stream, printer: EventPrinter) -> None:
 
 
 async def stream_file(args: argparse.Namespace, mulaw: bytes, out: TextIO) -> int:
+    from mockglot.testing.client import Client
+
     async with Client(args.url, args.api_key) as client:
         session = await client.create_session(**session_body(args))
         seconds = len(mulaw) / codec.SAMPLE_RATE_HZ
@@ -282,6 +290,11 @@ async def stream_file(args: argparse.Namespace, mulaw: bytes, out: TextIO) -> in
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """The `mockglot stream` command; every failure is one line on stderr and an exit code."""
+    import httpx
+    from websockets.exceptions import InvalidHandshake
+
+    from mockglot.testing.client import KallglotError
+
     out, err = out or sys.stdout, err or sys.stderr  # looked up now: callers (and pytest) may have replaced them
     try:
         mulaw = read_audio(Path(args.file))

@@ -15,9 +15,8 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 
 from mockglot import __version__, wire
@@ -30,6 +29,9 @@ from mockglot.state.randomness import Randomness
 from mockglot.state.sessions import SessionRecord, StreamToken
 from mockglot.webhooks.signing import SIGNATURE_HEADER, sign
 from mockglot.webhooks.state import RETRY_JITTER, Attempt, Delivery, WebhookEndpoint, WebhookStore, parse_setting
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("mockglot.webhooks")
 
@@ -117,13 +119,6 @@ class Dispatcher:
     def start(self) -> None:
         """Begin sending (on the server's loop): whatever was recorded before starts now."""
         self._loop = asyncio.get_running_loop()
-        self._client = httpx.AsyncClient(
-            timeout=self.attempt_timeout,
-            trust_env=False,  # a proxy from the environment must not stand between us and a local receiver
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=MAX_CONCURRENT_ATTEMPTS),
-            headers={"User-Agent": USER_AGENT},
-        )
         self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_ATTEMPTS)
         for endpoint in self.store.endpoints.values():
             secret = f"; signing secret {endpoint.secret}" if endpoint.generated_secret else ""
@@ -137,6 +132,20 @@ class Dispatcher:
         ]
         heapq.heapify(self._due)
         self._arm()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The sending client, made on the first delivery: httpx and a certificate store cost start-up ~0.1 s."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=self.attempt_timeout,
+                trust_env=False,  # a proxy from the environment must not stand between us and a local receiver
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=MAX_CONCURRENT_ATTEMPTS),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._client
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -265,7 +274,9 @@ class Dispatcher:
             del self._attempts[delivery_id]
 
     async def _send(self, delivery: Delivery, attempt: Attempt) -> None:
-        assert self._client is not None and self._semaphore is not None
+        assert self._semaphore is not None
+        client = self._http()
+        import httpx  # loaded by _http()
         status: int | None = None
         error: str | None = None
         started = time.perf_counter()
@@ -273,12 +284,12 @@ class Dispatcher:
         try:
             async with self._semaphore:
                 started = time.perf_counter()
-                request = self._client.build_request(
+                request = client.build_request(
                     "POST", delivery.endpoint.url, content=delivery.body, headers=_headers(delivery, attempt),
                     timeout=self.attempt_timeout,
                 )  # fmt: skip
                 async with asyncio.timeout(self.attempt_timeout):
-                    response = await self._client.send(request, stream=True)
+                    response = await client.send(request, stream=True)
                 status, latency = response.status_code, (time.perf_counter() - started) * 1000
                 await _discard(response)  # the status decides; the body only holds the connection
             if not 200 <= status < 300:
@@ -322,6 +333,8 @@ class Dispatcher:
 
 async def _discard(response: httpx.Response) -> None:
     """Read and drop a small answer so its keep-alive connection is reused; a large or slow one is just closed."""
+    import httpx  # loaded by the dispatcher's client
+
     try:
         async with asyncio.timeout(DISCARD_SECONDS):
             received = 0

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx
 
 from mockglot.errors import ApiError
 from mockglot.state.clock import Clock
@@ -97,6 +96,8 @@ class Delivery:
 
 def url_problem(url: str) -> str | None:
     """Why `url` cannot receive webhooks, or None. Parsed as the sender will parse it."""
+    import httpx  # here, not at import: serving starts without httpx
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):

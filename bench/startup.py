@@ -1,0 +1,118 @@
+"""Start-up: process start to the first 200 from the health route, `mockglot serve` against a bare uvicorn +
+Starlette app.
+
+    python bench/startup.py                  # 10 starts of each, alternated; medians
+    python bench/startup.py --starts 20 --no-pin
+
+Both are a fresh `python` process on the same interpreter (`python -m mockglot serve` and `python bench/startup.py
+bare`), uvicorn with the same defaults. This process polls `GET /_mockglot/health` (bare: `/health`) on a raw
+socket every 2 ms from the moment it spawned the server, and stops the server once it has answered 200. Both
+servers are pinned to one CPU (the poller to another) unless `--no-pin`. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+
+def serve_bare(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def health(request: object) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(routes=[Route("/health", health)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def first_200(port: int, path: str, deadline: float) -> bool:
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    while time.perf_counter() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(request)
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.002)
+    return False
+
+
+def start_once(kind: str, cpu: int | None) -> float:
+    port = free_port()
+    if kind == "bare":
+        command = [sys.executable, __file__, "bare", str(port)]
+        path = "/health"
+    else:
+        command = [sys.executable, "-m", "mockglot", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        path = "/_mockglot/health"
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        if not first_200(port, path, start + 30):
+            raise SystemExit(f"{kind} never answered 200: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        return time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bare"]:
+        serve_bare(int(argv[1]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--starts", type=int, default=10)
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="leave CPU placement to the scheduler")
+    args = parser.parse_args(argv)
+    cpus = sorted(os.sched_getaffinity(0)) if args.pin and hasattr(os, "sched_getaffinity") else []
+    server_cpu = cpus[-1] if len(cpus) >= 2 else None
+    if server_cpu is not None:
+        os.sched_setaffinity(0, {cpus[0]})
+    times: dict[str, list[float]] = {"bare": [], "mockglot": []}
+    for kind in times:  # one warm-up each: the page cache, not the code, would decide the first start
+        start_once(kind, server_cpu)
+    for _ in range(args.starts):
+        for kind, series in times.items():
+            series.append(start_once(kind, server_cpu))
+    bare, mine = (statistics.median(times[k]) for k in ("bare", "mockglot"))
+    load = os.getloadavg()
+    print(f"# bench/startup.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
+    print(f"{args.starts} starts each, alternated; servers pinned: {server_cpu if server_cpu is not None else 'no'}")
+    print()
+    print("| server | median to first 200 | min | max | ratio to bare |")
+    print("|---|---|---|---|---|")
+    for kind, series in times.items():
+        median = statistics.median(series)
+        print(
+            f"| {kind} | {median * 1000:.0f} ms | {min(series) * 1000:.0f} ms | {max(series) * 1000:.0f} ms | "
+            f"**{median / bare:.2f}** |"
+        )
+    print(f"\nper-start ratios: {', '.join(f'{m / b:.2f}' for b, m in zip(times['bare'], times['mockglot']))}")
+    del mine
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
