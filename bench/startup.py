@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.starts):
         for kind, series in times.items():
             series.append(start_once(kind, server_cpu))
-    bare, mine = (statistics.median(times[k]) for k in ("bare", "mockglot"))
+    bare = statistics.median(times["bare"])
     load = os.getloadavg()
     print(f"# bench/startup.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
     print(f"{args.starts} starts each, alternated; servers pinned: {server_cpu if server_cpu is not None else 'no'}")
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {kind} | {median * 1000:.0f} ms | {min(series) * 1000:.0f} ms | {max(series) * 1000:.0f} ms | "
             f"**{median / bare:.2f}** |"
         )
-    print(f"\nper-start ratios: {', '.join(f'{m / b:.2f}' for b, m in zip(times['bare'], times['mockglot']))}")
-    del mine
+    ratios = [m / b for b, m in zip(times["bare"], times["mockglot"], strict=True)]
+    print(f"\nper-start ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
     return 0
 
 

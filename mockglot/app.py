@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -66,9 +68,12 @@ class MockglotApp(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def serve_document(content: bytes) -> HttpHandler:
+def serve_document(build: Callable[[], dict[str, Any]]) -> HttpHandler:
+    """The document, built on the first request: msgspec's schema walk would cost every start ~60 ms."""
+    content = functools.cache(lambda: msgspec.json.encode(build()))
+
     async def endpoint(request: Request) -> Response:
-        return response(200, content)
+        return response(200, content())
 
     return endpoint
 
@@ -82,14 +87,14 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         router.add(endpoint.method, endpoint.path, http_handler(endpoint, state))
     for endpoint in CONTROL_ENDPOINTS:
         router.add(endpoint.method, endpoint.path, control_handler(endpoint, state, hub))
-    router.add(
-        "GET",
-        "/openapi.json",
-        serve_document(msgspec.json.encode(document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))),
-    )
-    control_doc = document("mockglot control plane", [*CONTROL_ENDPOINTS, events.ENDPOINT], security=False)
-    control_doc["paths"][events.ENDPOINT.path]["get"]["description"] = events.DESCRIPTION
-    router.add("GET", "/_mockglot/openapi.json", serve_document(msgspec.json.encode(control_doc)))
+    router.add("GET", "/openapi.json", serve_document(lambda: document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS)))
+
+    def control_document() -> dict[str, Any]:
+        control_doc = document("mockglot control plane", [*CONTROL_ENDPOINTS, events.ENDPOINT], security=False)
+        control_doc["paths"][events.ENDPOINT.path]["get"]["description"] = events.DESCRIPTION
+        return control_doc
+
+    router.add("GET", "/_mockglot/openapi.json", serve_document(control_document))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -46,7 +46,7 @@ class StreamHub:
         self.scenarios = scenarios
         folders = [BUILTIN_PHRASEBOOK, *(Path(f) / "phrasebook" for f in self.settings.fixtures)]
         self.translator = Translator([f for f in folders if f.is_dir()])
-        self.synthesizer = synthesizer or default_synthesizer()
+        self._synthesizer = synthesizer  # the default is found (espeak-ng probed) on first use, not at start
         self.pipelines: dict[str, SessionPipeline] = {}
         self.connections: dict[str, Any] = {}  # session id -> its open Connection
         self._scenario_faults: dict[str, list[ArmedFault]] = {}
@@ -118,5 +118,16 @@ class StreamHub:
             self._vosk = VoskEngine(models)
         return self._vosk
 
+    @property
+    def synthesizer(self) -> Synthesizer:
+        if self._synthesizer is None:
+            self._synthesizer = default_synthesizer()
+        return self._synthesizer
+
     async def synthesize(self, text: str, language: str | None) -> bytes:
-        return await asyncio.to_thread(functools.partial(self.synthesizer.synthesize, text, language or "en"))
+        """A cached clip at once; a new one in a thread (a render takes milliseconds, the loop must not wait)."""
+        language = language or "en"
+        audio = self.synthesizer.cached(text, language)
+        if audio is None:
+            audio = await asyncio.to_thread(functools.partial(self.synthesizer.synthesize, text, language))
+        return audio

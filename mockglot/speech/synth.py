@@ -14,6 +14,7 @@ import hashlib
 import math
 import struct
 import threading
+from collections import OrderedDict
 from typing import Protocol
 
 from mockglot.speech import codec
@@ -41,6 +42,46 @@ class Synthesizer(Protocol):
     def synthesize(self, text: str, language: str) -> bytes:
         """Speak `text` in `language` (ISO-639-1); return 8 kHz mu-law."""
         ...
+
+    def cached(self, text: str, language: str) -> bytes | None:
+        """What `synthesize` would return if it is at hand without synthesizing, else None (cheap: no thread)."""
+        ...
+
+
+class _CachedSynthesis:
+    """A bounded LRU of rendered clips, shared by the loop (`cached`) and the synthesis threads."""
+
+    def __init__(self, cache_size: int) -> None:
+        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+
+    def _render(self, text: str, language: str) -> bytes:
+        raise NotImplementedError
+
+    def cached(self, text: str, language: str) -> bytes | None:
+        with self._lock:
+            audio = self._cache.get((text, language))
+            if audio is not None:
+                self._cache.move_to_end((text, language))
+                self._hits += 1
+            return audio
+
+    def synthesize(self, text: str, language: str) -> bytes:
+        audio = self.cached(text, language)
+        if audio is None:
+            audio = self._render(text, language)  # outside the lock: a render takes milliseconds
+            with self._lock:
+                self._misses += 1
+                self._cache[(text, language)] = audio
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return audio
+
+    def cache_info(self) -> functools._CacheInfo:
+        with self._lock:
+            return functools._CacheInfo(self._hits, self._misses, self._cache_size, len(self._cache))
 
 
 class _Espeak:
@@ -128,24 +169,18 @@ def _espeak() -> _Espeak:
     return _Espeak()
 
 
-class EspeakSynthesizer:
-    """espeak-ng speech, resampled to 8 kHz mu-law; results cached by (text, voice, speed)."""
+class EspeakSynthesizer(_CachedSynthesis):
+    """espeak-ng speech, resampled to 8 kHz mu-law; results cached by (text, language) at this speed."""
 
     name = "espeak-ng"
 
     def __init__(self, words_per_minute: int = 160, cache_size: int = 256) -> None:
+        super().__init__(cache_size)
         self._engine = _espeak()
         self.words_per_minute = words_per_minute
-        self._cached = functools.lru_cache(maxsize=cache_size)(self._render)
 
-    def synthesize(self, text: str, language: str) -> bytes:
-        return self._cached(text, voice_for(language), self.words_per_minute)
-
-    def cache_info(self) -> functools._CacheInfo:
-        return self._cached.cache_info()
-
-    def _render(self, text: str, voice: str, words_per_minute: int) -> bytes:
-        pcm, rate = self._engine.speak(text, voice, words_per_minute)
+    def _render(self, text: str, language: str) -> bytes:
+        pcm, rate = self._engine.speak(text, voice_for(language), self.words_per_minute)
         return codec.pcm_to_mulaw(codec.resample(pcm, rate, codec.SAMPLE_RATE_HZ))
 
 
@@ -155,7 +190,7 @@ def voice_for(language: str) -> str:
     return _VOICE_NAMES.get(code, code)
 
 
-class ToneSynthesizer:
+class ToneSynthesizer(_CachedSynthesis):
     """Dependency-free stand-in: a tone whose length follows the text and whose pitch identifies it."""
 
     name = "tone"
@@ -164,7 +199,10 @@ class ToneSynthesizer:
     MAX_MS = 10_000
     AMPLITUDE = 8000
 
-    def synthesize(self, text: str, language: str) -> bytes:
+    def __init__(self, cache_size: int = 256) -> None:
+        super().__init__(cache_size)
+
+    def _render(self, text: str, language: str) -> bytes:
         duration_ms = min(max(len(text) * self.MS_PER_CHAR, self.MIN_MS), self.MAX_MS)
         samples = duration_ms * codec.SAMPLE_RATE_HZ // 1000
         step = 2 * math.pi * self.frequency_hz(text, language) / codec.SAMPLE_RATE_HZ

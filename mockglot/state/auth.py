@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-import yaml
 
 from mockglot.errors import ApiError
 
@@ -116,6 +115,8 @@ def redact(secret: str) -> str:
 
 def load_keys_file(path: str | Path) -> list[KeyConfig]:
     """Read a keys file (YAML or JSON), failing with a message that names the file and the field."""
+    import yaml  # here, not at import: only a server with a keys file needs it
+
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

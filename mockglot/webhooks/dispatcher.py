@@ -277,6 +277,7 @@ class Dispatcher:
         assert self._semaphore is not None
         client = self._http()
         import httpx  # loaded by _http()
+
         status: int | None = None
         error: str | None = None
         started = time.perf_counter()

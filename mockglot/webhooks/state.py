@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-
 from mockglot.errors import ApiError
 from mockglot.state.clock import Clock
 from mockglot.state.randomness import Randomness
