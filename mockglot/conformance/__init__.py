@@ -10,14 +10,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING, Any
 
-from mockglot.conformance.runner import CHECKS, SOURCES, Check, Report, Source, run_checks
+from mockglot.conformance.sources import SOURCES, Source
+
+if TYPE_CHECKING:
+    from mockglot.conformance.runner import CHECKS, Check, Report
 
 __all__ = ["CHECKS", "Check", "Report", "add_parser", "main", "run"]
 
 
+def __getattr__(name: str) -> Any:
+    """The checks (and httpx) load when used: `mockglot serve` builds this command's parser and nothing more."""
+    if name in ("CHECKS", "Check", "Report"):
+        from mockglot.conformance import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(url: str, api_key: str, **options: object) -> Report:
     """Run the checks against `url` (blocking); see `run_checks` for the options."""
+    from mockglot.conformance.runner import run_checks
+
     return asyncio.run(run_checks(url, api_key, **options))  # type: ignore[arg-type]
 
 

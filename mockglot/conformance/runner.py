@@ -21,9 +21,9 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
-Source = Literal["seed", "documented", "emulator"]
+from mockglot.conformance.sources import SOURCES, Source
+
 Status = Literal["PASS", "FAIL", "SKIP"]
-SOURCES: tuple[Source, ...] = ("seed", "documented", "emulator")
 CHECK_TIMEOUT_SECONDS = 20.0
 
 
