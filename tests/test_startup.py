@@ -12,12 +12,12 @@ from mockglot.app import create_app
 
 cli.build_parser()
 create_app(settings.from_env())
-print(",".join(sorted(m for m in ("httpx", "yaml", "rich", "vosk", "espeakng_loader", "websockets.asyncio.client")
+print(",".join(sorted(m for m in ("httpx", "rich", "vosk", "espeakng_loader", "websockets.asyncio.client")
                       if m in sys.modules)))
 """
 
 
-def test_serving_loads_no_http_client_yaml_vosk_or_espeak_until_used():
+def test_serving_loads_no_http_client_vosk_or_espeak_until_used():
     # A fresh interpreter: this test process has imported all of them already.
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == ""
