@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-import httpx
 import msgspec
 
 from mockglot import wire
@@ -87,6 +86,8 @@ def _is_loopback(host: str) -> bool:
 def _targets_self(url: str, ctx: ControlContext) -> bool:
     """Whether `url` is this server: its port, and a loopback name or a name it is known by (the address the
     request came in on, its Host header, --host)."""
+    import httpx  # here, not at import: serving starts without an HTTP client
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
