@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from mockglot.api import agents, analyses, dial, recordings, sessions, stream
 from mockglot.api.endpoint import Endpoint, http_handler
-from mockglot.control import faults, keys, requests, scenarios, system, webhooks
+from mockglot.control import contract, faults, keys, requests, scenarios, system, webhooks
 from mockglot.control import sessions as control_sessions
 from mockglot.control.endpoint import control_handler
 from mockglot.engines.hub import StreamHub
@@ -48,6 +48,7 @@ CONTROL_ENDPOINTS: list[Endpoint] = [
     *scenarios.ENDPOINTS,
     *keys.ENDPOINTS,
     *webhooks.ENDPOINTS,
+    *contract.ENDPOINTS,
 ]
 SWEEP_INTERVAL_SECONDS = 1.0
 INSPECTOR_PATHS = ("/_mockglot/events", "/_mockglot/ui")

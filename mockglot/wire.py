@@ -612,6 +612,29 @@ class KeyInfo(Struct, kw_only=True):
     rate_limit: int | None
 
 
+class ContractViolation(Struct, kw_only=True):
+    kind: str  # unknown_field, missing_idempotency_key, ... (mockglot.state.contract.VIOLATIONS)
+    count: int
+    why: str  # what the contract says instead
+    examples: list[str]  # at most 3
+
+
+class ContractCoverage(Struct, kw_only=True):
+    """What of the contract the client met: `METHOD /path/{param}`, frame types, error codes, close codes."""
+
+    operations: dict[str, int]
+    frames_in: dict[str, int]
+    frames_out: dict[str, int]
+    error_codes: dict[str, int]
+    close_codes: dict[str, int]
+
+
+class ContractReport(Struct, kw_only=True):
+    organization: str | None  # null: every organization's, merged
+    violations: list[ContractViolation]
+    coverage: ContractCoverage
+
+
 class ListOf(Struct, kw_only=True):
     object: Literal["list"] = "list"
     data: list[Any]

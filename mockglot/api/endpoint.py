@@ -25,6 +25,7 @@ from mockglot.wire import encode
 
 T = TypeVar("T")
 WARNING_HEADER = b"x-mockglot-warning"
+UNKNOWN_FIELDS_WARNING = "ignored unknown field(s): "
 MAX_WARNED_FIELDS = 10
 
 
@@ -55,7 +56,7 @@ class Context:
         if unknown:
             shown = ", ".join(unknown[:MAX_WARNED_FIELDS])
             more = f" and {len(unknown) - MAX_WARNED_FIELDS} more" if len(unknown) > MAX_WARNED_FIELDS else ""
-            self.warnings = [*(self.warnings or ()), f"ignored unknown field(s): {shown}{more}"]
+            self.warnings = [*(self.warnings or ()), f"{UNKNOWN_FIELDS_WARNING}{shown}{more}"]
         return value
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from mockglot import transport, wire
+from mockglot import transport, validation, wire
 from mockglot.engines.pipeline import SessionPipeline, SpeechJob
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.faults import ArmedFault, StreamFault
@@ -102,6 +102,15 @@ def _too_deep() -> ApiError:
     )
 
 
+def unknown_frame_fields(frame: wire.ClientFrame, text: str) -> list[str]:
+    """The fields of a valid frame that its type does not define (a misspelling is otherwise silently ignored)."""
+    try:
+        raw = msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError):  # an unknown field nested past the decoder's depth
+        return []
+    return [f for f in validation.unknown_fields(raw, type(frame)) if f != "type"]
+
+
 def audio_bytes(frame: wire.AudioInput) -> bytes:
     """The frame's mu-law audio, after every check §7 names."""
     audio = frame.audio
@@ -158,6 +167,7 @@ class Connection:
         self.faults: list[ArmedFault] = hub.faults_for(record)
         self.first_audio_wall: dict[str, float] = {}
         self.ended = False
+        self.observer = self.state.contract.stream(record.owner[0], record.id)  # the contract report
 
     # --- Sink ---------------------------------------------------------------------------------------
 
@@ -169,7 +179,7 @@ class Connection:
         self.outbox.put_nowait((kind, text))
 
     def abort(self, code: int, message: str) -> None:
-        self.send(frame_error(self.record.id, ApiError("session_not_found", message)))
+        self._error(ApiError("session_not_found", message))
         self.close_code = code
         self.outbox.put_nowait(None)
 
@@ -203,6 +213,7 @@ class Connection:
                 break
             kind, text = item
             self._journal("out", self.state.clock.now(), kind, text)
+            self.observer.frame_out(kind)
             await self.websocket.send_text(text)
         if self.websocket.client_state == WebSocketState.CONNECTED:
             await self.websocket.close(self.close_code or 1000)
@@ -277,6 +288,7 @@ class Connection:
             self.state.feed.publish(  # after the last frame written
                 "session.disconnected", record.id, record.owner[0], record.api_key, session_data(record)
             )
+            self.observer.closed(self.close_code, self.ended)
 
     async def _read(self) -> None:
         while self.close_code is None:
@@ -300,6 +312,7 @@ class Connection:
             if text is None:
                 size = len(message.get("bytes") or b"")
                 self._journal("in", now, "(binary)", f"<{size} bytes>")
+                self.observer.invalid_frame("")
                 self._error(ApiError("invalid_message", "Binary frames are not accepted: send JSON text frames."))
                 continue
             try:
@@ -307,10 +320,14 @@ class Connection:
             except ApiError as exc:
                 oversized = len(text) > MAX_FRAME_BYTES // 4 and len(text.encode()) > MAX_FRAME_BYTES
                 self._journal("in", now, "(invalid)", f"<{len(text)} characters>" if oversized else text)
+                if not oversized:
+                    self.observer.invalid_frame(text)
                 self._error(exc)
                 await self._faults()
                 continue
-            self._journal("in", now, frame.__struct_config__.tag, text)  # type: ignore[attr-defined]
+            kind = frame.__struct_config__.tag  # type: ignore[attr-defined]
+            self._journal("in", now, kind, text)
+            self.observer.frame_in(kind, unknown_frame_fields(frame, text) if self.observer.wants_check(kind) else None)
             self.frames_in += 1
             self.state.sessions.touch(self.record)
             if isinstance(frame, wire.Ping):
@@ -328,6 +345,7 @@ class Connection:
         except ApiError as exc:
             self._error(exc)
             return
+        self.observer.audio(len(data))
         try:
             sequence = self.state.sessions.check_sequence(self.record, frame.speaker, frame.sequence, data)
         except ApiError as exc:
@@ -373,6 +391,7 @@ class Connection:
 
     def _error(self, exc: ApiError | None) -> None:
         if exc is not None:
+            self.observer.error(exc.code)
             self.send(frame_error(self.record.id, exc))
 
     async def _finish(self) -> None:
@@ -397,6 +416,15 @@ async def reject(websocket: WebSocket, session_id: str, exc: ApiError) -> None:
     """A failed connect: one `session.error`, then the close code of the table."""
     await websocket.send_text(wire.encode(frame_error(session_id, exc)).decode())
     await websocket.close(STREAM_CLOSE_CODES.get(exc.code, 1011))
+
+
+def observe_refused(state: Any, session_id: str, exc: ApiError) -> None:
+    """A refused connect counts in its session's organization's contract report (none: no such session)."""
+    record = state.sessions.find(session_id)
+    if record is not None:
+        observer = state.contract.stream(record.owner[0], session_id)
+        observer.error(exc.code)
+        observer.closed(STREAM_CLOSE_CODES.get(exc.code, 1011), True)
 
 
 def presented_token(websocket: WebSocket) -> str | None:
@@ -428,6 +456,7 @@ async def connect(websocket: WebSocket) -> None:
         record = await admit(hub, session_id, presented_token(websocket))
     except ApiError as exc:
         await reject(websocket, session_id, exc)
+        observe_refused(hub.state, session_id, exc)
         return
     try:
         await Connection(websocket, record, hub.pipeline(record), hub).run()

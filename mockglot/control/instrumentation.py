@@ -9,6 +9,7 @@ import time
 import msgspec
 from starlette.types import Send
 
+from mockglot.control.contract import observe_rest
 from mockglot.errors import CATALOGUE, ApiError
 from mockglot.faults import error_code_for, fault_error
 from mockglot.http import Request, Response, error_response
@@ -94,6 +95,7 @@ class Instrumentation:
                 )
             )
             self._announce(request, key, status, duration_ms, session_id)
+            observe_rest(self.state, request, key, response)  # the contract report
 
     def _announce(
         self, request: Request, key: str | None, status: int, duration_ms: float, session_id: str | None

@@ -12,6 +12,7 @@ from mockglot.state.agents import AgentStore
 from mockglot.state.analyses import AnalysisStore
 from mockglot.state.auth import KeyStore, load_keys_file
 from mockglot.state.clock import Clock
+from mockglot.state.contract import ContractReports
 from mockglot.state.events import EventBus
 from mockglot.state.feed import Feed, lifecycle_listener
 from mockglot.state.idempotency import IdempotencyStore
@@ -52,6 +53,7 @@ class ServerState:
             settings.scenario = self.scenarios.add_file(path)  # the operator's file; sessions know it by name
         self.faults = FaultRegistry(self.randomness, self.feed)
         self.requests = RequestJournal()
+        self.contract = ContractReports()
         self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events, self.feed)
         # Subscribed after the dispatcher: what they announce in answer to a session's event follows it.
         self.agents = AgentStore(self.clock, self.randomness)
@@ -68,7 +70,8 @@ class ServerState:
         self.idempotency.purge(self.clock.now())
 
     def reset(self, organization: str | None = None) -> None:
-        """Forget everything (or one organization's part): sessions, idempotency keys, usage, faults, journals."""
+        """Forget everything (or one organization's part): sessions, idempotency keys, usage, faults, journals, the
+        contract report."""
         keys: set[str] | None = None
         if organization is None:
             self.randomness.reseed(self.settings.seed)
@@ -86,6 +89,7 @@ class ServerState:
         self.recordings.reset(organization)
         self.analyses.reset(organization)
         self.idempotency.reset(organization)
+        self.contract.reset(organization)
         self.keys.reset(organization)
         self.webhooks.reset(organization)
         self.scenarios.reset(keys, organization)

@@ -179,6 +179,11 @@ class SessionStore:
     def find(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)
 
+    def for_token(self, token: str) -> SessionRecord | None:
+        """The session a stream token was issued for (expired or not)."""
+        issued = self._tokens.get(token)
+        return self._sessions.get(issued.session_id) if issued is not None else None
+
     # --- stream tokens ---------------------------------------------------------------------------------
 
     def _new_token(self, session_id: str, owner: Owner, now: float) -> StreamToken:

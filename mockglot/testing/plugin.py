@@ -118,12 +118,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--mockglot-control-token", metavar="TOKEN",
         help=f"bearer token of the server's /_mockglot control plane ({ENV_CONTROL_TOKEN})",
     )  # fmt: skip
+    group.addoption(
+        "--mockglot-no-contract-report", action="store_true",
+        help="do not print the contract report (what the tests' client did that the Kallglot contract does not allow)",
+    )  # fmt: skip
+    group.addoption(
+        "--mockglot-strict-contract", action="store_true",
+        help="fail every test whose client did what the Kallglot contract does not allow",
+    )  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(name): the scenario that the mockglot fixture's key uses for its next session"
     )
+    if not config.getoption("mockglot_no_contract_report"):
+        from mockglot.testing.contract import ContractReporting
+
+        config.pluginmanager.register(ContractReporting(config), "mockglot-contract")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -297,6 +309,12 @@ class Mockglot:
     def requests(self) -> list[dict[str, Any]]:
         """This key's HTTP requests to the public API, oldest first, credentials redacted."""
         return checked(self.control.get("/_mockglot/requests", params={"api_key": self.api_key}))["data"]
+
+    def contract(self, *, settle: float = 0.0) -> dict[str, Any]:
+        """This key's contract report: violations and coverage (`settle`: wait that long for streams to close)."""
+        params = {"api_key": self.api_key, "settle": settle}
+        report: dict[str, Any] = checked(self.control.get("/_mockglot/contract", params=params))
+        return report
 
     def received_audio(self, session_id: str, speaker: str, *, encoding: str = "mulaw") -> bytes:
         """The audio the server received from `speaker` as a WAV file: mu-law byte for byte, or `pcm`."""

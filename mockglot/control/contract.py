@@ -1,0 +1,113 @@
+"""The contract report (`GET /_mockglot/contract`) and what feeds it from REST: one call per public request,
+after it was answered (`observe_rest`). The stream feeds it in `api/stream.py`; the ledgers are
+`mockglot.state.contract`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from mockglot import wire
+from mockglot.api.endpoint import UNKNOWN_FIELDS_WARNING, WARNING_HEADER, Endpoint, Reply
+from mockglot.control.endpoint import ControlContext, query_float
+from mockglot.http import Request, Response
+from mockglot.state.contract import Ledger, bump
+from mockglot.state.server import ServerState
+
+MAX_SETTLE_SECONDS = 5.0
+SETTLE_POLL_SECONDS = 0.01
+UNKNOWN_ROUTE = "(unknown route)"
+NOT_ALLOWED = "(method not allowed)"
+STRICT_UNKNOWN = "Unknown field `"
+
+
+def observe_rest(state: ServerState, request: Request, presented: str | None, response: Response | None) -> None:
+    """Count the request in its organization's report, and note what the contract does not allow."""
+    if presented is None:
+        return  # no key: no organization to count it in
+    stream_token = presented.startswith("kst_")
+    key = state.keys.get(presented)
+    if key is not None:
+        organization = key.organization
+    elif stream_token and (record := state.sessions.for_token(presented)) is not None:
+        organization = record.owner[0]
+    else:
+        return
+    ledger = state.contract.ledger(organization)
+    code, param, message = _error_of(response)
+    operation = _operation(request, code)
+    bump(ledger.operations, operation)
+    if code is not None:
+        bump(ledger.error_codes, code)
+    if stream_token:
+        ledger.violation("stream_token_on_rest", f"{request.method} {request.path}")
+    if operation == "POST /v1/sessions" and request.header(b"idempotency-key") is None:
+        ledger.violation("missing_idempotency_key", "POST /v1/sessions")
+    if code == "invalid_field_value" and param == "provider":
+        ledger.violation("top_level_provider", f"{operation}: `provider`")
+    elif code == "invalid_field_value" and param is not None and message.startswith(STRICT_UNKNOWN):
+        ledger.violation("unknown_field", f"{operation}: `{param}`")
+    if response is not None:
+        _warned_fields(ledger, operation, response)
+
+
+def _operation(request: Request, code: str | None) -> str:
+    """`METHOD /path/{param}`: the route's template, so the table stays as small as the API."""
+    if code == "route_not_found":
+        return UNKNOWN_ROUTE
+    if code == "method_not_allowed":
+        return NOT_ALLOWED
+    path = request.path
+    for name, value in request.path_params.items():
+        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
+    return f"{request.method} {path}"
+
+
+def _error_of(response: Response | None) -> tuple[str | None, str | None, str]:
+    if response is None or response.status < 400:
+        return None, None, ""
+    try:
+        error = msgspec.json.decode(response.body)["error"]
+        return str(error["code"]), error.get("param"), str(error.get("message") or "")
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return None, None, ""
+
+
+def _warned_fields(ledger: Ledger, operation: str, response: Response) -> None:
+    """Lenient mode ignored unknown fields and said so in a warning header: each is a violation."""
+    for name, value in response.headers:
+        if name != WARNING_HEADER:
+            continue
+        for warning in value.decode("latin-1").split("; "):
+            if warning.startswith(UNKNOWN_FIELDS_WARNING):
+                listed = warning.removeprefix(UNKNOWN_FIELDS_WARNING).split(" and ")[0]
+                for field in listed.split(", "):
+                    ledger.violation("unknown_field", f"{operation}: `{field}`")
+
+
+async def get_report(ctx: ControlContext) -> Reply:
+    """One organization's report (`api_key` or `organization`), or every organization's merged. `settle=S`
+    first waits up to S seconds for the organization's open streams to close, so a client that just closed its
+    socket is counted."""
+    organization = ctx.query("organization")
+    api_key = ctx.query("api_key")
+    if api_key is not None:
+        key = ctx.state.keys.get(api_key)
+        organization = key.organization if key is not None else f"(unknown key {api_key[:8]}…)"
+    settle = query_float(ctx, "settle", 0.0, 0.0, MAX_SETTLE_SECONDS)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle
+    while loop.time() < deadline and any(
+        organization is None or c.record.owner[0] == organization for c in ctx.hub.connections.values()
+    ):
+        await asyncio.sleep(SETTLE_POLL_SECONDS)
+    return Reply(200, ctx.state.contract.report(organization))
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/_mockglot/contract", get_report, "", "The contract report: violations and coverage",
+        response=wire.ContractReport, query={"api_key": str, "organization": str, "settle": float},
+    ),
+]  # fmt: skip
