@@ -233,22 +233,23 @@ class AgentList(Struct, kw_only=True):
 
 
 class Recording(Struct, kw_only=True):
-    """[emulator] one per session with recording enabled, made when it ends: a WAV of 8 kHz mu-law, one channel
-    per speaker (`channels`), each channel the audio the server received from that speaker."""
+    """(r2) The documented recording. [emulator] one per session with recording enabled, made when it ends: a
+    stereo MP3 (customer left, agent right) of the audio the server received."""
 
     id: str
     object: Literal["recording"] = "recording"
     session_id: str
-    status: Literal["ready", "failed"]
-    duration_seconds: float
-    format: Literal["wav"] = "wav"
-    encoding: Literal["mulaw"] = "mulaw"
-    sample_rate_hz: Literal[8000] = 8000
-    channels: list[Speaker]
-    size_bytes: int
+    channel: Literal["mixed"] = "mixed"
+    status: Literal["processing", "ready", "failed"]
+    duration: float  # seconds
+    format: Literal["mp3"] = "mp3"
+    size: int  # bytes of the MP3
+    sample_rate: Literal[8000] = 8000
+    bit_depth: Literal[16] = 16
+    download_url: str | None  # relative: /v1/recordings/{id}/audio; null when the recording failed
     created_at: str
-    url: str | None  # the audio; null when the recording failed
-    failure_reason: str | UnsetType = UNSET
+    expires_at: str  # 30 days after created_at, on the server clock
+    failure_reason: str | UnsetType = UNSET  # only when failed
 
 
 class RecordingDeleted(Struct, kw_only=True):

@@ -294,7 +294,7 @@ async def test_the_openapi_document_covers_the_other_documented_endpoints(client
         "/v1/agents": ["get", "post"],
         "/v1/agents/{agent_id}": ["get"],
     }
-    assert "audio/wav" in paths["/v1/recordings/{recording_id}/audio"]["get"]["responses"]["200"]["content"]
+    assert "audio/mpeg" in paths["/v1/recordings/{recording_id}/audio"]["get"]["responses"]["200"]["content"]
     create = paths["/v1/agents"]["post"]
     assert create["responses"].keys() >= {"201", "403", "422"}
     assert any(p["name"] == "Idempotency-Key" for p in create["parameters"])

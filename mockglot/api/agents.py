@@ -11,29 +11,10 @@ cursors is a 422 on `ending_before`.
 
 from __future__ import annotations
 
-import re
-
 from mockglot import wire
-from mockglot.api import render
+from mockglot.api import pagination, render
 from mockglot.api.endpoint import Context, Endpoint, Reply
-from mockglot.errors import ApiError
-
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-_DIGITS = re.compile(r"[0-9]{1,4}")
-
-
-def page_limit(ctx: Context) -> int:
-    raw = ctx.query("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(
-            "invalid_field_value",
-            f"`limit` must be a whole number from 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}); got {raw!r}.",
-            param="limit",
-        )
-    return int(raw)
+from mockglot.api.pagination import page_query
 
 
 async def create_agent(ctx: Context) -> Reply:
@@ -43,16 +24,7 @@ async def create_agent(ctx: Context) -> Reply:
 
 
 async def list_agents(ctx: Context) -> Reply:
-    limit = page_limit(ctx)
-    starting_after = ctx.query("starting_after")
-    ending_before = ctx.query("ending_before")
-    if starting_after is not None and ending_before is not None:
-        raise ApiError(
-            "invalid_field_value",
-            "Give at most one of `starting_after` (the next page) and `ending_before` (the previous page).",
-            param="ending_before",
-        )
-    page = ctx.state.agents.page(ctx.key.owner, limit, starting_after, ending_before)
+    page = ctx.state.agents.page(ctx.key.owner, *page_query(ctx))
     return Reply(200, wire.AgentList(data=[render.agent(r) for r in page.items], has_more=page.has_more))
 
 
@@ -67,7 +39,7 @@ ENDPOINTS = [
     ),
     Endpoint(
         "GET", "/v1/agents", list_agents, "agents:read", "List agents", response=wire.AgentList,
-        query={"limit": int, "starting_after": str, "ending_before": str},
+        query=pagination.QUERY,
     ),
     Endpoint("GET", "/v1/agents/{agent_id}", get_agent, "agents:read", "Retrieve an agent", response=wire.Agent),
 ]  # fmt: skip

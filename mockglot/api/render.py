@@ -8,7 +8,7 @@ from mockglot import wire
 from mockglot.state.agents import AgentRecord
 from mockglot.state.analyses import AnalysisRecord
 from mockglot.state.clock import isoformat
-from mockglot.state.recordings import CHANNELS, RecordingRecord
+from mockglot.state.recordings import RecordingRecord
 from mockglot.state.sessions import SessionRecord, SessionStore, Turn
 
 
@@ -101,18 +101,17 @@ def agent(record: AgentRecord) -> wire.Agent:
     )
 
 
-def recording(record: RecordingRecord, origin: str) -> wire.Recording:
-    """The recording object; `origin` is the HTTP origin its `url` points at (http://host:port)."""
+def recording(record: RecordingRecord) -> wire.Recording:
     ready = record.status == "ready"
     return wire.Recording(
         id=record.id,
         session_id=record.session.id,
         status=record.status,
-        duration_seconds=record.duration_seconds,
-        channels=list(CHANNELS),  # type: ignore[arg-type]
-        size_bytes=len(record.audio),
+        duration=record.duration_seconds,
+        size=len(record.audio),
+        download_url=f"/v1/recordings/{record.id}/audio" if ready else None,
         created_at=isoformat(record.created_at),
-        url=f"{origin}/v1/recordings/{record.id}/audio" if ready else None,
+        expires_at=isoformat(record.expires_at),
         failure_reason=record.failure_reason if record.failure_reason is not None else UNSET,
     )
 

@@ -25,6 +25,14 @@ def pcm_to_mulaw(pcm: bytes) -> bytes:
     return audioop.lin2ulaw(pcm, SAMPLE_WIDTH)
 
 
+def stereo(left_pcm: bytes, right_pcm: bytes) -> bytes:
+    """Two mono 16-bit PCM channels interleaved as one stereo stream; the shorter is padded with silence."""
+    length = max(len(left_pcm), len(right_pcm))
+    left = left_pcm + bytes(length - len(left_pcm))
+    right = right_pcm + bytes(length - len(right_pcm))
+    return audioop.add(audioop.tostereo(left, SAMPLE_WIDTH, 1, 0), audioop.tostereo(right, SAMPLE_WIDTH, 0, 1), 2)
+
+
 def rms(pcm: bytes) -> int:
     return audioop.rms(pcm, SAMPLE_WIDTH)
 

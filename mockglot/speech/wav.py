@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from mockglot.speech.codec import MULAW_SILENCE, SAMPLE_RATE_HZ
+from mockglot.speech.codec import SAMPLE_RATE_HZ
 
 WAVE_FORMAT_MULAW = 7
 WAVE_FORMAT_PCM = 1
@@ -24,12 +24,3 @@ def wav(data: bytes, *, mulaw: bool, channels: int = 1) -> bytes:
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_chunk)) + fmt_chunk + extra
     body += b"data" + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
     return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def interleave_mulaw(channels: list[bytes]) -> bytes:
-    """One mu-law channel after another, sample by sample; a shorter channel is padded with silence."""
-    length = max((len(c) for c in channels), default=0)
-    out = bytearray(length * len(channels))
-    for index, channel in enumerate(channels):
-        out[index :: len(channels)] = channel + MULAW_SILENCE * (length - len(channel))
-    return bytes(out)

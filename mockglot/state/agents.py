@@ -12,6 +12,7 @@ import msgspec
 from mockglot.errors import ApiError
 from mockglot.state.auth import Owner
 from mockglot.state.clock import Clock
+from mockglot.state.pagination import Page, paginate
 from mockglot.state.randomness import Randomness
 from mockglot.wire import AgentCreate, AiAgentConfig
 
@@ -31,12 +32,6 @@ class AgentRecord:
         if overrides is not None:
             values.update({name: v for name in AGENT_FIELDS if (v := getattr(overrides, name)) is not None})
         return AiAgentConfig(**values)
-
-
-@dataclass(slots=True)
-class Page:
-    items: list[AgentRecord]
-    has_more: bool
 
 
 class AgentStore:
@@ -78,29 +73,7 @@ class AgentStore:
 
     def page(
         self, owner: Owner, limit: int, starting_after: str | None = None, ending_before: str | None = None
-    ) -> Page:
-        """Newest first. `starting_after`: the page of older agents after that one; `ending_before`: the page
-        of newer agents just before it (in the same newest-first order). `has_more`: more lie beyond the page
-        in the direction it was fetched.
-
-        [emulator] a cursor that names no agent of this owner (unknown, malformed, or another organization's)
-        is a 422 `invalid_field_value` naming the parameter: the list itself exists, so it is not a 404.
-        """
+    ) -> Page[AgentRecord]:
+        """The owner's agents, newest first, one page (see `mockglot.state.pagination`)."""
         newest_first = list(reversed(self._by_owner.get(owner, [])))
-        if ending_before is not None:
-            end = self._index(newest_first, ending_before, "ending_before")
-            start = max(end - limit, 0)
-            return Page(newest_first[start:end], start > 0)
-        start = 0 if starting_after is None else self._index(newest_first, starting_after, "starting_after") + 1
-        return Page(newest_first[start : start + limit], len(newest_first) > start + limit)
-
-    @staticmethod
-    def _index(records: list[AgentRecord], agent_id: str, param: str) -> int:
-        for index, record in enumerate(records):
-            if record.id == agent_id:
-                return index
-        raise ApiError(
-            "invalid_field_value",
-            f"`{param}` must be the id of one of this key's agents (as listed by GET /v1/agents); {agent_id!r} is not.",
-            param=param,
-        )
+        return paginate(newest_first, lambda r: r.id, limit, starting_after, ending_before, "GET /v1/agents")

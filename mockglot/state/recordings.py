@@ -1,26 +1,34 @@
 """Recordings (`rec_`): made when a session with `recording.enabled` ends, from the audio the server received.
 
-[emulator] one recording per session: a WAV of 8 kHz mu-law with one channel per speaker (customer first,
-then agent), each channel that speaker's audio byte for byte as received, back to back from its first sample;
-the shorter channel is padded with silence. A session that ended without any audio gets a `failed` recording
-(and `recording.failed`) instead of an empty file; otherwise `recording.ready`.
+(r2) One recording per session, an MP3 (`mockglot.speech.mp3`): stereo, customer left and agent right
+(`channel: "mixed"`), each channel that speaker's audio as received, from its first sample; the shorter channel
+is padded with silence. A session that ended without any audio gets a `failed` recording (and
+`recording.failed`) instead of an empty file; otherwise `recording.ready` once the MP3 is made.
+
+[emulator] The MP3 is encoded off the event loop (`processing` meanwhile); the REST views wait for it, so to a
+client a recording is `ready` as soon as it is listed. A recording expires (is gone: 404) 30 days after it was
+made, on the server clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
 from mockglot.errors import ApiError
 from mockglot.speech.codec import SAMPLE_RATE_HZ
-from mockglot.speech.wav import interleave_mulaw, wav
+from mockglot.speech.mp3 import encode_stereo
 from mockglot.state.auth import Owner
 from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
+from mockglot.state.pagination import Page, paginate
 from mockglot.state.randomness import Randomness
 from mockglot.state.sessions import SessionRecord
 
-CHANNELS = ("customer", "agent")
+CHANNELS = ("customer", "agent")  # left, right
+RETENTION_SECONDS = 30 * 24 * 3600
 NO_AUDIO = "The session ended without receiving any audio, so there was nothing to record."
 
 
@@ -28,15 +36,20 @@ NO_AUDIO = "The session ended without receiving any audio, so there was nothing 
 class RecordingRecord:
     id: str
     session: SessionRecord
-    status: Literal["ready", "failed"]
-    audio: bytes  # the WAV file; empty when failed
+    status: Literal["processing", "ready", "failed"]
+    audio: bytes  # the MP3 file; empty until ready, and when failed
     duration_seconds: float
     created_at: float
     failure_reason: str | None = None
+    encoding: asyncio.Future[bytes] | None = None  # the MP3 being made off the loop
 
     @property
     def owner(self) -> Owner:
         return self.session.owner
+
+    @property
+    def expires_at(self) -> float:
+        return self.created_at + RETENTION_SECONDS
 
 
 class RecordingStore:
@@ -57,18 +70,35 @@ class RecordingStore:
         self._by_session = {k: v for k, v in self._by_session.items() if any(r.owner[0] != organization for r in v)}
 
     def for_session(self, session: SessionRecord) -> list[RecordingRecord]:
-        return list(self._by_session.get(session.id, ()))
+        now = self.clock.now()
+        return [r for r in self._by_session.get(session.id, ()) if r.expires_at > now]
+
+    def page(
+        self, session: SessionRecord, limit: int, starting_after: str | None, ending_before: str | None
+    ) -> Page[RecordingRecord]:
+        newest_first = list(reversed(self.for_session(session)))
+        listed_by = f"GET /v1/sessions/{session.id}/recordings"
+        return paginate(newest_first, lambda r: r.id, limit, starting_after, ending_before, listed_by)
 
     def get(self, owner: Owner, recording_id: str) -> RecordingRecord:
         record = self._recordings.get(recording_id)
-        if record is None or record.owner != owner:
+        if record is None or record.owner != owner or record.expires_at <= self.clock.now():
             raise ApiError(
                 "recording_not_found",
                 f'No recording {recording_id!r} for this API key. A session with `recording: {{"enabled": '
-                "true}` gets its recording when it ends; list them with GET /v1/sessions/{id}/recordings.",
+                "true}` gets its recording when it ends (kept 30 days); list them with GET "
+                "/v1/sessions/{id}/recordings.",
                 param="id",
             )
         return record
+
+    async def settled(self, records: list[RecordingRecord]) -> None:
+        """Wait until none of `records` is still being encoded."""
+        for record in records:
+            if record.encoding is not None:
+                with contextlib.suppress(Exception):  # a failed encoding has already marked the record
+                    await asyncio.shield(record.encoding)
+                self._encoded(record, record.encoding)
 
     def delete(self, owner: Owner, recording_id: str) -> RecordingRecord:
         """[emulator] Forget a recording (and its audio); its id is a 404 from then on."""
@@ -85,15 +115,37 @@ class RecordingStore:
         options = session.request.recording
         if options is None or not options.enabled:
             return
-        channels = [bytes(session.audio.get(speaker, b"")) for speaker in CHANNELS]
-        longest = max(len(c) for c in channels)
+        left, right = (bytes(session.audio.get(speaker, b"")) for speaker in CHANNELS)
+        longest = max(len(left), len(right))
         at = session.ended_at if session.ended_at is not None else self.clock.now()
         recording_id = self.randomness.new_id("rec", "recording", at)
-        if longest == 0:
-            record = RecordingRecord(recording_id, session, "failed", b"", 0.0, at, NO_AUDIO)
-        else:
-            audio = wav(interleave_mulaw(channels), mulaw=True, channels=len(CHANNELS))
-            record = RecordingRecord(recording_id, session, "ready", audio, round(longest / SAMPLE_RATE_HZ, 1), at)
+        duration = round(longest / SAMPLE_RATE_HZ, 1)
+        record = RecordingRecord(recording_id, session, "processing", b"", duration, at)
         self._recordings[record.id] = record
         self._by_session[session.id] = [record]
-        self.events.publish(Event(f"recording.{record.status}", session, resource=record))
+        if longest == 0:
+            self._finish(record, None, NO_AUDIO)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (the state used on its own): encode here
+            self._finish(record, encode_stereo(left, right), None)
+            return
+        record.encoding = loop.run_in_executor(None, encode_stereo, left, right)
+        record.encoding.add_done_callback(lambda done: self._encoded(record, done))
+
+    def _encoded(self, record: RecordingRecord, done: asyncio.Future[bytes]) -> None:
+        if record.status != "processing" or not done.done():
+            return
+        if done.cancelled() or done.exception() is not None:
+            self._finish(record, None, f"The MP3 encoder failed: {done.exception()!r}.")
+        else:
+            self._finish(record, done.result(), None)
+
+    def _finish(self, record: RecordingRecord, mp3: bytes | None, failure: str | None) -> None:
+        record.encoding = None
+        if mp3 is None:
+            record.status, record.failure_reason = "failed", failure
+        else:
+            record.status, record.audio = "ready", mp3
+        self.events.publish(Event(f"recording.{record.status}", record.session, resource=record))

@@ -192,7 +192,7 @@ class Dispatcher:
         if event.type == "transcript.ready":
             return render.transcript(record, now)
         if event.type.startswith("recording."):
-            return render.recording(event.resource, "http" + self.origin.removeprefix("ws"))  # its audio's URL
+            return render.recording(event.resource)
         if event.type.startswith("analysis."):
             return render.analysis(event.resource)
         session = render.session(record, _TokensAsTheyAre(), self.origin)  # type: ignore[arg-type]
