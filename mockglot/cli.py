@@ -46,6 +46,18 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "--header-timeout", type=float, help=f"seconds to send a request head (default 10; {env}HEADER_TIMEOUT)"
     )
     p.add_argument(
+        "--retain-sessions", type=int, metavar="N",
+        help=f"ended sessions kept, the oldest forgotten first (default 1000; {env}RETAIN_SESSIONS)",
+    )  # fmt: skip
+    p.add_argument(
+        "--retain-minutes", type=float, metavar="M",
+        help=f"minutes an ended session is kept (default 60; {env}RETAIN_MINUTES)",
+    )  # fmt: skip
+    p.add_argument(
+        "--retain-mb", type=float, metavar="MB",
+        help=f"memory budget of ended sessions' audio and journals (default 256; {env}RETAIN_MB)",
+    )  # fmt: skip
+    p.add_argument(
         "--webhook", dest="webhooks", action="append", metavar="URL[#SECRET]",
         help=f"deliver webhooks to URL, signed with SECRET or a generated one; repeatable ({env}WEBHOOKS=u1,u2#s)",
     )  # fmt: skip

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -28,6 +29,11 @@ class Settings(msgspec.Struct, kw_only=True):
     webhooks: list[str] = msgspec.field(default_factory=list)  # URL or URL#SECRET
     max_connections: int | None = None  # open sockets; None: 1,000 or the file limit less a reserve
     header_timeout: float = 10.0  # seconds a socket has to send a complete request head
+    # Retention of ended sessions (with their journal, audio, recordings, analyses): the oldest go first once
+    # there are more than `retain_sessions`, they hold more than `retain_mb`, or they ended `retain_minutes` ago.
+    retain_sessions: Annotated[int, Meta(ge=1, le=10_000_000)] = 1000
+    retain_minutes: Annotated[float, Meta(gt=0, le=525_600)] = 60.0
+    retain_mb: Annotated[float, Meta(gt=0, le=1_048_576)] = 256.0
 
 
 # Each setting's environment variable and how to read it from a string.

@@ -509,13 +509,15 @@ class JournalFrame(Struct, kw_only=True):
     direction: Literal["in", "out"]
     at: str
     type: str
-    frame: Any  # the decoded frame, or the raw text when it was not JSON
+    frame: Any  # the decoded frame, or the raw text when it was not JSON (or was cut)
+    truncated: bool = False  # the frame was longer than the journal keeps: `frame` is its beginning, as text
 
 
 class FrameJournal(Struct, kw_only=True):
     session_id: str
     count: int
     complete: bool  # False when ?wait_for timed out before enough frames arrived
+    dropped: int = 0  # the session's oldest frames the journal no longer holds (past its cap); counts stay exact
     frames: list[JournalFrame]
 
 
@@ -536,6 +538,7 @@ class RequestRecord(Struct, kw_only=True):
     body: str
     duration_ms: float
     session_id: str | None = None  # the session in its path, or the one it created
+    truncated: bool = False  # headers or body were cut to the journal's limits (see the README's Limits)
 
 
 class RestFault(Struct, kw_only=True, forbid_unknown_fields=True):

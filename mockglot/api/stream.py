@@ -197,10 +197,9 @@ class Connection:
 
     def _journal(self, direction: Direction, at: float, kind: str, text: str) -> None:
         """Journal a frame and show it to the inspector's feed."""
-        journal = self.record.journal
-        journal.append(direction, at, kind, text)
         record = self.record
-        frame = Frame(len(journal.entries) - 1, direction, kind, text)
+        entry = record.journal.append(direction, at, kind, text)
+        frame = Frame(entry.index, direction, kind, entry.text)  # as journaled: cut past the journal's limit
         self.state.feed.publish("frame", record.id, record.owner[0], record.api_key, frame)
 
     # --- tasks --------------------------------------------------------------------------------------
@@ -366,7 +365,7 @@ class Connection:
     def _too_fast(self, speaker: str) -> bool:
         wall = time.monotonic()
         started = self.first_audio_wall.setdefault(speaker, wall)
-        audio_ms = len(self.record.audio[speaker]) * 1000 / codec.SAMPLE_RATE_HZ
+        audio_ms = self.record.audio_received[speaker] * 1000 / codec.SAMPLE_RATE_HZ
         return audio_ms > 2 * (wall - started) * 1000 + PACING_SLACK_MS
 
     async def _faults(self) -> None:

@@ -14,7 +14,7 @@ from mockglot.errors import CATALOGUE, ApiError
 from mockglot.faults import error_code_for, fault_error
 from mockglot.http import Request, Response, error_response
 from mockglot.router import HttpHandler
-from mockglot.state.requests import MAX_BODY_BYTES, RequestEntry
+from mockglot.state.requests import RequestEntry
 from mockglot.state.server import ServerState
 
 DROPPED_BODY_LENGTH = b"64"  # promised by the dropped response, never sent
@@ -89,7 +89,7 @@ class Instrumentation:
                     status,
                     key,
                     tuple(request.scope["headers"]),
-                    request.body[:MAX_BODY_BYTES],
+                    request.body,  # the journal cuts it to its limit
                     duration_ms,
                     session_id,
                 )

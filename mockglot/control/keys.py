@@ -40,8 +40,7 @@ async def update_key(ctx: ControlContext) -> Reply:
         message = unknown_scopes_message(unknown)
         raise ApiError("invalid_field_value", f"{message[0].upper()}{message[1:]}.", param="scopes")
     key = ctx.state.keys.ensure(request.key)
-    if request.organization is not None:
-        ctx.state.keys.move(key, request.organization)
+    ctx.state.keys.pin(key, request.organization)
     if request.unlimited_credits:
         key.balance.credits = None
     elif request.credits is not None:  # (r2) the organization's balance: every key of it sees the change

@@ -32,7 +32,7 @@ async def list_requests(ctx: ControlContext) -> Reply:
                     request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path,
                     query=e.query.decode("latin-1"), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
                     headers=shown_headers(e.headers), body=e.body.decode("utf-8", "replace"),
-                    duration_ms=round(e.duration_ms, 3), session_id=e.session_id,
+                    duration_ms=round(e.duration_ms, 3), session_id=e.session_id, truncated=e.truncated,
                 )
                 for e in entries
             ]

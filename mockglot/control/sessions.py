@@ -12,6 +12,7 @@ from mockglot.speech import codec
 from mockglot.speech.wav import wav
 from mockglot.state.auth import redact
 from mockglot.state.clock import isoformat
+from mockglot.state.journal import JournalEntry
 from mockglot.state.sessions import SessionRecord
 
 
@@ -36,7 +37,7 @@ def describe(record: SessionRecord, now: float) -> wire.ControlSession:
         connected=record.connected,
         end_reason=record.end_reason,
         turns=len(record.turns),
-        audio_ms={speaker: codec.ms_of_samples(len(data)) for speaker, data in record.audio.items()},
+        audio_ms={speaker: codec.ms_of_samples(size) for speaker, size in record.audio_received.items()},
         frames_in=record.journal.count("in"),
         frames_out=record.journal.count("out"),
         created_at=isoformat(record.created_at),
@@ -90,13 +91,21 @@ async def frames(ctx: ControlContext) -> Reply:
             session_id=record.id,
             count=len(entries),
             complete=complete,
-            frames=[
-                wire.JournalFrame(
-                    index=e.index, direction=e.direction, at=isoformat(e.at), type=e.type, frame=_decoded(e.text)
-                )
-                for e in entries
-            ],
+            dropped=record.journal.dropped,
+            frames=[_frame(e) for e in entries],
         ),
+    )
+
+
+def _frame(entry: JournalEntry) -> wire.JournalFrame:
+    cut = entry.length != len(entry.text)
+    return wire.JournalFrame(
+        index=entry.index,
+        direction=entry.direction,
+        at=isoformat(entry.at),
+        type=entry.type,
+        frame=entry.text if cut else _decoded(entry.text),
+        truncated=cut,
     )
 
 
@@ -115,7 +124,7 @@ async def audio(ctx: ControlContext) -> Reply:
     encoding = ctx.query("encoding", "mulaw")
     if encoding not in ("mulaw", "pcm"):
         raise ApiError("invalid_field_value", "`encoding` is `mulaw` (as received) or `pcm`.", param="encoding")
-    data = bytes(record.audio.get(speaker, b""))
+    data = bytes(record.audio.get(speaker, b""))  # the first MAX_AUDIO_SECONDS of it
     body = wav(data if encoding == "mulaw" else codec.mulaw_to_pcm(data), mulaw=encoding == "mulaw")
     headers = {"Content-Disposition": f'attachment; filename="{record.id}-{speaker}.wav"'}
     return Reply(200, body, media_type="audio/wav", headers=headers)

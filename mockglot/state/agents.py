@@ -46,8 +46,9 @@ class AgentStore:
             self._agents.clear()
             self._by_owner.clear()
             return
-        self._agents = {k: v for k, v in self._agents.items() if v.owner[0] != organization}
-        self._by_owner = {k: v for k, v in self._by_owner.items() if k[0] != organization}
+        for environment in ("live", "test"):  # only this organization's agents: a reset costs O(its agents)
+            for record in self._by_owner.pop((organization, environment), ()):
+                self._agents.pop(record.id, None)
 
     def create(self, owner: Owner, request: AgentCreate) -> AgentRecord:
         now = self.clock.now()

@@ -84,17 +84,37 @@ class AnalysisStore:
         self.events = events
         self._analyses: dict[str, AnalysisRecord] = {}
         self._processing: dict[str, AnalysisRecord] = {}  # not yet finished: all the sweep has to look at
+        self._by_org: dict[str, dict[str, AnalysisRecord]] = {}  # so one organization's reset costs only its own
+        self._by_session: dict[str, list[AnalysisRecord]] = {}  # what goes when retention forgets a session
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
             self._analyses.clear()
             self._processing.clear()
+            self._by_org.clear()
+            self._by_session.clear()
             return
-        self._analyses = {k: v for k, v in self._analyses.items() if v.owner[0] != organization}
-        self._processing = {k: v for k, v in self._processing.items() if v.owner[0] != organization}
+        for record in self._by_org.pop(organization, {}).values():
+            self._analyses.pop(record.id, None)
+            self._processing.pop(record.id, None)
+            self._by_session.pop(record.session.id, None)
+
+    def evict(self, sessions: list[SessionRecord]) -> None:
+        """Forget the analyses of sessions that retention forgot (one still processing never finishes)."""
+        for session in sessions:
+            for record in self._by_session.pop(session.id, ()):
+                self._analyses.pop(record.id, None)
+                self._processing.pop(record.id, None)
+                by_org = self._by_org.get(record.owner[0])
+                if by_org is not None:
+                    by_org.pop(record.id, None)
+                    if not by_org:
+                        del self._by_org[record.owner[0]]
 
     def all(self, organization: str | None = None) -> list[AnalysisRecord]:
-        return [a for a in self._analyses.values() if organization is None or a.owner[0] == organization]
+        if organization is None:
+            return list(self._analyses.values())
+        return list(self._by_org.get(organization, {}).values())
 
     def find(self, analysis_id: str) -> AnalysisRecord | None:
         """Any owner's analysis, as it stands (no sweep): for the server's own inspection."""
@@ -121,6 +141,8 @@ class AnalysisStore:
             fail=session.metadata.get(FAIL_METADATA_KEY) == "fail",
         )
         self._analyses[record.id] = self._processing[record.id] = record
+        self._by_org.setdefault(session.owner[0], {})[record.id] = record
+        self._by_session.setdefault(session.id, []).append(record)
         return record
 
     def get(self, owner: Owner, analysis_id: str) -> AnalysisRecord:

@@ -28,6 +28,7 @@ SCOPES = (  # (r2) the documented names, then the emulator's own
     "recordings:delete",
 )
 RENAMED_SCOPES = {"analyses:read": "analysis:read", "analyses:write": "analysis:write"}  # before contract r2
+MAX_SEEN_KEYS = 10_000  # open-mode keys remembered; beyond, the oldest is forgotten
 NOMINAL_CREDITS = 1_000_000  # what the headers report for a key with unlimited credits
 
 Environment = Literal["live", "test"]
@@ -66,7 +67,7 @@ class ApiKey:
     revoked: bool = False
     inactive: bool = False
     rate_limit: int | None = None
-    configured: dict[str, object] = field(default_factory=dict)
+    pinned: bool = False  # from the keys file or changed through the control plane: never forgotten for space
 
     @property
     def owner(self) -> Owner:
@@ -151,10 +152,18 @@ def unknown_scopes_message(unknown: set[str]) -> str:
 
 
 class KeyStore:
+    """Keys by secret and by organization (so one organization's reset costs only its own keys).
+
+    In open mode every well-formed key is remembered when first seen; at most `MAX_SEEN_KEYS` of them, the
+    oldest forgotten first (a forgotten key comes back as new, in the same organization, when it is next used).
+    """
+
     def __init__(self, configured: list[KeyConfig] | None = None) -> None:
         self._configured = configured
         self._keys: dict[str, ApiKey] = {}
         self._balances: dict[str, Balance] = {}  # organization -> its credits
+        self._by_org: dict[str, set[str]] = {}
+        self._seen: dict[str, None] = {}  # open-mode keys that may be forgotten for space, oldest first
         self.reset()
 
     @property
@@ -164,16 +173,48 @@ class KeyStore:
     def reset(self, organization: str | None = None) -> None:
         """Back to the configured state: balances, flags and scopes as the keys file (or open mode) gives."""
         if organization is None:
-            self._keys = {}
-            self._balances = {}
+            self._keys.clear()
+            self._balances.clear()
+            self._by_org.clear()
+            self._seen.clear()
         else:
-            self._keys = {k: v for k, v in self._keys.items() if v.organization != organization}
+            for secret in self._by_org.pop(organization, ()):
+                self._keys.pop(secret, None)
+                self._seen.pop(secret, None)
             self._balances.pop(organization, None)
         for entry in self._configured or ():
             if organization is None or entry.organization == organization:
-                key = self._keys[entry.key] = _key_from_config(entry, self.balance(entry.organization))
+                key = self._add(_key_from_config(entry, self.balance(entry.organization)))
                 if entry.credits is not None:
                     key.balance.credits = entry.credits
+
+    def _add(self, key: ApiKey) -> ApiKey:
+        self._keys[key.key] = key
+        self._by_org.setdefault(key.organization, set()).add(key.key)
+        return key
+
+    def _forget(self, secret: str) -> None:
+        key = self._keys.pop(secret, None)
+        self._seen.pop(secret, None)
+        if key is not None:
+            secrets = self._by_org.get(key.organization)
+            if secrets is not None:
+                secrets.discard(secret)
+                if not secrets:
+                    del self._by_org[key.organization]
+
+    def of(self, organization: str) -> set[str]:
+        """The organization's keys (secrets)."""
+        return set(self._by_org.get(organization, ()))
+
+    def pin(self, key: ApiKey, organization: str | None = None) -> None:
+        """Keep a key the control plane changed (never forgotten for space), moving it to `organization`."""
+        key.pinned = True
+        self._seen.pop(key.key, None)
+        if organization is not None and organization != key.organization:
+            self._forget(key.key)
+            self.move(key, organization)
+            self._add(key)
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> ApiKey:
         secret = _presented_key(authorization, x_api_key)
@@ -208,9 +249,14 @@ class KeyStore:
         if key is None:
             environment: Environment = "live" if secret.startswith("sk_live_") else "test"
             organization = "org_" + hashlib.sha256(secret.encode()).hexdigest()[:20]
-            key = self._keys[secret] = ApiKey(
-                key=secret, organization=organization, environment=environment, balance=self.balance(organization)
+            key = self._add(
+                ApiKey(
+                    key=secret, organization=organization, environment=environment, balance=self.balance(organization)
+                )
             )
+            self._seen[secret] = None
+            while len(self._seen) > MAX_SEEN_KEYS:
+                self._forget(next(iter(self._seen)))
         return key
 
     def balance(self, organization: str) -> Balance:
@@ -242,6 +288,7 @@ def _key_from_config(entry: KeyConfig, balance: Balance) -> ApiKey:
         revoked=entry.revoked,
         inactive=entry.inactive,
         rate_limit=entry.rate_limit,
+        pinned=True,
     )
 
 

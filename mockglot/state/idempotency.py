@@ -26,13 +26,24 @@ class _Record:
 
 class IdempotencyStore:
     def __init__(self) -> None:
-        self._records: dict[tuple[Owner, str], _Record] = {}
+        self._records: dict[tuple[Owner, str], _Record] = {}  # oldest first
+        self._by_org: dict[str, set[tuple[Owner, str]]] = {}  # so one organization's reset costs only its own
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
             self._records.clear()
+            self._by_org.clear()
         else:
-            self._records = {k: v for k, v in self._records.items() if k[0][0] != organization}
+            for key in self._by_org.pop(organization, ()):
+                self._records.pop(key, None)
+
+    def _forget(self, key: tuple[Owner, str]) -> None:
+        del self._records[key]
+        keys = self._by_org.get(key[0][0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_org[key[0][0]]
 
     def begin(self, owner: Owner, key: str, fingerprint: str, now: float) -> StoredResponse | None:
         """Claim the key for this request, or return the response to replay.
@@ -63,7 +74,9 @@ class IdempotencyStore:
                     retry_after=1,
                 )
             return record.response
+        self._records.pop((owner, key), None)  # an expired record: the new one goes to the end (newest)
         self._records[(owner, key)] = _Record(fingerprint=fingerprint, created_at=now)
+        self._by_org.setdefault(owner[0], set()).add((owner, key))
         return None
 
     def purge(self, now: float) -> None:
@@ -71,7 +84,7 @@ class IdempotencyStore:
         for key, record in list(self._records.items()):  # oldest first: stop at the first key still alive
             if now - record.created_at < LIFETIME_SECONDS:
                 break
-            del self._records[key]
+            self._forget(key)
 
     def complete(self, owner: Owner, key: str, response: StoredResponse) -> None:
         record = self._records.get((owner, key))
@@ -82,4 +95,4 @@ class IdempotencyStore:
         """Errors are not cached: the key may be retried."""
         record = self._records.get((owner, key))
         if record is not None and record.response is None:
-            del self._records[(owner, key)]
+            self._forget((owner, key))

@@ -1,13 +1,22 @@
-"""The frame journal: every frame of a session's streams, both directions, in order, with a blocking wait."""
+"""The frame journal: every frame of a session's streams, both directions, in order, with a blocking wait.
+
+Bounded: it keeps the most recent `MAX_FRAMES` frames and `MAX_BYTES` of their text, and each frame's first
+`MAX_FRAME_CHARS` characters (every valid frame fits whole). The counts stay exact past the caps, and the
+journal says how many of the oldest frames it dropped.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Literal
 
 import msgspec
 
 Direction = Literal["in", "out"]
+MAX_FRAMES = 10_000
+MAX_BYTES = 4 * 1024 * 1024
+MAX_FRAME_CHARS = 96 * 1024  # above the largest valid frame (64 KiB of audio as base64, ~87 KiB)
 
 
 class JournalEntry(msgspec.Struct, frozen=True, gc=False):
@@ -18,22 +27,37 @@ class JournalEntry(msgspec.Struct, frozen=True, gc=False):
     direction: Direction
     at: float  # server clock
     type: str  # the frame's `type`, or "(binary)" / "(invalid)"
-    text: str  # the frame as sent (binary frames as a note of their size)
+    text: str  # the frame as sent (binary frames as a note of their size); cut at MAX_FRAME_CHARS
+    length: int  # the frame's length in characters as sent: more than len(text) when it was cut
 
 
 class Journal:
     def __init__(self) -> None:
-        self.entries: list[JournalEntry] = []
+        self.entries: deque[JournalEntry] = deque()
+        self.dropped = 0  # the oldest frames forgotten past the caps
+        self.bytes = 0  # characters of text kept
+        self._next_index = 0
         self._counts: dict[tuple[Direction | None, str | None], int] = {}  # not a Counter: one is made per session
         self._changed: asyncio.Event | None = None
 
-    def append(self, direction: Direction, at: float, type_: str, text: str) -> None:
-        self.entries.append(JournalEntry(len(self.entries), direction, at, type_, text))
+    def append(self, direction: Direction, at: float, type_: str, text: str) -> JournalEntry:
+        length = len(text)
+        if length > MAX_FRAME_CHARS:
+            text = text[:MAX_FRAME_CHARS]
+        entries = self.entries
+        entry = JournalEntry(self._next_index, direction, at, type_, text, length)
+        entries.append(entry)
+        self._next_index += 1
+        self.bytes += len(text)
+        while len(entries) > MAX_FRAMES or self.bytes > MAX_BYTES:
+            self.bytes -= len(entries.popleft().text)
+            self.dropped += 1
         for key in ((None, None), (direction, None), (None, type_), (direction, type_)):
             self._counts[key] = self._counts.get(key, 0) + 1
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+        return entry
 
     def count(self, direction: Direction | None = None, type_: str | None = None) -> int:
         return self._counts.get((direction, type_), 0)

@@ -22,6 +22,8 @@ class RateLimiter:
     def __init__(self, default_limit: int | None = None) -> None:
         self.default_limit = default_limit
         self._windows: dict[str, tuple[int, int]] = {}  # key -> (window index, requests in it)
+        self._window = 0  # the window the counts are for: a new one forgets every count (bounded by the keys
+        # that made requests within one minute)
 
     def reset(self, keys: set[str] | None = None) -> None:
         if keys is None:
@@ -34,6 +36,9 @@ class RateLimiter:
         """Count one request; refuse it with 429 when a configured limit is exceeded."""
         limit = key_limit if key_limit is not None else self.default_limit
         window = int(now // WINDOW_SECONDS)
+        if window != self._window:
+            self._windows.clear()
+            self._window = window
         current, count = self._windows.get(key, (window, 0))
         if current != window:
             count = 0

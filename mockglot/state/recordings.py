@@ -59,15 +59,32 @@ class RecordingStore:
         self.events = events
         self._recordings: dict[str, RecordingRecord] = {}
         self._by_session: dict[str, list[RecordingRecord]] = {}
+        self._by_org: dict[str, dict[str, RecordingRecord]] = {}  # so one organization's reset costs only its own
         events.subscribe(self._on_event)
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
             self._recordings.clear()
             self._by_session.clear()
+            self._by_org.clear()
             return
-        self._recordings = {k: v for k, v in self._recordings.items() if v.owner[0] != organization}
-        self._by_session = {k: v for k, v in self._by_session.items() if any(r.owner[0] != organization for r in v)}
+        for record in self._by_org.pop(organization, {}).values():
+            self._recordings.pop(record.id, None)
+            self._by_session.pop(record.session.id, None)
+
+    def evict(self, sessions: list[SessionRecord]) -> None:
+        """Forget the recordings of sessions that retention forgot."""
+        for session in sessions:
+            for record in self._by_session.pop(session.id, ()):
+                self._recordings.pop(record.id, None)
+                self._unindex(record)
+
+    def _unindex(self, record: RecordingRecord) -> None:
+        by_org = self._by_org.get(record.owner[0])
+        if by_org is not None:
+            by_org.pop(record.id, None)
+            if not by_org:
+                del self._by_org[record.owner[0]]
 
     def for_session(self, session: SessionRecord) -> list[RecordingRecord]:
         now = self.clock.now()
@@ -106,6 +123,7 @@ class RecordingStore:
         del self._recordings[record.id]
         remaining = [r for r in self._by_session.get(record.session.id, ()) if r is not record]
         self._by_session[record.session.id] = remaining
+        self._unindex(record)
         return record
 
     def _on_event(self, event: Event) -> None:
@@ -123,6 +141,7 @@ class RecordingStore:
         record = RecordingRecord(recording_id, session, "processing", b"", duration, at)
         self._recordings[record.id] = record
         self._by_session[session.id] = [record]
+        self._by_org.setdefault(session.owner[0], {})[record.id] = record
         if longest == 0:
             self._finish(record, None, NO_AUDIO)
             return

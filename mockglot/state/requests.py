@@ -1,7 +1,10 @@
 """The HTTP request journal: what clients sent to the public API.
 
 Entries keep the request as it came (raw headers and body); credentials are redacted when the journal is read,
-so recording costs the request path next to nothing.
+so recording costs the request path next to nothing. Bounded: each entry keeps at most `MAX_BODY_BYTES` of body,
+`MAX_HEADERS` headers and `MAX_HEADER_BYTES` of each value (an entry that lost anything says `truncated`), and
+the journal keeps the newest `MAX_REQUESTS` entries within `MAX_BYTES`, forgetting the oldest first. Entries are
+kept per presented key, so forgetting one organization's keys costs only their entries.
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ from collections import deque
 import msgspec
 
 MAX_REQUESTS = 10_000
-MAX_BODY_BYTES = 64 * 1024
+MAX_BYTES = 32 * 1024 * 1024
+MAX_BODY_BYTES = 16 * 1024
+MAX_HEADERS = 64
+MAX_HEADER_BYTES = 1024  # per header value
+ENTRY_OVERHEAD_BYTES = 256  # what an entry costs besides its headers and body, roughly
 
 
 class RequestEntry(msgspec.Struct, gc=False):
@@ -29,28 +36,82 @@ class RequestEntry(msgspec.Struct, gc=False):
     body: bytes
     duration_ms: float
     session_id: str | None = None  # the session in its path, or the one it created
+    truncated: bool = False  # the body, a header value or some headers were cut to the journal's limits
+
+
+def _bounded(entry: RequestEntry) -> tuple[RequestEntry, int]:
+    """The entry within the per-entry limits, and its size in bytes."""
+    headers, body = entry.headers, entry.body
+    query = entry.query
+    cut = len(headers) > MAX_HEADERS or len(body) > MAX_BODY_BYTES or len(query) > MAX_HEADER_BYTES
+    size = ENTRY_OVERHEAD_BYTES + len(body) + len(query)
+    for name, value in headers:
+        size += len(name) + len(value)
+        if len(value) > MAX_HEADER_BYTES or len(name) > MAX_HEADER_BYTES:
+            cut = True
+    if not cut:
+        return entry, size
+    headers = tuple((name[:MAX_HEADER_BYTES], value[:MAX_HEADER_BYTES]) for name, value in headers[:MAX_HEADERS])
+    body, query = body[:MAX_BODY_BYTES], query[:MAX_HEADER_BYTES]
+    bounded = msgspec.structs.replace(entry, headers=headers, body=body, query=query, truncated=True)
+    size = ENTRY_OVERHEAD_BYTES + len(body) + len(query) + sum(len(n) + len(v) for n, v in headers)
+    return bounded, size
 
 
 class RequestJournal:
     def __init__(self) -> None:
-        self._entries: deque[RequestEntry] = deque(maxlen=MAX_REQUESTS)
+        self._sequence = 0
+        self._bytes = 0
+        self._by_key: dict[str | None, deque[tuple[int, int, RequestEntry]]] = {}  # (sequence, size, entry)
+        self._order: deque[tuple[int, str | None]] = deque()  # every entry's (sequence, key), oldest first
 
     def reset(self, api_keys: set[str] | None = None) -> None:
         if api_keys is None:
-            self._entries.clear()
-        else:
-            kept = [e for e in self._entries if e.api_key not in api_keys]
-            self._entries = deque(kept, maxlen=MAX_REQUESTS)
+            self._by_key.clear()
+            self._order.clear()
+            self._bytes = 0
+            return
+        for key in api_keys:  # their places in `_order` go stale, and are skipped when they reach the front
+            for _, size, _ in self._by_key.pop(key, ()):
+                self._bytes -= size
 
     def append(self, entry: RequestEntry) -> None:
-        self._entries.append(entry)
+        entry, size = _bounded(entry)
+        self._sequence += 1
+        key = entry.api_key
+        entries = self._by_key.get(key)
+        if entries is None:
+            entries = self._by_key[key] = deque()
+        entries.append((self._sequence, size, entry))
+        self._order.append((self._sequence, key))
+        self._bytes += size
+        while len(self._order) > MAX_REQUESTS or self._bytes > MAX_BYTES:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        sequence, key = self._order.popleft()
+        entries = self._by_key.get(key)
+        if entries and entries[0][0] == sequence:
+            self._bytes -= entries.popleft()[1]
+            if not entries:
+                del self._by_key[key]
 
     def entries(
         self, api_key: str | None = None, limit: int = 100, session_id: str | None = None
     ) -> list[RequestEntry]:
-        matching = [
-            e
-            for e in self._entries
-            if (api_key is None or e.api_key == api_key) and (session_id is None or e.session_id == session_id)
-        ]
-        return matching[-limit:]
+        """The newest `limit` entries, oldest first: of one key, or of every key (and none); of one session."""
+        if api_key is not None:
+            keyed = [entry for _, _, entry in self._by_key.get(api_key, ())]
+            if session_id is not None:
+                keyed = [entry for entry in keyed if entry.session_id == session_id]
+            return keyed[-limit:]
+        positions = {key: {seq: entry for seq, _, entry in entries} for key, entries in self._by_key.items()}
+        found: list[RequestEntry] = []
+        for sequence, key in reversed(self._order):
+            entry = positions.get(key, {}).get(sequence)
+            if entry is not None and (session_id is None or entry.session_id == session_id):
+                found.append(entry)
+                if len(found) >= limit:
+                    break
+        found.reverse()
+        return found

@@ -21,7 +21,7 @@ from mockglot.state.randomness import Randomness
 from mockglot.state.ratelimit import RateLimiter
 from mockglot.state.recordings import RecordingStore
 from mockglot.state.requests import RequestJournal
-from mockglot.state.sessions import SessionStore
+from mockglot.state.sessions import Retention, SessionStore
 from mockglot.webhooks.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ class ServerState:
         self.keys = KeyStore(load_keys_file(settings.keys) if settings.keys else None)
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.idempotency = IdempotencyStore()
-        self.sessions = SessionStore(self.clock, self.randomness, self.events)
+        retention = Retention(settings.retain_sessions, settings.retain_minutes, settings.retain_mb)
+        self.sessions = SessionStore(self.clock, self.randomness, self.events, retention)
         self.scenarios = ScenarioLibrary(settings.fixtures)
         try:
             self.scenarios.get(settings.scenario)  # an unknown default fails at start, not at the first session
@@ -60,6 +61,8 @@ class ServerState:
         self.provider_legs = ProviderLegs(self.events)
         self.recordings = RecordingStore(self.clock, self.randomness, self.events)
         self.analyses = AnalysisStore(self.clock, self.randomness, self.events)
+        self.sessions.on_evict(self.recordings.evict)
+        self.sessions.on_evict(self.analyses.evict)
         self.clock.on_change(self.sweep)
         self.connections: ConnectionGauge | None = None  # open sockets and their limit, when served by uvicorn
 
@@ -71,7 +74,7 @@ class ServerState:
 
     def reset(self, organization: str | None = None) -> None:
         """Forget everything (or one organization's part): sessions, idempotency keys, usage, faults, journals, the
-        contract report."""
+        contract report. One organization's reset costs what that organization holds, not what the server holds."""
         keys: set[str] | None = None
         if organization is None:
             self.randomness.reseed(self.settings.seed)
@@ -79,7 +82,7 @@ class ServerState:
             self.faults.reset()
             self.requests.reset()
         else:
-            keys = {k.key for k in self.keys.all() if k.organization == organization}
+            keys = self.keys.of(organization)
             self.rate_limiter.reset(keys)
             self.faults.reset(keys)
             self.requests.reset(keys)

@@ -7,6 +7,8 @@ back, scoped by owner so one organization never sees another's sessions.
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +26,21 @@ from mockglot.wire import EndReason, SessionCreate, Status
 TOKEN_LIFETIME_SECONDS = 5 * 60
 SAME_SEQUENCE_MEMORY = 64  # payloads remembered per speaker at its last sequence, to spot a redelivery
 IDLE_TIMEOUT_SECONDS = 30 * 60
+MAX_AUDIO_SECONDS = 10 * 60  # per speaker and session: what the audio dump and the recording keep
+MAX_AUDIO_BYTES = MAX_AUDIO_SECONDS * SAMPLE_RATE_HZ  # 8 kHz mu-law: one byte a sample
+MAX_PAST_TOKENS = 4  # expired tokens a session remembers (so they answer expired_token, not invalid_token)
+
+
+class Retention(msgspec.Struct, frozen=True):
+    """How long ended sessions stay readable: evicted oldest first once any limit is passed.
+
+    `minutes` counts real (monotonic) time since the end, not the server clock: a test that moves the clock
+    must never evict another tenant's sessions. Live sessions are never evicted.
+    """
+
+    sessions: int = 1000
+    minutes: float = 60.0
+    megabytes: float = 256.0
 
 
 @dataclass(slots=True)
@@ -65,12 +82,16 @@ class SessionRecord(msgspec.Struct, gc=False):
     end_reason: EndReason | None = None
     turns: tuple[Turn, ...] = ()  # replaced on each final, never appended to: an empty tuple costs the GC nothing
     next_turn: int = 1
-    audio: dict[str, bytearray] = msgspec.field(default_factory=dict)  # speaker -> mu-law bytes received
+    audio: dict[str, bytearray] = msgspec.field(default_factory=dict)  # speaker -> mu-law bytes kept (capped)
+    audio_received: dict[str, int] = msgspec.field(default_factory=dict)  # speaker -> bytes received (exact)
     # speaker -> (last accepted sequence, digests of the payloads accepted at it, at most SAME_SEQUENCE_MEMORY)
     last_sequence: dict[str, tuple[int, tuple[bytes, ...]]] = msgspec.field(default_factory=dict)
     connected: bool = False
     scenario: str = "order-change"
     engine: str = "scripted"
+    past_tokens: tuple[str, ...] = ()  # expired tokens still answering expired_token; forgotten with the session
+    ended_wall: float = 0.0  # monotonic seconds at the end: what retention counts from
+    retained_bytes: int = 0  # kept_bytes() when it ended: what it counts against the retention budget
     _journal: Journal | None = None
 
     @property
@@ -90,7 +111,15 @@ class SessionRecord(msgspec.Struct, gc=False):
 
     def audio_seconds(self) -> float:
         """The longest speaker's audio: what the session lasted by the audio the server received."""
-        return max((len(data) for data in self.audio.values()), default=0) / SAMPLE_RATE_HZ
+        return max(self.audio_received.values(), default=0) / SAMPLE_RATE_HZ
+
+    def kept_bytes(self) -> int:
+        """Roughly what the session holds in memory beyond its fixed part: its audio (twice with a recording,
+        which is a copy of it) and the frame journal's text."""
+        audio = sum(len(data) for data in self.audio.values())
+        if self.request.recording is not None and self.request.recording.enabled:
+            audio *= 2
+        return audio + (self._journal.bytes if self._journal is not None else 0)
 
     def duration_seconds(self, now: float) -> float:
         """From the first audio to the end (or now), and never shorter than the audio received.
@@ -110,30 +139,94 @@ class SessionRecord(msgspec.Struct, gc=False):
 
 
 class SessionStore:
-    def __init__(self, clock: Clock, randomness: Randomness, events: EventBus) -> None:
+    """Sessions by id, by organization (so one organization's reset costs only its own sessions), the live
+    ones (all the idle sweep looks at) and the ended ones in the order they ended (what retention evicts)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        randomness: Randomness,
+        events: EventBus,
+        retention: Retention | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clock = clock
         self.randomness = randomness
         self.events = events
+        self.retention = retention or Retention()
+        self._monotonic = monotonic
         self._sessions: dict[str, SessionRecord] = {}
+        self._by_org: dict[str, dict[str, SessionRecord]] = {}
         self._live: dict[str, SessionRecord] = {}  # not yet ended: all the idle sweep has to look at
+        self._ended: dict[str, SessionRecord] = {}  # in the order they ended: retention evicts from the front
+        self._ended_bytes = 0
         self._tokens: dict[str, StreamToken] = {}
+        self._evict_listeners: list[Callable[[list[SessionRecord]], None]] = []
+        self.evicted = 0  # since start: how many ended sessions retention has forgotten
+
+    def on_evict(self, listener: Callable[[list[SessionRecord]], None]) -> None:
+        """Called with the sessions retention forgot, so what hangs off them (recordings, analyses) goes too."""
+        self._evict_listeners.append(listener)
 
     def reset(self, organization: str | None = None) -> None:
+        """Forget every session, or one organization's (at the cost of that organization's sessions only)."""
         if organization is None:
             self._sessions.clear()
+            self._by_org.clear()
             self._live.clear()
+            self._ended.clear()
+            self._ended_bytes = 0
             self._tokens.clear()
             return
-        gone = {sid for sid, s in self._sessions.items() if s.owner[0] == organization}
-        self._sessions = {sid: s for sid, s in self._sessions.items() if sid not in gone}
-        self._live = {sid: s for sid, s in self._live.items() if sid not in gone}
-        self._tokens = {t: v for t, v in self._tokens.items() if v.session_id not in gone}
+        for record in self._by_org.pop(organization, {}).values():
+            self._forget(record)
+
+    def _forget(self, record: SessionRecord) -> None:
+        self._sessions.pop(record.id, None)
+        self._live.pop(record.id, None)
+        if self._ended.pop(record.id, None) is not None:
+            self._ended_bytes -= record.retained_bytes
+        for token in (record.token.token, *record.past_tokens):
+            self._tokens.pop(token, None)
 
     def count(self) -> int:
+        self.evict()
         return len(self._sessions)
 
     def all(self, organization: str | None = None) -> list[SessionRecord]:
-        return [s for s in self._sessions.values() if organization is None or s.owner[0] == organization]
+        if organization is None:
+            return list(self._sessions.values())
+        return list(self._by_org.get(organization, {}).values())
+
+    def evict(self) -> None:
+        """Forget ended sessions, oldest first, while any retention limit is passed."""
+        ended, limits = self._ended, self.retention
+        if not ended:
+            return
+        max_bytes = limits.megabytes * 1024 * 1024
+        oldest_kept = self._monotonic() - limits.minutes * 60
+        gone: list[SessionRecord] = []
+        for record in ended.values():  # oldest first
+            left = len(ended) - len(gone)
+            if left <= 1:  # the newest always stays: a budget smaller than one session still keeps the last
+                break
+            if left <= limits.sessions and self._ended_bytes <= max_bytes and record.ended_wall > oldest_kept:
+                break
+            gone.append(record)
+            self._ended_bytes -= record.retained_bytes
+        if not gone:
+            return
+        for record in gone:
+            del ended[record.id]
+            self._forget(record)
+            by_org = self._by_org.get(record.owner[0])
+            if by_org is not None:
+                by_org.pop(record.id, None)
+                if not by_org:
+                    del self._by_org[record.owner[0]]
+        self.evicted += len(gone)
+        for listener in self._evict_listeners:
+            listener(gone)
 
     def create(
         self,
@@ -159,7 +252,9 @@ class SessionStore:
             engine=engine,
         )
         self._sessions[session_id] = self._live[session_id] = record
+        self._by_org.setdefault(owner[0], {})[session_id] = record
         self.events.publish(Event("session.created", record))
+        self.evict()
         return record
 
     def get(self, owner: Owner, session_id: str) -> SessionRecord:
@@ -196,6 +291,10 @@ class SessionStore:
         """The session's stream token, reissued once the old one has expired so a client can reconnect."""
         now = self.clock.now()
         if record.token.expires_at <= now:
+            past = (*record.past_tokens, record.token.token)
+            for forgotten in past[:-MAX_PAST_TOKENS]:
+                self._tokens.pop(forgotten, None)
+            record.past_tokens = past[-MAX_PAST_TOKENS:]
             record.token = self._new_token(record.id, record.owner, now)
         return record.token
 
@@ -273,7 +372,10 @@ class SessionStore:
             last = record.last_sequence.get(speaker)
             seen = last[1][-(SAME_SEQUENCE_MEMORY - 1) :] if last is not None and last[0] == sequence else ()
             record.last_sequence[speaker] = (sequence, (*seen, _digest(mulaw)))
-        record.audio.setdefault(speaker, bytearray()).extend(mulaw)
+        received = record.audio_received.get(speaker, 0)
+        record.audio_received[speaker] = received + len(mulaw)
+        if received < MAX_AUDIO_BYTES:
+            record.audio.setdefault(speaker, bytearray()).extend(mulaw[: MAX_AUDIO_BYTES - received])
         if record.status == "created":
             record.status = "active"
             record.started_at = now
@@ -293,6 +395,12 @@ class SessionStore:
         record.end_reason = reason
         self.events.publish(Event("session.ended", record))
         self.events.publish(Event("transcript.ready", record))
+        if self._sessions.get(record.id) is record:  # not forgotten by a reset meanwhile
+            record.ended_wall = self._monotonic()
+            record.retained_bytes = record.kept_bytes()
+            self._ended[record.id] = record
+            self._ended_bytes += record.retained_bytes
+            self.evict()
         return True
 
     def sweep(self) -> None:

@@ -123,6 +123,7 @@ class WebhookStore:
         self.randomness = randomness
         self.endpoints: dict[str, WebhookEndpoint] = {}
         self._deliveries: dict[str, Delivery] = {}
+        self._by_org: dict[str, dict[str, Delivery]] = {}  # so one organization's reset costs only its own
         self._finished: deque[str] = deque()
 
     # --- endpoints ---------------------------------------------------------------------------------------
@@ -197,6 +198,7 @@ class WebhookStore:
             redelivery_of=redelivery_of,
         )
         self._deliveries[delivery.id] = delivery
+        self._by_org.setdefault(organization, {})[delivery.id] = delivery
         return delivery
 
     def finished(self, delivery: Delivery) -> None:
@@ -205,7 +207,9 @@ class WebhookStore:
             return
         self._finished.append(delivery.id)
         while len(self._deliveries) > MAX_FINISHED_DELIVERIES and self._finished:
-            self._deliveries.pop(self._finished.popleft(), None)
+            forgotten = self._deliveries.pop(self._finished.popleft(), None)
+            if forgotten is not None:
+                self._unindex(forgotten)
 
     def get(self, delivery_id: str) -> Delivery | None:
         return self._deliveries.get(delivery_id)
@@ -236,15 +240,28 @@ class WebhookStore:
             self.endpoints = {k: e for k, e in self.endpoints.items() if e.source == "settings"}
             self._finished.clear()
             return self._drop(lambda d: True)
+        # An organization's endpoints only receive its own events, so its deliveries are all that goes.
         self.endpoints = {k: e for k, e in self.endpoints.items() if e.organization != organization}
-        return self._drop(lambda d: d.organization == organization or d.endpoint.id not in self.endpoints)
+        dropped = list(self._by_org.pop(organization, {}).values())
+        for delivery in dropped:
+            delivery.cancelled = True
+            self._deliveries.pop(delivery.id, None)
+        return dropped
 
     def _drop(self, doomed: Callable[[Delivery], bool]) -> list[Delivery]:
         dropped = [d for d in self._deliveries.values() if doomed(d)]
         for delivery in dropped:
             delivery.cancelled = True
             del self._deliveries[delivery.id]
+            self._unindex(delivery)
         return dropped
+
+    def _unindex(self, delivery: Delivery) -> None:
+        by_org = self._by_org.get(delivery.organization)
+        if by_org is not None:
+            by_org.pop(delivery.id, None)
+            if not by_org:
+                del self._by_org[delivery.organization]
 
 
 def _check_events(events: list[str] | None) -> frozenset[str] | None:
