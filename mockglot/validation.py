@@ -44,6 +44,9 @@ HINTS: dict[str, str] = {
     "audio.encoding": '"mulaw" (the stream carries only 8 kHz mono mu-law; omit `audio` for the defaults)',
     "audio.sample_rate_hz": "8000 (the stream carries only 8 kHz mono mu-law; omit `audio` for the defaults)",
     "audio.channels": "1 (the stream carries only 8 kHz mono mu-law; omit `audio` for the defaults)",
+    # POST /v1/sessions/{id}/analysis
+    "include": "a list drawn from summary, sentiment, compliance, keywords, performance (omit it for all)",
+    "profile": "a profile name of 1-64 characters (default: default)",
     # POST /v1/agents: the `ai_agent` fields at the top level
     "voice": "one of alloy, echo, fable, onyx, nova, shimmer",
     "temperature": "a number from 0 to 2",

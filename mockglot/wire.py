@@ -266,14 +266,30 @@ class RecordingList(Struct, kw_only=True):
     has_more: bool
 
 
+AnalysisResult = Literal["summary", "sentiment", "compliance", "keywords", "performance"]
+ANALYSIS_RESULTS = ("summary", "sentiment", "compliance", "keywords", "performance")
+SentimentLabel = Literal["positive", "neutral", "negative"]
+
+
 class AnalysisRequest(Struct, kw_only=True):
-    """`POST /v1/sessions/{id}/analysis` takes an empty body or an empty object."""
+    """(r2) `POST /v1/sessions/{id}/analysis`: an empty body, or `profile` and `include` (default: all)."""
+
+    profile: Annotated[str, Meta(min_length=1, max_length=64)] = "default"  # [emulator limit]
+    include: list[AnalysisResult] | None = None
+
+
+class AnalysisAccepted(Struct, kw_only=True):
+    """The 202 answer: the analysis has started."""
+
+    id: str
+    object: Literal["analysis"] = "analysis"
+    session_id: str
+    status: Literal["processing"] = "processing"
 
 
 class Sentiment(Struct, kw_only=True):
-    overall: Literal["positive", "neutral", "negative"]
-    score: float  # -1 (negative) .. 1 (positive)
-    by_speaker: dict[str, float]
+    customer: SentimentLabel
+    agent: SentimentLabel
 
 
 class ComplianceFlag(Struct, kw_only=True):
@@ -283,11 +299,14 @@ class ComplianceFlag(Struct, kw_only=True):
 
 
 class Compliance(Struct, kw_only=True):
-    passed: bool
+    status: Literal["ok", "flagged"]
     flags: list[ComplianceFlag]
 
 
 class Performance(Struct, kw_only=True):
+    """`score` is documented; the rest is [emulator] detail."""
+
+    score: float  # 0..1
     total_turns: int
     turns_by_speaker: dict[str, int]
     talk_time_seconds: dict[str, float]
@@ -296,19 +315,23 @@ class Performance(Struct, kw_only=True):
 
 
 class Analysis(Struct, kw_only=True):
-    """`processing`, then `completed` (with the four results) or `failed` (with `failure_reason`)."""
+    """(r2) The documented analysis: `processing`, then `completed` (the results `include` asked for; the others
+    null) or `failed` (with `error`)."""
 
     id: str
     object: Literal["analysis"] = "analysis"
     session_id: str
+    call_id: None = None
+    profile: str
     status: Literal["processing", "completed", "failed"]
+    summary: str | None
+    sentiment: Sentiment | None
+    compliance: Compliance | None
+    keywords: list[str] | None
+    performance: Performance | None
+    error: str | None
     created_at: str
-    completed_at: str | UnsetType = UNSET
-    summary: str | UnsetType = UNSET
-    sentiment: Sentiment | UnsetType = UNSET
-    compliance: Compliance | UnsetType = UNSET
-    performance: Performance | UnsetType = UNSET
-    failure_reason: str | UnsetType = UNSET
+    completed_at: str | None
 
 
 class DialRequest(Struct, kw_only=True):

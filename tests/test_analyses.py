@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import msgspec
+import pytest
 
 from mockglot import wire
 from mockglot.state.analyses import PROCESSING_SECONDS
@@ -29,9 +30,22 @@ CALL = [  # (speaker, text, translation, confidence, start_ms, end_ms)
 RESULTS = {
     "summary": 'The customer said: "Ich habe ein Problem mit meiner Bestellung" ("I have a problem with my order"). '
     "4 turns (2 customer, 2 agent); sentiment positive.",
-    "sentiment": {"overall": "positive", "score": 0.43, "by_speaker": {"customer": -1.0, "agent": 1.0}},
-    "compliance": {"passed": False, "flags": [{"code": "card_number", "turn": 3, "speaker": "customer"}]},
+    "sentiment": {"customer": "negative", "agent": "positive"},
+    "compliance": {"status": "flagged", "flags": [{"code": "card_number", "turn": 3, "speaker": "customer"}]},
+    "keywords": [
+        "problem",
+        "number",
+        "bestellung",
+        "order",
+        "course",
+        "card",
+        "natürlich",
+        "lautet",
+        "kartennummer",
+        "nummer",
+    ],
     "performance": {
+        "score": 0.74,  # 0.6 x 0.9 confidence + 0.4 x a positive agent - 0.2 for the flag
         "total_turns": 4,
         "turns_by_speaker": {"customer": 2, "agent": 2},
         "talk_time_seconds": {"customer": 5.0, "agent": 2.5},
@@ -39,6 +53,11 @@ RESULTS = {
         "average_confidence": 0.9,
     },
 }
+ANALYSIS_KEYS = [
+    "id", "object", "session_id", "call_id", "profile", "status", "summary", "sentiment", "compliance", "keywords",
+    "performance", "error", "created_at", "completed_at",
+]  # fmt: skip
+NO_RESULTS = dict.fromkeys(RESULTS)
 
 
 def say(state, session_id: str, lines=CALL) -> None:
@@ -67,12 +86,15 @@ async def test_processing_then_completed_after_five_seconds_of_the_server_clock(
     assert response.status_code == 202, response.text
     assert response.headers["x-api-credits-used"] == "2"  # the session, then the analysis
     accepted = response.json()
-    assert list(accepted) == ["id", "object", "session_id", "status", "created_at"]
+    assert list(accepted) == ["id", "object", "session_id", "status"]  # the documented 202
     assert re.fullmatch("anl_" + ULID, accepted["id"])
     assert (accepted["object"], accepted["session_id"], accepted["status"]) == ("analysis", session["id"], "processing")
 
     path = f"/v1/analyses/{accepted['id']}"
-    assert (await client.get(path)).json() == accepted
+    processing = (await client.get(path)).json()
+    assert list(processing) == ANALYSIS_KEYS
+    assert processing == {**accepted, "call_id": None, "profile": "default", **NO_RESULTS, "error": None,
+                          "created_at": processing["created_at"], "completed_at": None}  # fmt: skip
     state.clock.advance(PROCESSING_SECONDS - 0.1)
     assert (await client.get(path)).json()["status"] == "processing"
     state.clock.advance(0.1)  # the clock's listeners finish it at once, without a read
@@ -82,9 +104,53 @@ async def test_processing_then_completed_after_five_seconds_of_the_server_clock(
     assert response.status_code == 200
     msgspec.json.decode(response.content, type=wire.Analysis)
     completed = response.json()
-    assert completed == {**accepted, "status": "completed", "completed_at": completed["completed_at"], **RESULTS}
+    assert list(completed) == ANALYSIS_KEYS
+    assert completed == {**processing, "status": "completed", "completed_at": completed["completed_at"], **RESULTS}
     created = state.analyses.find(accepted["id"]).created_at
     assert completed["completed_at"] == isoformat(created + PROCESSING_SECONDS)  # on the clock, not when read
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ({"include": ["summary"]}, ["summary"]),
+        ({"include": ["keywords", "sentiment"]}, ["sentiment", "keywords"]),
+        ({"include": ["performance", "performance"]}, ["performance"]),
+        ({"include": []}, []),
+        ({"profile": "sales-qa"}, list(RESULTS)),
+        ({"profile": "default", "include": list(RESULTS)}, list(RESULTS)),
+    ],
+)
+async def test_profile_and_include_choose_what_is_computed(client, state, body, shown):
+    """(r2) `include` (default all) says which results to compute; the others are null. `profile` is echoed."""
+    session = await session_with_call(client, state)
+    accepted = await client.post(f"/v1/sessions/{session['id']}/analysis", json=body)
+    assert accepted.status_code == 202, accepted.text
+    state.clock.advance(PROCESSING_SECONDS)
+    result = (await client.get(f"/v1/analyses/{accepted.json()['id']}")).json()
+    assert result["profile"] == body.get("profile", "default")
+    assert {name: result[name] for name in RESULTS} == {**NO_RESULTS, **{name: RESULTS[name] for name in shown}}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "advice"),
+    [
+        ({"include": ["summary", "mood"]}, "include[1]", "summary, sentiment, compliance, keywords, performance"),
+        ({"include": ["Summary"]}, "include[0]", "summary, sentiment, compliance, keywords, performance"),
+        ({"include": "summary"}, "include", "expected `array"),
+        ({"include": [1]}, "include[0]", "expected `str`"),
+        ({"profile": ""}, "profile", "1-64 characters"),
+        ({"profile": "p" * 65}, "profile", "1-64 characters"),
+        ({"profile": 7}, "profile", "expected `str`"),
+    ],
+)
+async def test_a_bad_profile_or_include_is_a_422_naming_it(client, state, body, param, advice):
+    session = await session_with_call(client, state)
+    response = await client.post(f"/v1/sessions/{session['id']}/analysis", json=body)
+    error = expect_error(response, 422, "invalid_field_value", param)
+    assert advice in error["message"]
+    assert response.headers["x-api-credits-used"] == "1"  # only the session: a refused analysis costs nothing
+    assert state.analyses.all() == []
 
 
 async def test_the_same_transcript_always_gives_the_same_analysis(client, state):
@@ -108,8 +174,12 @@ async def test_profanity_is_flagged_and_sentiment_can_be_negative(client, state)
     analysis = (await client.post(f"/v1/sessions/{session['id']}/analysis")).json()
     state.clock.advance(PROCESSING_SECONDS)
     body = (await client.get(f"/v1/analyses/{analysis['id']}")).json()
-    assert body["compliance"] == {"passed": False, "flags": [{"code": "profanity", "turn": 1, "speaker": "customer"}]}
-    assert body["sentiment"] == {"overall": "negative", "score": -1.0, "by_speaker": {"customer": -1.0, "agent": 0.0}}
+    assert body["compliance"] == {
+        "status": "flagged",
+        "flags": [{"code": "profanity", "turn": 1, "speaker": "customer"}],
+    }
+    assert body["sentiment"] == {"customer": "negative", "agent": "neutral"}
+    assert "crap" not in body["keywords"] and "parcel" in body["keywords"]
     assert body["performance"]["talk_ratio"] == {"customer": 0.56, "agent": 0.44}
 
 
@@ -120,8 +190,9 @@ async def test_metadata_can_make_an_analysis_fail(client, state):
     state.clock.advance(PROCESSING_SECONDS)
     body = (await client.get(f"/v1/analyses/{analysis['id']}")).json()
     assert body["status"] == "failed"
-    assert "mockglot_analysis" in body["failure_reason"]
-    assert not set(RESULTS) & set(body)
+    assert "mockglot_analysis" in body["error"]
+    assert {name: body[name] for name in RESULTS} == NO_RESULTS
+    assert body["completed_at"] is not None
 
 
 async def test_analysis_events_carry_the_analysis(app, client, state, api_key, make_client):

@@ -13,11 +13,12 @@ from mockglot.api.endpoint import Context, Endpoint, Reply
 
 
 async def create_analysis(ctx: Context) -> Reply:
-    ctx.parse(wire.AnalysisRequest)
+    request = ctx.parse(wire.AnalysisRequest)
     session = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
     ctx.state.analyses.check(session)
     ctx.key.charge()
-    return Reply(202, render.analysis(ctx.state.analyses.create(session)))
+    record = ctx.state.analyses.create(session, request.profile, request.include)
+    return Reply(202, wire.AnalysisAccepted(id=record.id, session_id=session.id))
 
 
 async def get_analysis(ctx: Context) -> Reply:
@@ -27,7 +28,7 @@ async def get_analysis(ctx: Context) -> Reply:
 ENDPOINTS = [
     Endpoint(
         "POST", "/v1/sessions/{session_id}/analysis", create_analysis, "analysis:write", "Analyse a session",
-        status=202, request=wire.AnalysisRequest, response=wire.Analysis, idempotent=True,
+        status=202, request=wire.AnalysisRequest, response=wire.AnalysisAccepted, idempotent=True,
     ),
     Endpoint(
         "GET", "/v1/analyses/{analysis_id}", get_analysis, "analysis:read", "Retrieve an analysis",

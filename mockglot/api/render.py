@@ -117,18 +117,17 @@ def recording(record: RecordingRecord) -> wire.Recording:
 
 
 def analysis(record: AnalysisRecord) -> wire.Analysis:
-    def shown(value: object) -> object:
-        return UNSET if value is None else value
-
     return wire.Analysis(
         id=record.id,
         session_id=record.session.id,
+        profile=record.profile,
         status=record.status,
+        summary=record.summary,
+        sentiment=record.sentiment,
+        compliance=record.compliance,
+        keywords=record.keywords,
+        performance=record.performance,
+        error=record.failure_reason,
         created_at=isoformat(record.created_at),
-        completed_at=UNSET if record.completed_at is None else isoformat(record.completed_at),
-        summary=shown(record.summary),  # type: ignore[arg-type]
-        sentiment=shown(record.sentiment),  # type: ignore[arg-type]
-        compliance=shown(record.compliance),  # type: ignore[arg-type]
-        performance=shown(record.performance),  # type: ignore[arg-type]
-        failure_reason=shown(record.failure_reason),  # type: ignore[arg-type]
+        completed_at=_iso(record.completed_at),
     )

@@ -1,14 +1,19 @@
-"""Analyses (`anl_`): a session's transcript read for a summary, sentiment, compliance and performance.
+"""Analyses (`anl_`): a session's transcript read for a summary, sentiment, compliance, keywords, performance.
 
-[emulator] An analysis covers the transcript's turns at the moment it was requested (a live session may be
-analysed; later turns are not in it). It is `processing` for `PROCESSING_SECONDS` of the server clock, then
-`completed`, or `failed` when the session's `metadata.mockglot_analysis` is `"fail"`. Every result is
-computed from the turns alone, so the same transcript always gives the same analysis:
+(r2) A request names a `profile` (default "default"; [emulator] any name, recorded and echoed, every profile
+analyses alike) and what to `include` (default all); results not included are null. [emulator] An analysis
+covers the transcript's turns at the moment it was requested (a live session may be analysed; later turns are
+not in it). It is `processing` for `PROCESSING_SECONDS` of the server clock, then `completed`, or `failed`
+(with `error`) when the session's `metadata.mockglot_analysis` is `"fail"`. Every result is computed from the
+turns alone, so the same transcript always gives the same analysis:
 
 - summary: who spoke first and what they said (with its translation), then the turn counts;
-- sentiment: small multilingual word lists over each turn's text and translation, a score in -1..1;
-- compliance: flags for a card number (13-19 digits) or profanity, with the turn that has it;
-- performance: turns and talk time (`end_ms - start_ms`) per speaker, each speaker's share, mean confidence.
+- sentiment: a label per speaker (`positive`, `neutral`, `negative`) from small multilingual word lists over
+  each turn's text and translation (a speaker who said nothing is `neutral`);
+- compliance: `flagged` with a flag for each card number (13-19 digits) or profanity, with its turn; else `ok`;
+- keywords: up to 10 words of 4+ letters, most frequent first (ties: first said), common words left out;
+- performance: `score` = 0.6 x mean confidence + 0.4 x the agent's sentiment (-1..1 mapped to 0..1), less 0.2
+  when compliance is flagged, within 0..1; plus turns, talk time (`end_ms - start_ms`) and share per speaker.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.randomness import Randomness
 from mockglot.state.sessions import SessionRecord, Turn
-from mockglot.wire import Compliance, ComplianceFlag, Performance, Sentiment
+from mockglot.wire import ANALYSIS_RESULTS, Compliance, ComplianceFlag, Performance, Sentiment, SentimentLabel
 
 PROCESSING_SECONDS = 5.0
 FAIL_METADATA_KEY = "mockglot_analysis"
-SPEAKERS = ("customer", "agent", "ai_agent")
+SPEAKERS = ("customer", "agent")
+MAX_KEYWORDS = 10
 
 
 def _wordset(*lines: str) -> frozenset[str]:
@@ -50,6 +56,12 @@ NEGATIVE = _wordset(
     "malo problema terrible queja",
     "mauvais problème plainte",
 )
+COMMON = _wordset(
+    "that this with have what your from they will would there their about which when were been into than then",
+    "them these some just like also only very here where more much thank thanks please sure okay",
+    "eine einer einen nicht mich dich sich sind habe haben wird wurde meine meiner ihre ihren bitte danke",
+    "auch noch schon oder aber dass wenn dann hier",
+)
 PROFANITY = _wordset("damn shit fuck fucking crap idiot bastard scheiße scheisse mist mierda merde")
 WORD = re.compile(r"\w+", re.UNICODE)
 CARD_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
@@ -64,11 +76,14 @@ class AnalysisRecord:
     created_at: float
     due_at: float
     fail: bool
+    profile: str = "default"
+    include: tuple[str, ...] = ANALYSIS_RESULTS
     status: Literal["processing", "completed", "failed"] = "processing"
     completed_at: float | None = None
     summary: str | None = None
     sentiment: Sentiment | None = None
     compliance: Compliance | None = None
+    keywords: list[str] | None = None
     performance: Performance | None = None
     failure_reason: str | None = None
 
@@ -129,7 +144,9 @@ class AnalysisStore:
                 f"some speech first (GET /v1/sessions/{session.id}/transcript shows the turns).",
             )
 
-    def create(self, session: SessionRecord) -> AnalysisRecord:
+    def create(
+        self, session: SessionRecord, profile: str = "default", include: list[str] | None = None
+    ) -> AnalysisRecord:
         self.check(session)
         now = self.clock.now()
         record = AnalysisRecord(
@@ -139,6 +156,8 @@ class AnalysisStore:
             created_at=now,
             due_at=now + PROCESSING_SECONDS,
             fail=session.metadata.get(FAIL_METADATA_KEY) == "fail",
+            profile=profile,
+            include=ANALYSIS_RESULTS if include is None else tuple(r for r in ANALYSIS_RESULTS if r in include),
         )
         self._analyses[record.id] = self._processing[record.id] = record
         self._by_org.setdefault(session.owner[0], {})[record.id] = record
@@ -175,10 +194,13 @@ class AnalysisStore:
             )
         else:
             record.status = "completed"
-            record.sentiment = sentiment(record.turns)
-            record.compliance = compliance(record.turns)
-            record.performance = performance(record.turns)
-            record.summary = summary(record.turns, record.sentiment)
+            wanted, turns = record.include, record.turns
+            flags = compliance(turns)
+            record.summary = summary(turns) if "summary" in wanted else None
+            record.sentiment = sentiment(turns) if "sentiment" in wanted else None
+            record.compliance = flags if "compliance" in wanted else None
+            record.keywords = keywords(turns) if "keywords" in wanted else None
+            record.performance = performance(turns, flags) if "performance" in wanted else None
         event = "analysis.complete" if record.status == "completed" else "analysis.failed"
         self.events.publish(Event(event, record.session, resource=record))
 
@@ -197,12 +219,13 @@ def _score(turns: Sequence[Turn]) -> float:
     return round((positive - negative) / max(positive + negative, 1), 2)
 
 
+def _label(score: float) -> SentimentLabel:
+    return "positive" if score >= POSITIVE_FROM else "negative" if score <= NEGATIVE_FROM else "neutral"
+
+
 def sentiment(turns: Sequence[Turn]) -> Sentiment:
-    score = _score(turns)
-    overall = "positive" if score >= POSITIVE_FROM else "negative" if score <= NEGATIVE_FROM else "neutral"
-    spoken = [s for s in SPEAKERS if any(t.speaker == s for t in turns)]
-    by_speaker = {s: _score([t for t in turns if t.speaker == s]) for s in spoken}
-    return Sentiment(overall=overall, score=score, by_speaker=by_speaker)
+    customer, agent = (_label(_score([t for t in turns if t.speaker == s])) for s in SPEAKERS)
+    return Sentiment(customer=customer, agent=agent)
 
 
 def compliance(turns: Sequence[Turn]) -> Compliance:
@@ -213,30 +236,39 @@ def compliance(turns: Sequence[Turn]) -> Compliance:
             flags.append(ComplianceFlag(code="card_number", turn=turn.sequence, speaker=turn.speaker))  # type: ignore[arg-type]
         if PROFANITY.intersection(_words(turn)):
             flags.append(ComplianceFlag(code="profanity", turn=turn.sequence, speaker=turn.speaker))  # type: ignore[arg-type]
-    return Compliance(passed=not flags, flags=flags)
+    return Compliance(status="flagged" if flags else "ok", flags=flags)
 
 
-def performance(turns: Sequence[Turn]) -> Performance:
+def keywords(turns: Sequence[Turn]) -> list[str]:
+    counts = Counter(w for t in turns for w in _words(t) if len(w) >= 4 and w.isalpha() and w not in COMMON | PROFANITY)
+    return [word for word, _ in counts.most_common(MAX_KEYWORDS)]  # ties keep the order words were first said
+
+
+def performance(turns: Sequence[Turn], flags: Compliance) -> Performance:
     counts = Counter(t.speaker for t in turns)
     talk_ms: Counter[str] = Counter()
     for turn in turns:
         talk_ms[turn.speaker] += max(turn.end_ms - turn.start_ms, 0)
     speakers = [s for s in SPEAKERS if counts[s]]
     total_ms = sum(talk_ms.values())
+    confidence = round(sum(t.confidence for t in turns) / len(turns), 2) if turns else 0.0
+    agent_mood = (_score([t for t in turns if t.speaker == "agent"]) + 1) / 2
+    score = 0.6 * confidence + 0.4 * agent_mood - (0.2 if flags.flags else 0.0)
     return Performance(
+        score=round(min(max(score, 0.0), 1.0), 2),
         total_turns=len(turns),
         turns_by_speaker={s: counts[s] for s in speakers},
         talk_time_seconds={s: round(talk_ms[s] / 1000, 1) for s in speakers},
         talk_ratio={s: round(talk_ms[s] / total_ms, 2) if total_ms else 0.0 for s in speakers},
-        average_confidence=round(sum(t.confidence for t in turns) / len(turns), 2) if turns else 0.0,
+        average_confidence=confidence,
     )
 
 
-def summary(turns: list[Turn], mood: Sentiment) -> str:
+def summary(turns: list[Turn]) -> str:
     first = next((t for t in turns if t.speaker == "customer"), turns[0])
     said = f'"{first.text}"' + (f' ("{first.translation_text}")' if first.translation_text else "")
     counts = Counter(t.speaker for t in turns)
-    parts = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in SPEAKERS if counts[s])
+    parts = ", ".join(f"{counts[s]} {s}" for s in SPEAKERS if counts[s])
     plural = "s" if len(turns) != 1 else ""
-    who = first.speaker.replace("_", " ")
-    return f"The {who} said: {said}. {len(turns)} turn{plural} ({parts}); sentiment {mood.overall}."
+    mood = _label(_score(turns))
+    return f"The {first.speaker} said: {said}. {len(turns)} turn{plural} ({parts}); sentiment {mood}."
