@@ -534,6 +534,7 @@ class JournalFrame(Struct, kw_only=True):
     type: str
     frame: Any  # the decoded frame, or the raw text when it was not JSON (or was cut)
     truncated: bool = False  # the frame was longer than the journal keeps: `frame` is its beginning, as text
+    unix: float = 0.0  # `at` to the millisecond, as unix seconds
 
 
 class FrameJournal(Struct, kw_only=True):

@@ -270,3 +270,15 @@ def test_nobody_listening_costs_a_bounded_backlog():
     for _ in range(5000):
         feed.publish("reset", None, None, None, {})
     assert isinstance(feed.backlog, deque) and len(feed.backlog) == feed.backlog.maxlen
+
+
+def test_a_long_frame_is_kept_cut_and_shown_as_cut():
+    from mockglot.state.feed import FEED_FRAME_CHARS, Frame, encode
+
+    feed = Feed(lambda: 0.0)
+    text = '{"type": "ping", "pad": "' + "x" * (2 * FEED_FRAME_CHARS) + '"}'
+    feed.publish("frame", "sess_1", "org_1", None, Frame(0, "in", "ping", text[:FEED_FRAME_CHARS], len(text)))
+    message = encode(feed.backlog[0])
+    assert len(message) < FEED_FRAME_CHARS + 1000
+    data = msgspec.json.decode(message.split(b"data: ", 1)[1])["data"]
+    assert data["truncated"] is True and isinstance(data["frame"], str)

@@ -24,7 +24,7 @@ from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.faults import ArmedFault, StreamFault
 from mockglot.speech import codec
 from mockglot.state.events import Event
-from mockglot.state.feed import Frame, session_data
+from mockglot.state.feed import FEED_FRAME_CHARS, Frame, session_data
 from mockglot.state.journal import Direction
 from mockglot.state.sessions import SessionRecord
 
@@ -199,7 +199,7 @@ class Connection:
         """Journal a frame and show it to the inspector's feed."""
         record = self.record
         entry = record.journal.append(direction, at, kind, text)
-        frame = Frame(entry.index, direction, kind, entry.text)  # as journaled: cut past the journal's limit
+        frame = Frame(entry.index, direction, kind, entry.text[:FEED_FRAME_CHARS], entry.length)
         self.state.feed.publish("frame", record.id, record.owner[0], record.api_key, frame)
 
     # --- tasks --------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ def _frame(entry: JournalEntry) -> wire.JournalFrame:
         type=entry.type,
         frame=entry.text if cut else _decoded(entry.text),
         truncated=cut,
+        unix=round(entry.at, 3),
     )
 
 

@@ -11,6 +11,7 @@ and is told so (a `lagged` event), and never slows a stream or a request down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 from collections import deque
@@ -26,12 +27,21 @@ from mockglot.state.auth import redact
 BACKLOG_EVENTS = 2048
 SUBSCRIBER_QUEUE_EVENTS = 1024
 MAX_SUBSCRIBERS = 64
+FEED_FRAME_CHARS = 16 * 1024  # of a frame's text the feed keeps: a full backlog stays under ~32 MiB
 
 
 @lru_cache(maxsize=1024)
 def key_hash(api_key: str) -> str:
     """What the feed keeps of a key for filtering: a hash, never the key."""
     return hashlib.sha256(api_key.encode()).hexdigest()[:24]
+
+
+@lru_cache(maxsize=1024)
+def _shown(api_key: str) -> tuple[str, str]:
+    return redact(api_key), key_hash(api_key)
+
+
+_NO_KEY = (None, None)
 
 
 class FeedEvent(msgspec.Struct, gc=False):
@@ -117,16 +127,8 @@ class Feed:
         self, type_: str, session_id: str | None, organization: str | None, api_key: str | None, data: Any
     ) -> None:
         self.last_id = next(self._ids)
-        event = FeedEvent(
-            self.last_id,
-            type_,
-            self._now(),
-            session_id,
-            organization,
-            None if api_key is None else redact(api_key),
-            None if api_key is None else key_hash(api_key),
-            data,
-        )
+        shown, hashed = _NO_KEY if api_key is None else _shown(api_key)
+        event = FeedEvent(self.last_id, type_, self._now(), session_id, organization, shown, hashed, data)
         self.backlog.append(event)
         for subscriber in self._subscribers:
             subscriber.offer(event)
@@ -176,15 +178,23 @@ class Frame(msgspec.Struct, gc=False):
     index: int
     direction: str
     frame_type: str
-    text: str
+    text: str  # cut at FEED_FRAME_CHARS
+    length: int  # characters as sent
 
 
 def _frame(value: Frame) -> dict[str, Any]:
-    try:
-        frame: Any = msgspec.json.decode(value.text)
-    except msgspec.DecodeError:
-        frame = value.text  # not JSON: shown as the string the client sent
-    return {"index": value.index, "direction": value.direction, "frame_type": value.frame_type, "frame": frame}
+    cut = value.length > len(value.text)
+    frame: Any = value.text  # not JSON, or cut: shown as the string the client sent
+    if not cut:
+        with contextlib.suppress(msgspec.DecodeError):
+            frame = msgspec.json.decode(value.text)
+    return {
+        "index": value.index,
+        "direction": value.direction,
+        "frame_type": value.frame_type,
+        "frame": frame,
+        "truncated": cut,
+    }
 
 
 def session_data(record: Any) -> dict[str, Any]:

@@ -78,7 +78,7 @@ function showError(error) {
 }
 
 const seconds = (iso) => Date.parse(iso) / 1000;
-const clockTime = (unix) => new Date(unix * 1000).toISOString().slice(11, 23);
+const clockTime = (unix) => new Date(unix * 1000).toISOString().slice(11, 19);
 const json = (value) => JSON.stringify(value, null, 2);
 const link = (path, text) => h("a", { href: PREFIX + path }, text);
 const badge = (text, kind) => h("span", { class: `badge ${kind || text}` }, text);
@@ -242,12 +242,14 @@ function frameSummary(frame) {
 }
 
 function groupFrames(frames) {
-  // Runs of audio frames become one row; partials fold into the final of their turn.
+  // A run of audio frames in one lane (same type, speaker and turn, nothing else in that lane between) becomes
+  // one row; partials fold into the final of their turn.
   const finals = new Map();
   for (const frame of frames) {
     if (frame.type === "transcript.final") finals.set(`${frame.frame.turn}/${frame.frame.speaker}`, frame);
   }
   const rows = [];
+  const lastInLane = {};
   const partials = new Map();
   for (const frame of frames) {
     const f = frame.frame || {};
@@ -256,14 +258,16 @@ function groupFrames(frames) {
       partials.set(key, [...(partials.get(key) || []), frame]);
       continue;
     }
-    const last = rows[rows.length - 1];
+    const last = lastInLane[frame.direction];
     const audio = frame.type === "audio.input" || frame.type === "audio.output";
     if (audio && last && last.type === frame.type && last.direction === frame.direction &&
         last.first.frame.speaker === f.speaker && last.first.frame.turn === f.turn) {
       last.frames.push(frame);
       continue;
     }
-    rows.push({ type: frame.type, direction: frame.direction, first: frame, frames: [frame] });
+    const row = { type: frame.type, direction: frame.direction, first: frame, frames: [frame] };
+    rows.push(row);
+    lastInLane[frame.direction] = row;
   }
   for (const row of rows) {
     if (row.type === "transcript.final") {
@@ -317,7 +321,7 @@ function timeline(rows, t0, t1) {
   return h("div", { class: "timeline" },
     h("div", { class: "lane-label" }, "client → server"), lanes.in,
     h("div", { class: "lane-label" }, "server → client"), lanes.out,
-    h("div", { class: "axis" }, h("span", {}, "0 s"), h("span", {}, `${span.toFixed(1)} s`)));
+    h("div", { class: "axis" }, h("span", {}, "0 s"), h("span", {}, `${span.toFixed(span < 10 ? 2 : 1)} s`)));
 }
 
 function sessionPage(id) {
@@ -377,8 +381,9 @@ function sessionPage(id) {
 
   function drawFrames() {
     const ordered = [...frames.values()].sort((a, b) => a.index - b.index);
-    const t0 = session ? seconds(session.created_at) : ordered.length ? ordered[0].at : 0;
-    const t1 = ordered.length ? Math.max(ordered[ordered.length - 1].at, t0 + 1) : t0 + 1;
+    // The time axis runs from the first frame to the last (offsets are from the stream's first frame).
+    const t0 = ordered.length ? ordered[0].at : session ? seconds(session.created_at) : 0;
+    const t1 = ordered.length ? Math.max(ordered[ordered.length - 1].at, t0 + 0.01) : t0 + 1;
     const rows = groupFrames(ordered);
     const opened = new Set([...parts.frames.querySelectorAll("details[open]")].map((d) => d.id));
     put(parts.timeline, timeline(rows, t0, t1));
@@ -430,7 +435,7 @@ function sessionPage(id) {
   }, 300);
   const loadFrames = async () => {
     const journal = await api(`${path}/frames`);
-    for (const f of journal.frames) addFrame({ index: f.index, direction: f.direction, at: seconds(f.at), type: f.type, frame: f.frame });
+    for (const f of journal.frames) addFrame({ index: f.index, direction: f.direction, at: f.unix, type: f.type, frame: f.frame });
   };
   const loadRequests = throttle(async () => {
     const requests = (await api(`/_mockglot/requests?session_id=${encodeURIComponent(id)}&limit=1000`)).data;
