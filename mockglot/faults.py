@@ -13,8 +13,9 @@ from mockglot.errors import CATALOGUE, ApiError
 from mockglot.state.auth import redact
 from mockglot.state.feed import Feed
 from mockglot.state.randomness import Randomness
-from mockglot.wire import RestFault
+from mockglot.wire import MAX_COUNT, RestFault
 
+MAX_FAULTS = 1000  # armed at once, across organizations
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
 
@@ -28,13 +29,13 @@ class StreamFault(Struct, kw_only=True, forbid_unknown_fields=True):
     action: Literal["close", "error", "stall", "malformed"]
     api_key: str | None = None  # only streams of sessions created with this key
     session_id: str | None = None  # only this session's streams
-    after_frames: Annotated[int, Meta(ge=0)] | None = None
-    after_finals: Annotated[int, Meta(ge=0)] | None = None
+    after_frames: Annotated[int, Meta(ge=0, le=MAX_COUNT)] | None = None
+    after_finals: Annotated[int, Meta(ge=0, le=MAX_COUNT)] | None = None
     close_code: Annotated[int, Meta(ge=1000, le=4999)] = 1011
     error_code: str = "internal_error"
     message: str | None = None
     stall_ms: Annotated[int, Meta(ge=0, le=600_000)] = 5000
-    times: Annotated[int, Meta(ge=1)] = 1
+    times: Annotated[int, Meta(ge=1, le=MAX_COUNT)] = 1
     probability: Annotated[float, Meta(ge=0, le=1)] = 1.0
 
     def check(self) -> str | None:
@@ -115,6 +116,12 @@ class FaultRegistry:
             self._faults = {k: f for k, f in self._faults.items() if f.rule.api_key not in api_keys}
 
     def add(self, kind: Literal["rest", "stream"], rule: RestFault | StreamFault, now: float) -> ArmedFault:
+        if len(self._faults) >= MAX_FAULTS:
+            raise ApiError(
+                "invalid_field_value",
+                f"{MAX_FAULTS} faults are armed already, the most this server keeps. Delete some "
+                "(DELETE /_mockglot/faults/{id}) or reset the organization.",
+            )
         fault = ArmedFault(self.randomness.new_id("flt", "fault", now), kind, rule)
         self._faults[fault.id] = fault
         return fault

@@ -47,6 +47,11 @@ Language = Literal[
     "ar", "bg", "cs", "da", "de", "el", "en", "es", "fi", "fr", "he", "hi", "hu", "id", "it",
     "ja", "ko", "nl", "no", "pl", "pt", "ro", "ru", "sk", "sv", "th", "tr", "uk", "vi", "zh",
 ]  # fmt: skip
+# Control-plane ranges (README "Limits"): a number outside its range is a 422 naming the field.
+MAX_CLOCK_ADVANCE = 100 * 365.25 * 24 * 3600  # seconds, either way; the clock itself stays in 2000..2100
+MAX_COUNT = 1_000_000  # times a fault fires, sessions a scenario covers, requests a minute
+MAX_CREDITS = 10**12
+
 MODES = ("bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice")
 Mode = Literal["bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice"]
 Speaker = Literal["customer", "agent"]
@@ -486,8 +491,8 @@ class ResetResult(Struct, kw_only=True):
 
 
 class ClockRequest(Struct, kw_only=True):
-    set: str | float | None = None  # ISO-8601 or unix seconds
-    advance: float | None = None  # seconds, may be negative
+    set: str | float | None = None  # ISO-8601 or unix seconds; the clock stays within 2000-01-01..2100-01-01
+    advance: Annotated[float, Meta(ge=-MAX_CLOCK_ADVANCE, le=MAX_CLOCK_ADVANCE)] | None = None  # may be negative
     reset: bool = False
 
 
@@ -498,7 +503,7 @@ class ClockState(Struct, kw_only=True):
 
 
 class SeedRequest(Struct, kw_only=True):
-    seed: int | None
+    seed: Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | None
 
 
 class SeedState(Struct, kw_only=True):
@@ -577,7 +582,7 @@ class RestFault(Struct, kw_only=True, forbid_unknown_fields=True):
     message: str | None = None
     latency_ms: Annotated[int, Meta(ge=0, le=600_000)] = 0
     drop: bool = False
-    times: Annotated[int, Meta(ge=1)] | None = 1  # None: every time
+    times: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = 1  # None: every time
     probability: Annotated[float, Meta(ge=0, le=1)] = 1.0
 
 
@@ -613,18 +618,19 @@ class ScenarioView(Struct, kw_only=True):
 class NextScenario(Struct, kw_only=True):
     api_key: str
     scenario: str
-    sessions: Annotated[int, Meta(ge=1)] | None = 1  # how many of the key's next sessions; null: until reset
+    # how many of the key's next sessions; null: until reset
+    sessions: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = 1
 
 
 class KeyUpdate(Struct, kw_only=True, forbid_unknown_fields=True):
     key: str
     organization: str | None = None
-    credits: Annotated[int, Meta(ge=0)] | None = None
+    credits: Annotated[int, Meta(ge=0, le=MAX_CREDITS)] | None = None
     unlimited_credits: bool = False
     scopes: list[str] | None = None
     revoked: bool | None = None
     inactive: bool | None = None
-    rate_limit: Annotated[int, Meta(ge=1)] | None = None
+    rate_limit: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = None
 
 
 class KeyInfo(Struct, kw_only=True):

@@ -58,18 +58,31 @@ async def set_clock(ctx: ControlContext) -> Reply:
         )
     if request.reset:
         clock.reset()
-    elif request.advance is not None:
-        clock.advance(request.advance)
-    elif isinstance(request.set, str):
-        try:
-            clock.set(datetime.fromisoformat(request.set.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            raise ApiError(
-                "invalid_field_value", f"`set` {request.set!r} is not ISO-8601 (2026-03-10T11:55:00Z).", param="set"
-            ) from None
-    else:
-        clock.set(float(request.set))  # type: ignore[arg-type]
+        return Reply(200, _clock_state(ctx))
+    param = "advance" if request.advance is not None else "set"
+    try:
+        if request.advance is not None:
+            clock.advance(request.advance)
+        elif isinstance(request.set, str):
+            clock.set(_parse_time(request.set))
+        else:
+            clock.set(float(request.set))  # type: ignore[arg-type]
+    except ValueError as exc:  # out of range: nothing changed
+        raise ApiError(
+            "invalid_field_value",
+            f"`{param}` would move {exc}. Give a time between those, or `reset: true`.",
+            param=param,
+        ) from None
     return Reply(200, _clock_state(ctx))
+
+
+def _parse_time(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):
+        raise ApiError(
+            "invalid_field_value", f"`set` {text!r} is not ISO-8601 (2026-03-10T11:55:00Z).", param="set"
+        ) from None
 
 
 async def get_seed(ctx: ControlContext) -> Reply:

@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z: the server clock never goes before this...
+LATEST = 4_102_444_800.0  # 2100-01-01T00:00:00Z: ...nor past this, so every timestamp and ID stays representable
+
 
 class Clock:
     """Wall time plus an offset that tests move.
@@ -25,12 +28,24 @@ class Clock:
         return self._wall() + self._offset
 
     def set(self, unix_seconds: float) -> None:
+        """Raises ValueError (and changes nothing) for a time outside EARLIEST..LATEST."""
+        self._check(unix_seconds)
         self._offset = unix_seconds - self._wall()
         self._notify()
 
     def advance(self, seconds: float) -> None:
+        """Raises ValueError (and changes nothing) when the clock would leave EARLIEST..LATEST."""
+        self._check(self.now() + seconds)
         self._offset += seconds
         self._notify()
+
+    @staticmethod
+    def _check(unix_seconds: float) -> None:
+        if not EARLIEST <= unix_seconds <= LATEST:  # False for NaN too
+            raise ValueError(
+                f"the server clock stays between {isoformat(EARLIEST)} and {isoformat(LATEST)}; "
+                f"{unix_seconds!r} is outside"
+            )
 
     def reset(self) -> None:
         self._offset = 0.0
