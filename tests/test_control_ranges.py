@@ -50,8 +50,10 @@ async def test_the_clock_moves_anywhere_inside_its_range(app, make_client):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=st.one_of(
-        st.fixed_dictionaries({"advance": st.floats(allow_nan=False) | st.integers()}),
-        st.fixed_dictionaries({"set": st.floats(allow_nan=False) | st.integers() | st.text(max_size=40)}),
+        st.fixed_dictionaries({"advance": st.floats(allow_nan=False, allow_infinity=False) | st.integers()}),
+        st.fixed_dictionaries(
+            {"set": st.floats(allow_nan=False, allow_infinity=False) | st.integers() | st.text(max_size=40)}
+        ),
     )
 )
 async def test_no_clock_request_is_a_500_or_breaks_session_creation(app, make_client, body):
