@@ -117,21 +117,23 @@ def audio_path(root: Path, base: Path, name: str) -> Path:
     return path
 
 
-def read_audio(path: Path) -> bytes:
-    """8 kHz mu-law from a raw mu-law file or a mono 16-bit PCM WAV: a regular file, size-capped, read without
-    blocking (a FIFO is refused, never waited on)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-    descriptor = os.open(path, flags)
-    with os.fdopen(descriptor, "rb") as file:
+def read_regular(path: Path, limit: int) -> bytes:
+    """A regular file of at most `limit` bytes, opened without blocking (a FIFO is refused, never waited on)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    with os.fdopen(os.open(path, flags), "rb") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path.name} is not a regular file")
-        if info.st_size > MAX_AUDIO_BYTES:
-            raise ValueError(f"{path.name} is larger than {MAX_AUDIO_BYTES // (1024 * 1024)} MiB")
-        data = file.read(MAX_AUDIO_BYTES + 1)
-    if len(data) > MAX_AUDIO_BYTES:
-        raise ValueError(f"{path.name} is larger than {MAX_AUDIO_BYTES // (1024 * 1024)} MiB")
-    return decode_audio(data, wav=path.suffix.lower() == ".wav")
+        data = file.read(limit + 1)
+    if info.st_size > limit or len(data) > limit:
+        size = f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
+        raise ValueError(f"{path.name} is larger than {size}")
+    return data
+
+
+def read_audio(path: Path) -> bytes:
+    """8 kHz mu-law from a raw mu-law file or a mono 16-bit PCM WAV."""
+    return decode_audio(read_regular(path, MAX_AUDIO_BYTES), wav=path.suffix.lower() == ".wav")
 
 
 def decode_audio(data: bytes, *, wav: bool) -> bytes:
@@ -189,12 +191,11 @@ def load_file(path: Path, root: Path | None = None) -> LoadedScenario:
     """An operator's scenario file (`--scenario`, `--fixtures`); its audio stays inside `root` (default: the
     file's own folder)."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_DOCUMENT_BYTES + 1)
+        data = read_regular(path, MAX_DOCUMENT_BYTES)
     except OSError as exc:
         raise ValueError(f"cannot read scenario {path}: {exc.strerror}") from None
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise ValueError(f"scenario {path} is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")
+    except ValueError as exc:
+        raise ValueError(f"scenario {path}: {exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -12,8 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
+from mockglot.api.stream import MAX_FRAME_BYTES
 from mockglot.settings import Settings
 from mockglot.testing.server import ServerThread
+from mockglot.transport import WS_MAX_BYTES
 
 KEY = "sk_test_fuzzstream01"
 VALID_TYPES = ("audio.input", "ping", "session.end")  # a tuple: a generated `type` may be a list
@@ -89,8 +91,13 @@ deeply_nested = st.builds(  # up to 5,000 deep; a ping whose extra field nests i
     st.sampled_from(["[", '{"type": "ping", "x": ', '{"a": ']),
     st.booleans(),
 )
+oversized = st.builds(  # past the stream's own 256 KiB limit, under the transport's 1 MiB
+    lambda size, fill: '{"type": "ping", "pad": "' + fill * size + '"}',
+    st.integers(MAX_FRAME_BYTES + 1, WS_MAX_BYTES - 100),
+    st.sampled_from(["x", "é"]),
+).filter(lambda text: len(text.encode()) < WS_MAX_BYTES)
 bad_frames = st.one_of(
-    non_json, non_objects, unknown_types, broken_audio(), st.binary(min_size=1, max_size=100), deeply_nested
+    non_json, non_objects, unknown_types, broken_audio(), st.binary(min_size=1, max_size=100), deeply_nested, oversized
 )
 
 

@@ -107,6 +107,17 @@ def test_audio_past_the_size_cap_is_refused_unread(tmp_path: Path):
         create_app(Settings(fixtures=[str(root)]))
 
 
+def test_a_fifo_or_huge_file_among_the_fixtures_scenarios_is_refused_at_start(tmp_path: Path):
+    (tmp_path / "scenarios").mkdir()
+    os.mkfifo(tmp_path / "scenarios" / "pipe.yaml")
+    with pytest.raises(ValueError, match=r"pipe\.yaml is not a regular file"):
+        create_app(Settings(fixtures=[str(tmp_path)]))
+    (tmp_path / "scenarios" / "pipe.yaml").unlink()
+    (tmp_path / "scenarios" / "huge.yaml").write_text("name: huge\n#" + "x" * MAX_DOCUMENT_BYTES, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"huge\.yaml is larger than 512 KiB"):
+        create_app(Settings(fixtures=[str(tmp_path)]))
+
+
 # --- uploads ------------------------------------------------------------------------------------------------
 
 
