@@ -79,7 +79,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     """YAML without anchors and aliases: a 15 KB document of `&a` / `*a` can expand to gigabytes."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call,unused-ignore]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.composer.ComposerError(
                 None, None, "anchors (&name) and aliases (*name) are not accepted in scenarios", event.start_mark
