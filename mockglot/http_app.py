@@ -44,7 +44,8 @@ class HttpApp:
                 return error_response(
                     ApiError(
                         "route_not_found",
-                        f"No route {request.method} {request.path}. The API lives under /v1 (see /openapi.json).",
+                        f"No route {request.method} {request.path}. Every route is listed in /openapi.json "
+                        "(a call starts with POST /v1/sessions).",
                     ),
                     request.id,
                 )

@@ -30,6 +30,7 @@ DEFAULT_API_KEY = "sk_test_mockglotcli1"
 RAW_MULAW_SUFFIXES = (".ulaw", ".mulaw", ".ul")
 WAVE_FORMAT_PCM, WAVE_FORMAT_MULAW, WAVE_FORMAT_EXTENSIBLE = 1, 7, 0xFFFE
 IDLE_TIMEOUT_SECONDS = 60.0  # no frame for this long: the server is stuck, give up
+AUDIO_GAP_SECONDS = 0.3  # no audio.output for this long (frames are 100 ms, paced at real time): the turn's ended
 NORMAL_CLOSE = 1000
 
 
@@ -140,7 +141,8 @@ def read_audio(path: Path) -> bytes:
 
 @dataclass
 class EventPrinter:
-    """One line per event; runs of `audio.output` frames become one line with their count per turn."""
+    """One line per event; runs of `audio.output` frames become one line with their count per turn, printed when
+    the run ends (another turn's audio, a pause of `AUDIO_GAP_SECONDS`, the end), not when other events come."""
 
     out: TextIO
     errors: int = 0
@@ -156,7 +158,8 @@ class EventPrinter:
         if kind == "audio.output":
             self._count_audio((frame.get("turn", 0), frame.get("listener", "?")))
             return
-        self.flush()
+        if kind not in ("transcript.partial", "transcript.final"):
+            self.flush()  # the stream is ending or failing: the audio before it has ended
         if kind == "session.ready":
             source, target = frame.get("source_language") or "auto", frame.get("target_language") or "auto"
             self.line("ready", f"{frame.get('session_id')} {frame.get('mode')} {source} -> {target}")
@@ -183,6 +186,10 @@ class EventPrinter:
         self._run_frames += 1
         self.audio_frames[key] = self.audio_frames.get(key, 0) + 1
 
+    @property
+    def pending(self) -> bool:
+        return self._run is not None
+
     def flush(self) -> None:
         """Print the pending run of audio frames, if any."""
         if self._run is None:
@@ -200,7 +207,13 @@ def _who(frame: dict[str, Any]) -> str:
 
 def _translated(frame: dict[str, Any]) -> str:
     translation = frame.get("translation")
-    return f"  => [{translation.get('language')}] {translation.get('text')}" if translation else ""
+    return f"  => {_tagged(translation)}" if translation else ""
+
+
+def _tagged(translation: dict[str, Any]) -> str:
+    """`[en] text`, once: a pseudo-translation's text already starts with its `[en]`."""
+    tag, text = f"[{translation.get('language')}]", str(translation.get("text"))
+    return text if text.startswith(tag + " ") else f"{tag} {text}"
 
 
 def _timing(frame: dict[str, Any]) -> str:
@@ -217,7 +230,7 @@ def print_transcript(transcript: dict[str, Any], out: TextIO) -> None:
     for turn in turns:
         print(f"  [{turn.get('speaker')}] {turn.get('text')}", file=out)
         if turn.get("translation"):
-            print(f"      [{turn['translation'].get('language')}] {turn['translation'].get('text')}", file=out)
+            print(f"      {_tagged(turn['translation'])}", file=out)
     out.flush()
 
 
@@ -247,12 +260,24 @@ async def _send(stream: Stream, speaker: str, mulaw: bytes, realtime: bool) -> N
 
 
 async def _receive(stream: Stream, printer: EventPrinter) -> None:
-    """Print frames until the server closes the socket."""
+    """Print frames until the server closes the socket; a run of audio frames as soon as it pauses."""
     from websockets.exceptions import ConnectionClosed
 
+    clock = asyncio.get_running_loop().time
+    last_audio = clock()
     try:
         while True:
-            printer.show(await stream.recv(IDLE_TIMEOUT_SECONDS))
+            if printer.pending:
+                try:
+                    frame = await stream.recv(max(0.0, last_audio + AUDIO_GAP_SECONDS - clock()))
+                except TimeoutError:
+                    printer.flush()
+                    continue
+            else:
+                frame = await stream.recv(IDLE_TIMEOUT_SECONDS)
+            if frame.get("type") == "audio.output":
+                last_audio = clock()
+            printer.show(frame)
     except ConnectionClosed:
         printer.flush()
     except TimeoutError:

@@ -13,9 +13,11 @@ import pytest
 
 from mockglot.cli import main
 from mockglot.control.sessions import wav as mulaw_wav
+from mockglot.settings import Settings
 from mockglot.speech import codec
 from mockglot.stream_cli import parse_wav
 from mockglot.testing.client import silence, tone, utterance
+from mockglot.testing.server import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
 GERMAN_CALL = ROOT / "fixtures" / "audio" / "de_order_change.ulaw"
@@ -71,6 +73,30 @@ def test_audio_frames_are_counted_per_turn_and_listener(mockglot, capsys):
         key = (f"#{frame['turn']}", frame["listener"])
         expected[key] = expected.get(key, 0) + 1
     assert totals == expected and sum(totals.values()) == len(sent) > 0
+
+
+def test_at_real_time_each_turns_audio_count_is_printed_once_when_that_audio_ends(capsys):
+    """Output paced like a call: turn 1's audio (1.7 s) ends seconds before turn 2's final; its line comes then,
+    once, not split by the partials that arrive meanwhile and not held back until the next event."""
+    with ServerThread(Settings(port=0, output_pace="realtime")) as server:
+        assert main(["stream", str(GERMAN_CALL), "--url", server.base_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    audio = [line for line in lines if line.startswith("audio")]
+    assert [line.split()[1:4] for line in audio] == [["#1", "->", "agent"], ["#2", "->", "agent"]], audio
+    assert not any("so far" in line for line in audio)
+    final_2 = next(i for i, line in enumerate(lines) if line.startswith("final    customer #2"))
+    assert lines.index(audio[0]) < final_2 < lines.index(audio[1])
+
+
+def test_a_pseudo_translation_shows_its_language_once(mockglot, tmp_path, capsys):
+    mockglot.upload_scenario({"name": "cli-pseudo", "turns": {"customer": [{"text": "Grüezi mitenand"}]}})
+    path = tmp_path / "short.ulaw"
+    path.write_bytes(utterance())
+    args = ("--speed", "full", "--scenario", "cli-pseudo", "--source-language", "de", "--target-language", "en")
+    assert stream(mockglot, str(path), *args) == 0
+    out = capsys.readouterr().out
+    assert "final    customer #1  Grüezi mitenand  => [en] Grüezi mitenand  (" in out
+    assert "      [en] Grüezi mitenand\n" in out and "[en] [en]" not in out
 
 
 def test_a_16_khz_pcm_wav_is_resampled_and_encoded(mockglot, tmp_path, capsys):
