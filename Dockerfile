@@ -4,8 +4,15 @@
 #   docker run --rm -p 8080:8080 mockglot
 # Every setting is a MOCKGLOT_* environment variable (-e MOCKGLOT_PORT=9000 ...); the CMD passes no flags, so
 # nothing overrides them. Vosk models mounted at /models are found.
-FROM python:3.11-slim
 
+# The package alone (no dependencies), installed into /package; only what it installs reaches the image.
+FROM python:3.11-slim AS package
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY mockglot ./mockglot
+RUN pip install --no-deps --target /package . && mv /package/bin /scripts
+
+FROM python:3.11-slim
 ARG EXTRAS=tts
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -16,18 +23,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 10001 mockglot && mkdir -p /models
 
-# 1. The dependencies, read from pyproject.toml alone: a code change does not reinstall them (with EXTRAS=vosk
-#    that is a 250 MB model).
-RUN --mount=type=bind,source=pyproject.toml,target=/tmp/pyproject.toml \
-    python -c "import sys, tomllib; project = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
-extras = [e for e in sys.argv[1].split(',') if e]; \
+# The dependencies, from pyproject.toml alone: a code change does not reinstall them (with EXTRAS=vosk that is
+# a 250 MB model).
+COPY pyproject.toml /tmp/build/pyproject.toml
+RUN python -c "import sys, tomllib; project = tomllib.load(open(sys.argv[1], 'rb'))['project']; \
+extras = [e for e in sys.argv[2].split(',') if e]; \
 print('\n'.join(project['dependencies'] + [d for e in extras for d in project['optional-dependencies'][e]]))" \
-    "$EXTRAS" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    /tmp/build/pyproject.toml "$EXTRAS" > /tmp/build/requirements.txt \
+    && pip install -r /tmp/build/requirements.txt
 
-# 2. The package itself, from the build context mounted for this step only (no copy of the source stays behind).
-RUN --mount=type=bind,source=.,target=/src,rw pip install --no-deps /src
+# The code: a change rebuilds only these two small layers.
+COPY --from=package /package/ /usr/local/lib/python3.11/site-packages/
+COPY --from=package /scripts/ /usr/local/bin/
 
 USER mockglot
 WORKDIR /home/mockglot

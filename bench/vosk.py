@@ -129,7 +129,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited at start:\n{Path(self.log.name).read_text()}")
-            if match := re.search(r"on http://[^:]+:(\d+)/v1", Path(self.log.name).read_text()):
+            if match := re.search(r"at http://[^:]+:(\d+)", Path(self.log.name).read_text()):
                 return int(match[1])
             time.sleep(0.05)
         raise RuntimeError("the server did not print its banner within 60 s")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import msgspec
 import uvicorn
 
-from mockglot import conformance, stream_cli
+from mockglot import __version__, conformance, stream_cli
 from mockglot import settings as settings_module
 from mockglot.proxy import cli as proxy_cli
 from mockglot.settings import Settings
@@ -65,6 +65,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mockglot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mockglot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     stream_cli.add_parser(sub)
@@ -98,17 +99,20 @@ def exposure_warning(settings: Settings) -> str | None:
 
 
 def banner(settings: Settings, port: int) -> str:
+    """What a user needs first: the base URL, links that answer, and two things to try."""
     host = "localhost" if loopback_only(settings.host) else settings.host
     host = f"[{host}]" if ":" in host else host
     base = f"http://{host}:{port}"
     return "\n".join(
         [
-            f"mockglot serving the Kallglot API on {base}/v1 (WebSocket ws://{host}:{port}/v1)",
-            f"  OpenAPI: {base}/openapi.json   control plane: {base}/_mockglot",
+            f"mockglot {__version__} serving the Kallglot API at {base}  (REST under /v1, streams on ws://{host}:{port})",
+            f"  health:        {base}/_mockglot/health",
+            f"  API (OpenAPI): {base}/openapi.json   control plane: {base}/_mockglot/openapi.json",
             "  try it:",
             f"  curl -s {base}/v1/sessions -H 'Authorization: Bearer sk_test_mockglot123' "
             "-H 'Content-Type: application/json' "
             '-d \'{"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}\'',
+            f"  mockglot stream fixtures/audio/de_order_change.ulaw --url {base}   # a call, from a checkout",
         ]
     )
 
@@ -148,13 +152,22 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub: argparse.ArgumentParser = action.choices[name]
+    return sub
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["models"]:
         from mockglot import models
 
         return models.run(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report them with the top-level usage; the subcommand's own is the useful one
+        _subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "serve":
         return serve(args)
     if args.command == "stream":

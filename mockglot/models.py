@@ -34,6 +34,11 @@ from mockglot.engines.vosk import (
 DEFAULT_INDEX_URL = "https://alphacephei.com/vosk/models/model-list.json"
 INDEX_URL_ENV = "MOCKGLOT_VOSK_INDEX_URL"
 
+OFFLINE_HINT = (
+    "Offline, a model already on disk (an unpacked archive from https://alphacephei.com/vosk/models) works with "
+    "`mockglot serve --vosk-model LANG=PATH`"
+)
+
 EXIT_FAILED = 1  # network, disk or archive trouble
 EXIT_USAGE = 2  # what was asked for does not exist (argparse uses 2 for bad arguments too)
 
@@ -69,7 +74,7 @@ def fetch_index(url: str) -> list[IndexEntry]:
         response = httpx.get(url, timeout=30, follow_redirects=True)
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        raise ModelsError(f"cannot fetch the model index {url}: {exc}") from None
+        raise ModelsError(f"cannot fetch the model index {url}: {exc}. {OFFLINE_HINT}") from None
     try:
         return msgspec.json.decode(response.content, type=list[IndexEntry])
     except msgspec.DecodeError as exc:
@@ -212,7 +217,12 @@ def list_models(directory: Path, index_url: str, show_obsolete: bool) -> None:
     local = VoskModels(search_dirs=list(dict.fromkeys([directory, *default_search_dirs()])))
     for language in local.languages():
         print(f"installed  {language}  {local.path(language)}")
-    entries = fetch_index(index_url)
+    try:
+        entries = fetch_index(index_url)
+    except ModelsError as error:  # offline: what is installed is still the answer, and it was printed
+        installed = "the models above are installed" if local.languages() else "no models are installed"
+        print(f"\nnote: {installed}; the list of models to download is unavailable ({error})", file=sys.stderr)
+        return
     by_language: dict[str, list[IndexEntry]] = {}
     for entry in entries:
         if show_obsolete or not entry.is_obsolete:

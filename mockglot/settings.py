@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -43,10 +44,13 @@ _BOOL_TRUE = {"1", "true", "yes", "on"}
 
 
 def from_env(environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
-    """Settings from the environment, then explicit overrides (CLI flags) on top."""
+    """Settings from the environment, then explicit overrides (CLI flags) on top. A bad value raises ValueError
+    naming where it came from (`MOCKGLOT_PORT='abc'` or `--port`), the value, and what would be valid."""
     values: dict[str, object] = {}
+    sources: dict[str, str] = {}
     for field in msgspec.structs.fields(Settings):
-        raw = environ.get(ENV_PREFIX + field.name.upper())
+        variable = ENV_PREFIX + field.name.upper()
+        raw = environ.get(variable)
         if raw is None or raw == "":
             continue
         if field.name in _LIST_FIELDS:
@@ -55,8 +59,27 @@ def from_env(environ: Mapping[str, str] = os.environ, **overrides: object) -> Se
             values[field.name] = raw.strip().lower() in _BOOL_TRUE
         else:
             values[field.name] = raw
-    values.update({name: value for name, value in overrides.items() if value is not None})
-    try:
-        return msgspec.convert(values, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"invalid setting: {exc}") from None
+        sources[field.name] = f"{variable}={raw!r}"
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = value
+            sources[name] = f"--{name.replace('_', '-')} {value!r}"
+    for field in msgspec.structs.fields(Settings):
+        if field.name in values:
+            try:
+                values[field.name] = msgspec.convert(values[field.name], field.type, strict=False)
+            except msgspec.ValidationError:
+                raise ValueError(f"invalid setting {sources[field.name]}: {_expected(field.type)}") from None
+    settings = Settings(**values)  # type: ignore[arg-type]  # each value converted to its field's type above
+    if not 0 <= settings.port <= 65535:
+        raise ValueError(f"invalid setting {sources['port']}: expected a port number from 0 to 65535")
+    return settings
+
+
+def _expected(type_: object) -> str:
+    """What a setting of this type takes, in words: `one of text, json`, `a whole number`."""
+    if typing.get_origin(type_) is Literal:
+        return "expected one of " + ", ".join(map(str, typing.get_args(type_)))
+    if type_ is int or [a for a in typing.get_args(type_) if a is not type(None)] == [int]:
+        return "expected a whole number"
+    return f"expected {type_}"

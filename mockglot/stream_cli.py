@@ -51,8 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="exit codes: 0 ok, 1 the server refused or broke the session, 2 unusable file or arguments",
     )
     p.add_argument("file", help="a WAV (mono 16-bit PCM at any rate, or mu-law) or raw 8 kHz mu-law (.ulaw)")
-    p.add_argument("--url", default=os.environ.get("MOCKGLOT_URL") or DEFAULT_URL,
-                   help=f"the server (default MOCKGLOT_URL or {DEFAULT_URL})")  # fmt: skip
+    p.add_argument("--url", default=os.environ.get("MOCKGLOT_URL") or DEFAULT_URL, type=server_url,
+                   help=f"the server; a trailing /v1 is fine (default MOCKGLOT_URL or {DEFAULT_URL})")  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("MOCKGLOT_API_KEY") or DEFAULT_API_KEY,
                    help=f"API key (default MOCKGLOT_API_KEY or {DEFAULT_API_KEY})")  # fmt: skip
     p.add_argument("--mode", default=DEFAULT_MODE, help=f"session mode (default {DEFAULT_MODE})")
@@ -62,6 +62,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", help="the session's scenario on mockglot (sent as metadata.mockglot_scenario)")
     p.add_argument("--speed", choices=["realtime", "full"], default="realtime",
                    help="send at the pace of a call (default) or as fast as the socket takes it")  # fmt: skip
+
+
+def server_url(url: str) -> str:
+    """The server's root: `http://host:8080/v1` (the API's own prefix, as a banner or a client config has it)
+    means `http://host:8080`, since the client adds `/v1` itself."""
+    return url.rstrip("/").removesuffix("/v1")
 
 
 # --- audio files --------------------------------------------------------------------------------------------

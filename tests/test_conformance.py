@@ -60,7 +60,7 @@ def test_the_command_passes_against_a_mockglot_serve_process(tmp_path):
     )  # fmt: skip
     try:
         banner = serve.stdout.readline()  # type: ignore[union-attr]
-        url = re.search(r"(http://[^/]+)/v1", banner)
+        url = re.search(r"at (http://[^/\s]+)", banner)
         assert url, banner
         done = subprocess.run(
             [sys.executable, "-m", "mockglot", "conform", url[1], "--api-key", KEY, "--json"],

@@ -230,7 +230,22 @@ def test_unreachable_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     port = closed.server_address[1]
     closed.server_close()  # nothing listens there now
     assert download("de", tmp_path, f"http://127.0.0.1:{port}/model-list.json") == EXIT_FAILED
-    assert "cannot fetch the model index" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot fetch the model index" in err and "--vosk-model LANG=PATH" in err
+
+
+def test_list_offline_shows_the_installed_models_and_succeeds(
+    tmp_path: Path, index_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert download("de", tmp_path, index_url) == 0
+    capsys.readouterr()
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = closed.server_address[1]
+    closed.server_close()
+    assert run(["list", "--dir", str(tmp_path), "--index-url", f"http://127.0.0.1:{port}/model-list.json"]) == 0
+    out, err = capsys.readouterr()
+    assert f"installed  de  {tmp_path}" in out
+    assert "note: the models above are installed" in err and "--vosk-model LANG=PATH" in err
 
 
 def test_list_marks_installed_models(tmp_path: Path, index_url: str, capsys: pytest.CaptureFixture[str]) -> None:
