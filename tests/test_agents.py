@@ -110,11 +110,14 @@ async def test_a_reset_of_the_organization_forgets_its_agents(client, state, api
 
 
 async def test_a_seeded_server_gives_the_same_agent_ids(make_app, make_client, make_key):
+    """The same organization's: each draws from its own sequence (#10), so another's differ."""
+    key = make_key()
     runs = []
     for _ in range(2):
-        client = make_client(make_app(seed=7), make_key())
+        client = make_client(make_app(seed=7), key)
         runs.append(await create_agents(client, 3))
     assert runs[0] == runs[1]
+    assert await create_agents(make_client(make_app(seed=7), make_key()), 3) != runs[0]
 
 
 # --- scopes and idempotency -------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ class AgentStore:
 
     def create(self, owner: Owner, request: AgentCreate) -> AgentRecord:
         now = self.clock.now()
-        record = AgentRecord(self.randomness.new_id("agt", "agent", now), owner, request, now)
+        scope = f"{owner[0]}\0{owner[1]}"  # the owner's own sequence when seeded
+        record = AgentRecord(self.randomness.new_id("agt", "agent", now, scope), owner, request, now)
         self._agents[record.id] = record
         self._by_owner.setdefault(owner, []).append(record)
         return record

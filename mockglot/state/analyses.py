@@ -150,7 +150,7 @@ class AnalysisStore:
         self.check(session)
         now = self.clock.now()
         record = AnalysisRecord(
-            id=self.randomness.new_id("anl", "analysis", now),
+            id=self.randomness.new_id("anl", "analysis", now, session.api_key),
             session=session,
             turns=list(session.turns),
             created_at=now,

@@ -2,6 +2,11 @@
 
 Each purpose (session IDs, request IDs, tokens, ...) draws from its own stream derived from the seed, so a
 health check or a retried request does not shift the IDs a test cares about.
+
+What a tenant owns (session IDs, stream tokens, recording, analysis and agent IDs) is drawn with a `scope`: its
+API key (or organization). Seeded, each scope has its own sequence derived from the seed, the scope and a
+per-scope counter, so a tenant's IDs repeat run after run whatever other tenants do, and knowing the seed is not
+enough to compute another key's session IDs or stream tokens: that takes the key itself.
 """
 
 from __future__ import annotations
@@ -20,11 +25,29 @@ class Randomness:
         self.seed = seed
         self._streams: dict[str, random.Random] = {}
         self._counters: dict[str, int] = {}
+        self._scoped: dict[str, dict[str, int]] = {}  # scope -> purpose -> draws so far (seeded only)
 
     def reseed(self, seed: int | None) -> None:
         self.seed = seed
         self._streams.clear()
         self._counters.clear()
+        self._scoped.clear()
+
+    def forget(self, scopes: set[str]) -> None:
+        """Start these scopes' sequences over (their organization was reset: what they named is gone)."""
+        for scope in scopes:
+            self._scoped.pop(scope, None)
+
+    def _scoped_bytes(self, scope: str, purpose: str, nbytes: int) -> tuple[int, bytes]:
+        """Seeded: the scope's next draw for this purpose, as (its count, `nbytes` bytes from the seed, the scope,
+        the purpose and the count). A hash, not a Random per scope: a scope costs a few integers."""
+        counters = self._scoped.get(scope)
+        if counters is None:
+            counters = self._scoped[scope] = {}
+        count = counters.get(purpose, 0) + 1
+        counters[purpose] = count
+        digest = hashlib.sha256(f"{self.seed}\0{scope}\0{purpose}\0{count}".encode()).digest()
+        return count, digest[:nbytes]
 
     def stream(self, purpose: str) -> random.Random:
         rng = self._streams.get(purpose)
@@ -37,24 +60,29 @@ class Randomness:
             self._streams[purpose] = rng
         return rng
 
-    def new_id(self, prefix: str, purpose: str, now: float) -> str:
+    def new_id(self, prefix: str, purpose: str, now: float, scope: str | None = None) -> str:
         """`prefix_` and a ULID: `sess_01J...`, `req_01J...`."""
-        return prefix + "_" + self.ulid(purpose, int(now * 1000))
+        return prefix + "_" + self.ulid(purpose, int(now * 1000), scope)
 
-    def ulid(self, purpose: str, now_ms: int) -> str:
+    def ulid(self, purpose: str, now_ms: int, scope: str | None = None) -> str:
         """A 26-character ULID-style body: 10 characters of time, 16 of randomness (80 bits: each random byte
         gives one character, five bits' worth, through a table in C rather than shifts in Python).
 
             Seeded, the time part is a per-purpose counter instead of the clock, so IDs repeat run after run
             and still sort in creation order.
         """
+        if self.seed is not None and scope is not None:
+            count, random_part = self._scoped_bytes(scope, purpose, 16)
+            return _time_text(_ID_EPOCH_MS + count) + random_part.translate(_BYTE_TO_CHARACTER).decode()
         if self.seed is not None:
             count = self._counters.get(purpose, 0) + 1
             self._counters[purpose] = count
             now_ms = _ID_EPOCH_MS + count
         return _time_text(now_ms) + self.stream(purpose).randbytes(16).translate(_BYTE_TO_CHARACTER).decode()
 
-    def hex(self, purpose: str, nbytes: int) -> str:
+    def hex(self, purpose: str, nbytes: int, scope: str | None = None) -> str:
+        if self.seed is not None and scope is not None and nbytes <= 32:
+            return self._scoped_bytes(scope, purpose + ":hex", nbytes)[1].hex()
         return self.stream(purpose).getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()
 
     def random(self, purpose: str) -> float:

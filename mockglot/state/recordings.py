@@ -136,7 +136,7 @@ class RecordingStore:
         left, right = (bytes(session.audio.get(speaker, b"")) for speaker in CHANNELS)
         longest = max(len(left), len(right))
         at = session.ended_at if session.ended_at is not None else self.clock.now()
-        recording_id = self.randomness.new_id("rec", "recording", at)
+        recording_id = self.randomness.new_id("rec", "recording", at, session.api_key)
         duration = round(longest / SAMPLE_RATE_HZ, 1)
         record = RecordingRecord(recording_id, session, "processing", b"", duration, at)
         self._recordings[record.id] = record

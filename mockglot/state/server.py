@@ -83,6 +83,7 @@ class ServerState:
             self.requests.reset()
         else:
             keys = self.keys.of(organization)
+            self.randomness.forget({*keys, f"{organization}\0live", f"{organization}\0test"})
             self.rate_limiter.reset(keys)
             self.faults.reset(keys)
             self.requests.reset(keys)

@@ -238,7 +238,9 @@ class SessionStore:
         engine: str = "scripted",
     ) -> SessionRecord:
         now = self.clock.now()
-        session_id = self.randomness.new_id("sess", "session", now)
+        session_id = self.randomness.new_id("sess", "session", now, api_key)
+        while session_id in self._sessions:  # seeded, after a reset of the key's organization: draw on
+            session_id = self.randomness.new_id("sess", "session", now, api_key)
         record = SessionRecord(
             id=session_id,
             owner=owner,
@@ -247,7 +249,7 @@ class SessionStore:
             provider=provider,
             created_at=now,
             last_activity=now,
-            token=self._new_token(session_id, owner, now),
+            token=self._new_token(session_id, owner, api_key, now),
             scenario=scenario,
             engine=engine,
         )
@@ -281,8 +283,12 @@ class SessionStore:
 
     # --- stream tokens ---------------------------------------------------------------------------------
 
-    def _new_token(self, session_id: str, owner: Owner, now: float) -> StreamToken:
-        body = self.randomness.ulid("token", int(now * 1000)) + self.randomness.hex("token", 8)
+    def _new_token(self, session_id: str, owner: Owner, api_key: str, now: float) -> StreamToken:
+        """Seeded, from the key's own sequence: another key cannot compute it from the seed."""
+        randomness = self.randomness
+        body = randomness.ulid("token", int(now * 1000), api_key) + randomness.hex("token", 8, api_key)
+        while f"kst_{owner[1]}_{body}" in self._tokens:  # as for session IDs
+            body = randomness.ulid("token", int(now * 1000), api_key) + randomness.hex("token", 8, api_key)
         token = StreamToken(f"kst_{owner[1]}_{body}", session_id, now + TOKEN_LIFETIME_SECONDS)
         self._tokens[token.token] = token
         return token
@@ -295,7 +301,7 @@ class SessionStore:
             for forgotten in past[:-MAX_PAST_TOKENS]:
                 self._tokens.pop(forgotten, None)
             record.past_tokens = past[-MAX_PAST_TOKENS:]
-            record.token = self._new_token(record.id, record.owner, now)
+            record.token = self._new_token(record.id, record.owner, record.api_key, now)
         return record.token
 
     def check_token(self, session_id: str, token: str | None) -> SessionRecord:
