@@ -5,7 +5,8 @@ so mockglot's protocol classes adjust them:
 
 - HTTP: at most `max_connections` open sockets (past it a new socket is closed at once, with a warning), and a
   socket that has not sent a complete request head within `header_timeout` seconds is closed (uvicorn itself
-  only times out idle keep-alive sockets between requests). Open sockets and the limit are in health.
+  only times out idle keep-alive sockets between requests). Open sockets and the limit are in health. On
+  shutdown a response still streaming (the inspector's events) is ended at once.
 - WebSocket: a text frame that is not UTF-8 reaches the stream as `invalid_utf8` (it answers with a
   `session.error` and goes on) instead of uvicorn's 1007 close with a traceback; on shutdown (SIGTERM) the
   stream is told first, so it can send `session.ended` (`server_shutdown`) before the socket closes.
@@ -98,6 +99,17 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            # A response still streaming (the inspector's events) would hold the shutdown up: end its body
+            # cleanly and close; the app sees the client go.
+            if cycle.chunked_encoding:
+                self.transport.write(b"0\r\n\r\n")
+            self.transport.close()
+            return
+        super().shutdown()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -130,3 +130,14 @@ def test_idle_and_half_open_sockets_are_reaped_and_a_quiet_stream_is_not():
         code, log = server.stop()
     assert code == 0
     assert "connections open, the limit" in log and "Traceback" not in log
+
+
+def test_sigterm_with_an_inspector_event_stream_open_ends_it_cleanly_and_exits_0():
+    with serve() as server, httpx.stream("GET", f"{server.base_url}/_mockglot/events", timeout=30) as events:
+        lines = events.iter_lines()
+        assert next(lines).startswith("retry:")
+        server.process.send_signal(signal.SIGTERM)
+        list(lines)  # the stream ends (no error) instead of holding the shutdown up
+        code, log = server.process.wait(30), server.process.communicate(timeout=30)[0]
+    assert code == 0
+    assert "Traceback" not in log and "timeout graceful shutdown exceeded" not in log
