@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -21,6 +22,31 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
+_SECRET_IN_URL = re.compile(r"((?:^|[?&])(?:token|api_key)=)([^&\s\"]*)")
+
+
+def redact_url(text: str) -> str:
+    """`?token=kst_test_abc` -> `?token=kst_test_<redacted>`; `api_key=sk_...` -> `api_key=<redacted>`."""
+
+    def hide(match: re.Match[str]) -> str:
+        value = match.group(2)
+        keep = value[: value.index("_", 4) + 1] if value.startswith("kst_") and value.count("_") >= 2 else ""
+        return f"{match.group(1)}{keep}<redacted>"
+
+    return _SECRET_IN_URL.sub(hide, text)
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts stream tokens and API keys in the URLs uvicorn logs (access lines, WebSocket accepts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(redact_url(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str) and not record.args:
+            record.msg = redact_url(record.msg)
+        return True
+
+
 def uvicorn_log_config(log_format: str) -> dict[str, Any]:
     formatter = (
         {"()": "mockglot.logs.JsonFormatter"}
@@ -31,7 +57,8 @@ def uvicorn_log_config(log_format: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
+        "filters": {"redact": {"()": "mockglot.logs.RedactSecrets"}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact"]}},
         "loggers": {
             name: {"handlers": ["default"], "level": "INFO", "propagate": False}
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "mockglot")

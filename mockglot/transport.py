@@ -10,14 +10,13 @@ so mockglot's protocol classes adjust them:
 - WebSocket: a text frame that is not UTF-8 reaches the stream as `invalid_utf8` (it answers with a
   `session.error` and goes on) instead of uvicorn's 1007 close with a traceback; on shutdown (SIGTERM) the
   stream is told first, so it can send `session.ended` (`server_shutdown`) before the socket closes.
-- Logs: stream tokens and API keys in logged URLs are redacted (`RedactSecrets`).
+- Logs: stream tokens and API keys in logged URLs are redacted (`mockglot.logs.RedactSecrets`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import resource
 import time
 from typing import Any
@@ -26,6 +25,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from mockglot.logs import RedactSecrets
 from mockglot.settings import Settings
 
 log = logging.getLogger("mockglot.transport")
@@ -164,31 +164,6 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def _shutdown_now(self) -> None:
         if not self.disconnected and not self.transport.is_closing():
             super().shutdown()
-
-
-_SECRET_IN_URL = re.compile(r"((?:^|[?&])(?:token|api_key)=)([^&\s\"]*)")
-
-
-def redact_url(text: str) -> str:
-    """`?token=kst_test_abc` -> `?token=kst_test_<redacted>`; `api_key=sk_...` -> `api_key=<redacted>`."""
-
-    def hide(match: re.Match[str]) -> str:
-        value = match.group(2)
-        keep = value[: value.index("_", 4) + 1] if value.startswith("kst_") and value.count("_") >= 2 else ""
-        return f"{match.group(1)}{keep}<redacted>"
-
-    return _SECRET_IN_URL.sub(hide, text)
-
-
-class RedactSecrets(logging.Filter):
-    """Redacts stream tokens and API keys in the URLs uvicorn logs (access lines, WebSocket accepts)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(redact_url(a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.msg, str) and not record.args:
-            record.msg = redact_url(record.msg)
-        return True
 
 
 def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:

@@ -141,3 +141,21 @@ def test_sigterm_with_an_inspector_event_stream_open_ends_it_cleanly_and_exits_0
         code, log = server.process.wait(30), server.process.communicate(timeout=30)[0]
     assert code == 0
     assert "Traceback" not in log and "timeout graceful shutdown exceeded" not in log
+
+
+def test_every_server_using_the_log_config_redacts_in_either_format():
+    """`mockglot proxy` logs with the same config: a real Kallglot token in its access log is redacted too."""
+    probe = (
+        "import logging.config; from mockglot.logs import uvicorn_log_config\n"
+        "for fmt in ('text', 'json'):\n"
+        "    logging.config.dictConfig(uvicorn_log_config(fmt))\n"
+        "    logging.getLogger('uvicorn.access').info('%s - \"%s %s HTTP/%s\" %d', '127.0.0.1:5', 'GET', "
+        "'/v1/sessions/s/connect?token=kst_live_0123456789abcdef&x=1', '1.1', 101)\n"
+        "    logging.getLogger('uvicorn.error').info('%s - \"WebSocket %s\" [accepted]', '1.2.3.4:5', "
+        "'/_mockglot/requests?limit=5&api_key=sk_live_0123456789abcdef')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    log = done.stderr
+    assert "0123456789abcdef" not in log
+    assert log.count("token=kst_live_<redacted>&x=1") == 2 and log.count("api_key=<redacted>") == 2
