@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from mockglot import asyncapi
 from mockglot.api import agents, analyses, dial, recordings, sessions, stream
 from mockglot.api.endpoint import Endpoint, http_handler
 from mockglot.control import contract, faults, keys, requests, scenarios, system, webhooks
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         return control_doc
 
     router.add("GET", "/_mockglot/openapi.json", serve_document(control_document))
+    router.add("GET", "/_mockglot/asyncapi.json", serve_document(asyncapi.document))  # the stream protocol
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -24,8 +24,20 @@ from mockglot.app import create_app
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 from mockglot.testing.server import ServerThread
+from tests import frame_schema
 
 BASE_URL = "http://testserver"
+
+
+@pytest.fixture(autouse=True)
+def frames_match_the_asyncapi_document() -> Iterator[None]:
+    """Every frame the server sends during a test validates against the AsyncAPI document (tests/frame_schema.py)."""
+    frame_schema.watch()
+    frame_schema.take()  # what a previous test's leftover streams sent is not this test's
+    yield
+    found = frame_schema.take()
+    if found:
+        pytest.fail(f"{len(found)} server frame(s) do not match the AsyncAPI document:\n" + "\n".join(found[:5]))
 
 
 def new_key(environment: str = "test") -> str:
