@@ -119,7 +119,7 @@ def _wav_of(path: Path) -> bytes:
 def test_the_control_plane_table_lists_exactly_the_served_routes(server):
     document = httpx.get(f"{server.base_url}/_mockglot/openapi.json").json()
     served = {f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item}
-    served.add("GET /_mockglot/openapi.json")
+    served |= {"GET /_mockglot/openapi.json", "GET /_mockglot/asyncapi.json"}
     table = re.findall(r"^\| `((?:GET|POST|DELETE|PUT|PATCH) /_mockglot[^`]*)` \|", section("The control plane"), re.M)
     assert len(table) == len(set(table))
     assert set(table) == served

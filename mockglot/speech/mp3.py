@@ -7,7 +7,7 @@ recording store runs it off the event loop.
 
 from __future__ import annotations
 
-import lameenc
+import lameenc  # type: ignore[import-not-found]  # a C extension without type information
 
 from mockglot.speech.codec import SAMPLE_RATE_HZ, mulaw_to_pcm, stereo
 

@@ -145,7 +145,7 @@ class AnalysisStore:
             )
 
     def create(
-        self, session: SessionRecord, profile: str = "default", include: list[str] | None = None
+        self, session: SessionRecord, profile: str = "default", include: Sequence[str] | None = None
     ) -> AnalysisRecord:
         self.check(session)
         now = self.clock.now()
