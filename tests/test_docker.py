@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +276,24 @@ def test_env_settings_take_effect_seed_port_engine_and_mounted_fixtures(image, r
 
     moved = run_readme(["docker", "run", "--rm", "-p", "9000:9000", "-e", "MOCKGLOT_PORT=9000", "mockglot"], image)
     moved.healthy()  # the engine setting is checked by the Vosk image's test
+
+
+def test_the_conformance_suite_passes_against_the_container(image, run_readme):
+    """`mockglot conform` (the contract on the wire) against the README's plain `docker run`."""
+    from tests.test_conformance import PENDING_R2
+
+    running = run_readme(["docker", "run", "--rm", "-p", "8080:8080", "mockglot"], image)
+    running.healthy()
+    # Webhook checks need a receiver the container can reach: this machine's address on the container's bridge.
+    gateway = containers.docker("inspect", "--format", "{{.NetworkSettings.Gateway}}", running.name).stdout.strip()
+    done = subprocess.run(
+        [sys.executable, "-m", "mockglot", "conform", running.base_url, "--api-key", KEY, "--json",
+         "--receiver-host", gateway],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    failed = {c["id"]: c["reason"] for c in report["checks"] if c["status"] == "FAIL" and c["id"] not in PENDING_R2}
+    assert failed == {} and report["checks"], done.stderr[-2000:]
 
 
 def _seeded_id(seed: int) -> str:
