@@ -78,6 +78,7 @@ FULL_LADDER = [50, 100, 200, 300, 400, 600, 800, 1000, 1200, 1500]
 QUICK_LADDER = [25, 50, 100, 200]
 MAX_N = 1500
 GOAL_N = 300  # the issue's goal: at least this many concurrent real-time streams
+CPU_GOAL = 1.3  # and at most this much server CPU per stream-second as the echo's at the same N
 SERVERS = ("mockglot", "echo")
 
 
@@ -420,7 +421,7 @@ class Server:
 
     def __init__(self, kind: str, args: argparse.Namespace, logdir: Path) -> None:
         self.kind = kind
-        self.priority = priority(args.nice)
+        self.priority = priority(args.nice, args.server_cpus)
         if kind == "mockglot":
             prefix = shlex.split(args.mockglot_command) if args.mockglot_command else [sys.executable, "-m", "mockglot"]
             self.command = [*prefix, "serve", "--port", "0", "--output-pace", args.output_pace]
@@ -466,14 +467,16 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def priority(nice: int) -> Any:
-    """A preexec_fn that runs a child at niceness `nice` (below 0 needs root, so it is best effort).
+def priority(nice: int, cpus: set[int] | None = None) -> Any:
+    """A preexec_fn that runs a child at niceness `nice` (below 0 needs root, so it is best effort), on `cpus`.
 
     With the kernel's autogroup scheduling on, CPU is shared fairly between sessions first and niceness only
     counts inside a session: so the child gets a session of its own, and that session's autogroup the niceness.
     """
 
     def apply() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         if nice == 0:
             return
         with contextlib.suppress(OSError):
@@ -572,7 +575,7 @@ def run_step(kind: str, n: int, args: argparse.Namespace, logdir: Path, duration
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
-                    preexec_fn=priority(args.nice),
+                    preexec_fn=priority(args.nice, args.client_cpus),
                 )
             )
         try:
@@ -776,7 +779,12 @@ def report(steps: list[Step], args: argparse.Namespace, command: str, elapsed: f
         "options. Each server is a fresh process per step. Load generator: "
         f"{args.clients} separate process(es), asyncio + uvloop + `websockets`, permessage-deflate offered: "
         f"{args.compression}. Servers and load generators run at niceness {args.nice} in their own sessions "
-        "(autogroups), so that other work on the machine takes little of the CPU a step needs.",
+        "(autogroups), so that other work on the machine takes little of the CPU a step needs. Pinned: "
+        + (
+            f"servers on CPU {sorted(args.server_cpus)}, load generators on {sorted(args.client_cpus)}."
+            if args.server_cpus
+            else "no."
+        ),
         "- Lag, on the load generator's monotonic clock: ping lag = `pong` arrival minus the due time of the "
         "frame the ping followed; event lag = for mockglot each `transcript.partial`/`transcript.final` arrival "
         "minus the due time of the frame that caused it (from mockglot's own VAD run over the same audio: a "
@@ -799,6 +807,7 @@ def report(steps: list[Step], args: argparse.Namespace, command: str, elapsed: f
         *(row(s) for s in steps),
         "",
     ]
+    lines += cpu_per_stream(steps)
     for kind in args.servers:
         best, note = verdicts[kind]
         lines.append(f"- Largest N with p99 < {LAG_LIMIT_MS:.0f} ms, {kind}: **{best}** ({note})")
@@ -823,6 +832,27 @@ def report(steps: list[Step], args: argparse.Namespace, command: str, elapsed: f
             )
         lines.append(f"- Goal (at least {GOAL_N} concurrent real-time streams): **{verdict_text}**")
     return "\n".join(lines) + "\n"
+
+
+def cpu_per_stream(steps: list[Step]) -> list[str]:
+    """Server CPU per stream-second, mockglot over the echo, at every N both ran (steady window, same run)."""
+    by_n: dict[int, dict[str, Step]] = {}
+    for step in steps:
+        if not step.long:
+            by_n.setdefault(step.n, {})[step.server] = step
+    ratios = []
+    for n, pair in sorted(by_n.items()):
+        if {"mockglot", "echo"} <= pair.keys():
+            mine, echo = (pair[k].server_cpu * 10 / n for k in ("mockglot", "echo"))  # ms of CPU per stream-second
+            ratios.append((n, mine, echo))
+    if not ratios:
+        return []
+    text = ", ".join(f"N={n}: {mine:.2f} / {echo:.2f} ms = **{mine / echo:.2f}**" for n, mine, echo in ratios)
+    median = sorted(mine / echo for _, mine, echo in ratios)[len(ratios) // 2]
+    return [
+        f"- Server CPU per stream-second, mockglot / echo (goal at most {CPU_GOAL:g}): {text}; median ratio "
+        f"**{median:.2f}** ({'met' if median <= CPU_GOAL else 'NOT met'})"
+    ]
 
 
 SECTION = "## Stream concurrency\n"
@@ -911,6 +941,13 @@ def main(argv: list[str] | None = None) -> int:
         "it keeps other processes from taking the CPU a step needs; their use is still measured)",
     )
     parser.add_argument("--timeline", action="store_true", help="print each step's p99 lag second by second")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="leave CPU placement to the scheduler (default: with 2+ CPUs, servers on the last, load generators "
+        "on the others)",
+    )
     parser.add_argument("--logs", metavar="DIR", help="keep the servers' logs here")
     parser.add_argument(
         "--mockglot-command", metavar="CMD", help="run mockglot as CMD serve ... (default: python -m mockglot)"
@@ -930,6 +967,9 @@ def main(argv: list[str] | None = None) -> int:
         args.duration = 8.0 if args.quick else 20.0
     if args.worker:
         return run_worker(args)
+    cpus = sorted(os.sched_getaffinity(0)) if args.pin and hasattr(os, "sched_getaffinity") else []
+    args.server_cpus = {cpus[-1]} if len(cpus) >= 2 else None
+    args.client_cpus = set(cpus[:-1]) if len(cpus) >= 2 else None
     if args.refine is None:
         args.refine = 0 if args.quick else 2
     if args.long_check is None:
