@@ -23,7 +23,6 @@ from mockglot.engines.pipeline import SessionPipeline, SpeechJob
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.faults import ArmedFault, StreamFault
 from mockglot.speech import codec
-from mockglot.state.events import Event
 from mockglot.state.feed import FEED_FRAME_CHARS, Frame, session_data
 from mockglot.state.journal import Direction
 from mockglot.state.sessions import SessionRecord
@@ -261,7 +260,6 @@ class Connection:
         self.hub.connections[record.id] = self
         self.state.feed.publish("session.connected", record.id, record.owner[0], record.api_key, session_data(record))
         self.pipeline.sink = self
-        unsubscribe = self.state.events.subscribe(self._on_event)
         writer = asyncio.create_task(self._write())
         try:
             self.send(
@@ -274,7 +272,6 @@ class Connection:
             )
             await self._read()
         finally:
-            unsubscribe()
             record.connected = False
             self.hub.connections.pop(record.id, None)
             self.pipeline.sink = None
@@ -399,9 +396,8 @@ class Connection:
         await self._drain_players()
         self.state.sessions.end(self.record, "explicit_end")
 
-    def _on_event(self, event: Event) -> None:
-        if event.session is not self.record or event.type != "session.ended":
-            return
+    def session_ended(self) -> None:
+        """The hub's word that this session ended (by `session.end`, the REST end, idle, reset or shutdown)."""
         self.ended = True
         for task in self.player_tasks:
             task.cancel()

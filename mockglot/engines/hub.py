@@ -56,9 +56,13 @@ class StreamHub:
         state.events.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        """An ended session never streams again: free its recognizers (a Vosk one holds tens of megabytes)."""
+        """An ended session never streams again: free its recognizers (a Vosk one holds tens of megabytes),
+        then tell its open stream, if any (one listener for all streams: an event costs O(1), not O(streams))."""
         if event.type == "session.ended":
             self.release(event.session.id)
+            connection = self.connections.get(event.session.id)
+            if connection is not None and connection.record is event.session:
+                connection.session_ended()
 
     def release(self, session_id: str) -> None:
         pipeline = self.pipelines.pop(session_id, None)
