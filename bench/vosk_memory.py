@@ -1,0 +1,160 @@
+"""Vosk memory: what each extra live session costs mockglot, against what each extra recognizer costs Vosk alone.
+
+    python bench/vosk_memory.py                  # 1 and 8, free recognition, 20 s of audio each
+    python bench/vosk_memory.py --sessions 1,4,8 --seconds 30
+
+Both sides are fresh processes, one per count, measured in the same run:
+- **Vosk alone** (the floor): `python bench/vosk_memory.py floor N` loads the Korean model once, builds N
+  `KaldiRecognizer`s (free recognition), feeds each the same PCM in 100 ms blocks and keeps them all alive.
+- **mockglot**: `python -m mockglot serve --engine vosk --port 0` with N streams open at once (Vosk engine, same
+  language, free recognition), each sent the same audio as `audio.input` frames; the streams stay open (an ended
+  session frees its recognizer).
+
+Measured: VmRSS from /proc/PID/status once all N have decoded their audio. Reported: resident memory at each N,
+the memory per extra session/recognizer ((RSS at the largest N - RSS at 1) / (N - 1)), and mockglot's per-extra
+over Vosk's (goal: at most 1.1). The server's CPU settling for a second marks "decoded". The audio is the
+committed clip `fixtures/audio/ko_annyeonghaseyo.ulaw`, repeated. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder comes first on sys.path and bench/vosk.py would shadow the vosk package.
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
+
+from mockglot.engines.vosk import VoskModels  # noqa: E402
+from mockglot.speech import codec  # noqa: E402
+from mockglot.testing.client import Client  # noqa: E402
+
+CLIP = ROOT / "fixtures" / "audio" / "ko_annyeonghaseyo.ulaw"
+KEY = "sk_test_benchvoskmem01"
+GOAL = 1.1
+BLOCK_BYTES = codec.SAMPLE_RATE_HZ // 10 * codec.SAMPLE_WIDTH
+
+
+def audio(seconds: float) -> bytes:
+    clip = CLIP.read_bytes()
+    want = int(seconds * codec.SAMPLE_RATE_HZ)
+    return (clip * (want // len(clip) + 1))[:want]
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def floor(n: int, seconds: float) -> None:
+    """Vosk alone: one model, n recognizers fed the same audio, all kept alive; prints the RSS in MiB."""
+    import vosk
+
+    vosk.SetLogLevel(-1)
+    model = vosk.Model(str(VoskModels.from_specs([]).path("ko")))
+    pcm = codec.mulaw_to_pcm(audio(seconds))
+    recognizers = []
+    for _ in range(n):
+        recognizer = vosk.KaldiRecognizer(model, codec.SAMPLE_RATE_HZ)
+        recognizer.SetWords(True)
+        for offset in range(0, len(pcm), BLOCK_BYTES):
+            if not recognizer.AcceptWaveform(pcm[offset : offset + BLOCK_BYTES]):
+                recognizer.PartialResult()
+        recognizers.append(recognizer)
+    print(json.dumps({"rss_mib": rss_mib(), "alive": len(recognizers)}))
+
+
+async def mockglot_sessions(n: int, seconds: float) -> float:
+    """mockglot's RSS with n Vosk streams open, each having decoded the same audio."""
+    log = Path(f"/tmp/mockglot-bench-vosk-memory-{os.getpid()}-{n}.log")
+    command = [sys.executable, "-m", "mockglot", "serve", "--engine", "vosk", "--port", "0", "--output-pace", "instant"]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None:
+            text = log.read_text()
+            if "/v1" in text and "http://" in text:
+                port = int(text.split("http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+            elif process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mockglot did not start: {text[-2000:]}")
+            else:
+                await asyncio.sleep(0.05)
+        mulaw = audio(seconds)
+        async with Client(f"http://127.0.0.1:{port}", KEY) as client:
+            streams = []
+            for _ in range(n):
+                session = await client.create_session(
+                    mode="assistive_translation",
+                    source_language="ko",
+                    target_language="en",
+                    metadata={"mockglot_engine": "vosk"},
+                )
+                streams.append(await client.open_stream(session))
+            await asyncio.gather(*(stream.send_audio("customer", mulaw) for stream in streams))
+            # Decoding runs behind the sends: wait until the server's CPU use settles.
+            previous = -1.0
+            while True:
+                await asyncio.sleep(1.0)
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = int(fields[11]) + int(fields[12])
+                if cpu == previous:
+                    break
+                previous = cpu
+            rss = rss_mib(process.pid)
+            for stream in streams:
+                await stream.ws.close()
+        return rss
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["floor"]:
+        floor(int(argv[1]), float(argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", default="1,8", help="counts to measure, the smallest first (default 1,8)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of audio per session (default 20)")
+    args = parser.parse_args(argv)
+    counts = [int(c) for c in args.sessions.split(",")]
+    alone: dict[int, float] = {}
+    mine: dict[int, float] = {}
+    for n in counts:
+        done = subprocess.run(
+            [sys.executable, __file__, "floor", str(n), str(args.seconds)], capture_output=True, text=True, check=True
+        )
+        alone[n] = json.loads(done.stdout.strip().splitlines()[-1])["rss_mib"]
+        mine[n] = asyncio.run(mockglot_sessions(n, args.seconds))
+    low, high = counts[0], counts[-1]
+    per_alone = (alone[high] - alone[low]) / (high - low)
+    per_mine = (mine[high] - mine[low]) / (high - low)
+    load = os.getloadavg()
+    print(f"# bench/vosk_memory.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
+    print(f"{args.seconds:g} s of audio per session, free recognition, Korean model")
+    print()
+    print("| | " + " | ".join(f"RSS at {n}" for n in counts) + " | per extra session / recognizer |")
+    print("|---|" + "---|" * (len(counts) + 1))
+    print(f"| Vosk alone | {' | '.join(f'{alone[n]:.0f} MiB' for n in counts)} | {per_alone:.1f} MiB |")
+    print(f"| mockglot | {' | '.join(f'{mine[n]:.0f} MiB' for n in counts)} | {per_mine:.1f} MiB |")
+    ratio = per_mine / per_alone
+    print(f"\nmockglot per extra session / Vosk per extra recognizer: **{ratio:.2f}** (goal at most {GOAL:g}: "
+          f"{'met' if ratio <= GOAL else 'NOT met'})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
