@@ -73,7 +73,19 @@ def floor(n: int, seconds: float) -> None:
     print(json.dumps({"rss_mib": rss_mib(), "alive": len(recognizers)}))
 
 
-async def mockglot_sessions(n: int, seconds: float) -> float:
+async def settle(pid: int) -> None:
+    """Wait until the process used no CPU for a second."""
+    previous = -1
+    while True:
+        await asyncio.sleep(1.0)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = int(fields[11]) + int(fields[12])
+        if cpu == previous:
+            return
+        previous = cpu
+
+
+async def mockglot_sessions(n: int, seconds: float, one_at_a_time: bool = False) -> float:
     """mockglot's RSS with n Vosk streams open, each having decoded the same audio."""
     log = Path(f"/tmp/mockglot-bench-vosk-memory-{os.getpid()}-{n}.log")
     command = [sys.executable, "-m", "mockglot", "serve", "--engine", "vosk", "--port", "0", "--output-pace", "instant"]
@@ -101,16 +113,13 @@ async def mockglot_sessions(n: int, seconds: float) -> float:
                     metadata={"mockglot_engine": "vosk"},
                 )
                 streams.append(await client.open_stream(session))
-            await asyncio.gather(*(stream.send_audio("customer", mulaw) for stream in streams))
-            # Decoding runs behind the sends: wait until the server's CPU use settles.
-            previous = -1.0
-            while True:
-                await asyncio.sleep(1.0)
-                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu = int(fields[11]) + int(fields[12])
-                if cpu == previous:
-                    break
-                previous = cpu
+            if one_at_a_time:
+                for stream in streams:
+                    await stream.send_audio("customer", mulaw)
+                    await settle(process.pid)
+            else:
+                await asyncio.gather(*(stream.send_audio("customer", mulaw) for stream in streams))
+            await settle(process.pid)  # decoding runs behind the sends
             rss = rss_mib(process.pid)
             for stream in streams:
                 await stream.ws.close()
@@ -129,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", default="1,8", help="counts to measure, the smallest first (default 1,8)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of audio per session (default 20)")
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="analysis: mockglot's sessions decode one after another (as the floor's recognizers do), not at once",
+    )
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.sessions.split(",")]
     alone: dict[int, float] = {}
@@ -138,13 +152,14 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, __file__, "floor", str(n), str(args.seconds)], capture_output=True, text=True, check=True
         )
         alone[n] = json.loads(done.stdout.strip().splitlines()[-1])["rss_mib"]
-        mine[n] = asyncio.run(mockglot_sessions(n, args.seconds))
+        mine[n] = asyncio.run(mockglot_sessions(n, args.seconds, args.one_at_a_time))
     low, high = counts[0], counts[-1]
     per_alone = (alone[high] - alone[low]) / (high - low)
     per_mine = (mine[high] - mine[low]) / (high - low)
     load = os.getloadavg()
     print(f"# bench/vosk_memory.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
-    print(f"{args.seconds:g} s of audio per session, free recognition, Korean model")
+    order = "one after another" if args.one_at_a_time else "all at once"
+    print(f"{args.seconds:g} s of audio per session, free recognition, Korean model; mockglot's sessions: {order}")
     print()
     print("| | " + " | ".join(f"RSS at {n}" for n in counts) + " | per extra session / recognizer |")
     print("|---|" + "---|" * (len(counts) + 1))

@@ -333,7 +333,8 @@ class Connection:
                 return
             else:
                 await self._audio(frame)
-            await self._faults()
+            if self.faults:  # fixed at connect; most streams have none, and this runs for every frame
+                await self._faults()
 
     async def _audio(self, frame: wire.AudioInput) -> None:
         try:
