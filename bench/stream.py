@@ -41,6 +41,7 @@ import math
 import os
 import platform
 import random
+import re
 import resource
 import shlex
 import signal
@@ -440,7 +441,7 @@ class Server:
         while time.monotonic() < deadline:
             first = self.log.read_text(errors="replace").split("\n", 1)
             if len(first) > 1:
-                port = first[0].split("http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+                port = re.search(r"http://\S+?:(\d+)", first[0])[1]  # type: ignore[index]
                 self.base_url = f"http://127.0.0.1:{port}"
                 return self
             if self.proc.poll() is not None:

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,8 +97,8 @@ async def mockglot_sessions(n: int, seconds: float, one_at_a_time: bool = False)
         port = None
         while port is None:
             text = log.read_text()
-            if "/v1" in text and "http://" in text:
-                port = int(text.split("http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+            if match := re.search(r"http://\S+?:(\d+)", text):
+                port = int(match[1])
             elif process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mockglot did not start: {text[-2000:]}")
             else:
