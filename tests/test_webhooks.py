@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import math
 import re
 import secrets
 import socket
@@ -24,12 +25,13 @@ from mockglot import wire
 from mockglot.cli import build_parser
 from mockglot.settings import Settings, from_env
 from mockglot.state.clock import Clock
+from mockglot.state.randomness import Randomness
 from mockglot.state.server import ServerState
 from mockglot.testing.client import Client
 from mockglot.testing.server import ServerThread
 from mockglot.testing.webhooks import WebhookReceiver
 from mockglot.webhooks import WebhookSignatureError, sign, verify
-from mockglot.webhooks.state import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS
+from mockglot.webhooks.state import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS, RETRY_JITTER
 from tests.audio import utterance
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
@@ -472,6 +474,29 @@ def test_a_seeded_server_gives_the_same_ids_secrets_and_bodies():
     one.reset()
     assert run_seeded(one) == first
     assert run_seeded(seeded(8))[:2] != first[:2]
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+async def test_the_retry_jitter_comes_from_the_seeded_randomness(seed):
+    """(r2) ±10% jitter on each delay, drawn from the server's one seedable source: a seeded server's retries
+    are due at the same offsets run after run."""
+    state = ServerState(Settings(seed=seed))
+    expected = Randomness(seed).random("webhook-retry")  # the first draw of the retry stream
+    state.webhooks.register(f"http://127.0.0.1:{free_port()}/hooks", ["session.created"], SECRET, None)
+    state.webhooks.start()
+    try:
+        state.sessions.create(("org_a", "test"), "sk_test_abcdefgh12", wire.SessionCreate(mode="ai_agent"), None)
+        (pending,) = state.webhooks.store.deliveries()
+
+        async def read() -> object:
+            return pending.next_attempt_at
+
+        due = await eventually(read, lambda value: value is not None)
+        at = pending.attempts[0].at
+        assert due == math.ceil(at + RETRY_DELAYS_SECONDS[0] * (1 + (2 * expected - 1) * RETRY_JITTER))
+        assert 0.9 * RETRY_DELAYS_SECONDS[0] <= due - at <= 1.1 * RETRY_DELAYS_SECONDS[0] + 1
+    finally:
+        await state.webhooks.stop()
 
 
 async def test_deliveries_recorded_before_start_and_retries_across_a_restart_are_sent(webhook_receiver):
