@@ -321,7 +321,7 @@ class Connection:
                 self._error(exc)
                 await self._faults()
                 continue
-            kind = frame.__struct_config__.tag  # type: ignore[attr-defined]
+            kind = str(frame.__struct_config__.tag)
             self._journal("in", now, kind, text)
             self.observer.frame_in(kind, unknown_frame_fields(frame, text) if self.observer.wants_check(kind) else None)
             self.frames_in += 1

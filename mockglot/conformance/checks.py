@@ -433,7 +433,7 @@ async def _call(ctx: Conformance, sequences: list[float] | None = None, **body: 
     audio = speech()
     chunks = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
     for index, chunk in enumerate(chunks):
-        sequence = index + 1
+        sequence: float = index + 1
         if sequences:  # equal sequences: each frame's audio differs (equal sequence and audio is a redelivery)
             sequence, chunk = sequences[index], chunk[:-1] + bytes([0xFF - index % 3])
         await socket.send(audio_frame("customer", sequence, chunk))

@@ -110,7 +110,7 @@ class ContractReporting:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
-            if name == PROPERTY:
+            if name == PROPERTY and isinstance(value, dict):
                 self.summary.add(report.nodeid, value)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -312,7 +312,7 @@ class Mockglot:
 
     def contract(self, *, settle: float = 0.0) -> dict[str, Any]:
         """This key's contract report: violations and coverage (`settle`: wait that long for streams to close)."""
-        params = {"api_key": self.api_key, "settle": settle}
+        params: dict[str, str | float] = {"api_key": self.api_key, "settle": settle}
         report: dict[str, Any] = checked(self.control.get("/_mockglot/contract", params=params))
         return report
 
