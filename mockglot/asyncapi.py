@@ -1,9 +1,10 @@
 """The stream protocol (kallglot-api.md §7) as an AsyncAPI 3.0 document, generated from the wire types.
 
-Every message's payload is msgspec's JSON Schema of a frame type in `mockglot.wire`, so the document cannot
-drift from what the server decodes and sends. The package ships the document as `mockglot/asyncapi.json`
-(regenerate it with `python -m mockglot.asyncapi --write`; a test fails when it is stale), and a server serves
-it at `/_mockglot/asyncapi.json`. It describes the server: it receives the client's frames and sends its own.
+Every message's payload is msgspec's JSON Schema of a frame type in `mockglot.wire` (its docstring the
+description), so the document cannot drift from what the server decodes and sends. The package ships it as
+`mockglot/asyncapi.json` (regenerate it with `python -m mockglot.asyncapi --write`; a test fails when it is
+stale), and a server serves it at `/_mockglot/asyncapi.json`. It describes the server: it receives the client's
+frames and sends its own.
 """
 
 from __future__ import annotations
@@ -22,18 +23,6 @@ SHIPPED = Path(__file__).with_name("asyncapi.json")
 CHANNEL = "sessionStream"
 CLIENT_FRAMES: tuple[type[msgspec.Struct], ...] = typing.get_args(wire.ClientFrame)
 SERVER_FRAMES: tuple[type[msgspec.Struct], ...] = typing.get_args(wire.ServerFrame)
-SUMMARIES = {
-    "audio.input": "8 kHz mono mu-law audio of one speaker; `sequence` must not go down per speaker.",
-    "ping": "Answered by `pong`.",
-    "session.end": "Flush pending speech, then `session.ended` (reason `explicit_end`) and a close with 1000.",
-    "session.ready": "Sent first, once the token is accepted.",
-    "transcript.partial": "Speech in progress; `turn` is the number its final will have.",
-    "transcript.final": "One finished turn, also a transcript turn over REST; `source: ai` on an AI agent's reply.",
-    "audio.output": "Translated (or AI) speech for `listener`, after its turn's final, in `sequence` order.",
-    "pong": "The answer to `ping`.",
-    "session.ended": "The session is over; the socket closes with 1000 next.",
-    "session.error": "A bad frame (the stream goes on), or a failed connect (then a close code of §7's table).",
-}
 DESCRIPTION = (
     "The Kallglot real-time stream as mockglot serves it (contract revision 2). Connect to a session's "
     "`stream.url` with `?token=<stream.token>`; every frame is a JSON text frame with a `type`. Bad frames get "
@@ -59,7 +48,6 @@ def document() -> dict[str, Any]:
         message_id(frame): {
             "name": tag(frame),
             "title": tag(frame),
-            "summary": SUMMARIES[tag(frame)],
             "contentType": "application/json",
             "payload": payload,
         }

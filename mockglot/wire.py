@@ -375,30 +375,40 @@ class AudioFormat(Struct, kw_only=True):
 
 
 class AudioPayload(Struct, kw_only=True):
+    """The audio of an `audio.input` frame: base64 of 8 kHz mono mu-law (`encoding: "mulaw"`, `sample_rate_hz:
+    8000`; anything else is `invalid_audio_format`), 20-200 ms a frame, at most 64 KiB decoded."""
+
     encoding: str
     sample_rate_hz: int
     payload: str
 
 
 class AudioInput(Struct, kw_only=True, tag="audio.input", tag_field="type"):
-    sequence: int | float  # (r2) any JSON number with an integer value (the Quick Start sends Date.now())
+    """One speaker's audio. `sequence` (r2): any JSON number with an integer value (the Quick Start sends
+    `Date.now()`); per speaker it must not go down; below the last accepted, or equal with audio already
+    accepted at it, is a redelivery (`duplicate_sequence`, dropped). `speaker`: `customer` or `agent`."""
+
+    sequence: int | float
     speaker: str
     audio: AudioPayload
     timestamp_ms: int | None = None
 
 
 class Ping(Struct, tag="ping", tag_field="type"):
-    pass
+    """Answered by `pong`."""
 
 
 class SessionEndFrame(Struct, tag="session.end", tag_field="type"):
-    pass
+    """Flush pending speech, then `session.ended` with reason `explicit_end`, then a close with 1000."""
 
 
 ClientFrame = AudioInput | Ping | SessionEndFrame
 
 
 class SessionReady(Struct, kw_only=True, tag="session.ready", tag_field="type"):
+    """The first frame of a stream: the session's mode, its languages (the scenario's where the session left them
+    to auto-detection) and the audio format both directions use."""
+
     session_id: str
     mode: Mode
     source_language: str | None
@@ -407,6 +417,8 @@ class SessionReady(Struct, kw_only=True, tag="session.ready", tag_field="type"):
 
 
 class TranscriptPartial(Struct, kw_only=True, tag="transcript.partial", tag_field="type"):
+    """Speech in progress; `turn` is the number its final will have."""
+
     session_id: str
     turn: int
     speaker: Speaker
@@ -415,6 +427,10 @@ class TranscriptPartial(Struct, kw_only=True, tag="transcript.partial", tag_fiel
 
 
 class TranscriptFinal(Struct, kw_only=True, tag="transcript.final", tag_field="type"):
+    """A finished turn, also a transcript turn over REST. `start_ms`/`end_ms`: offsets in that speaker's audio.
+    `translation`: absent where the mode does not translate. `source: "ai"` (r2): an AI agent's reply, spoken
+    as `agent`."""
+
     session_id: str
     turn: int
     speaker: Speaker
@@ -434,6 +450,9 @@ class OutputAudio(Struct, kw_only=True):
 
 
 class AudioOutput(Struct, kw_only=True, tag="audio.output", tag_field="type"):
+    """Speech for `listener` to hear: the words of `speaker`'s turn `turn`, translated (or an AI agent's reply),
+    after that turn's final, in `sequence` order per listener."""
+
     session_id: str
     turn: int
     speaker: Speaker
@@ -444,10 +463,14 @@ class AudioOutput(Struct, kw_only=True, tag="audio.output", tag_field="type"):
 
 
 class Pong(Struct, kw_only=True, tag="pong", tag_field="type"):
+    """The answer to `ping`."""
+
     session_id: str
 
 
 class SessionEnded(Struct, kw_only=True, tag="session.ended", tag_field="type"):
+    """The session is over (`reason`); the server closes the socket with 1000 next."""
+
     session_id: str
     reason: EndReason
 
@@ -460,6 +483,8 @@ class FrameError(Struct, kw_only=True):
 
 
 class SessionError(Struct, kw_only=True, tag="session.error", tag_field="type"):
+    """A bad frame (the stream goes on), or a failed connect (then a close code of kallglot-api.md §7)."""
+
     session_id: str
     error: FrameError
 
