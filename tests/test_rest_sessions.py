@@ -7,6 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mockglot.app import create_app
+from mockglot.settings import Settings
+from mockglot.state.clock import Clock
+from mockglot.state.server import ServerState
 from mockglot.state.sessions import Turn
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -274,7 +278,11 @@ async def test_end_accepts_an_empty_body_without_content_type(client):
     assert response.json()["status"] == "ended"
 
 
-async def test_duration_runs_from_first_audio_to_end_with_one_decimal(client, state):
+async def test_duration_runs_from_first_audio_to_end_with_one_decimal(make_client, api_key):
+    """On a stopped wall clock, so a loaded machine's pauses between the steps cannot add a tenth."""
+    settings = Settings()
+    state = ServerState(settings, clock=Clock(wall=lambda: 1_767_225_600.0))
+    client = make_client(create_app(settings, state), api_key)
     created = await create(client)
     record = state.sessions.find(created["id"])
     state.clock.advance(10)  # waiting before the first audio does not count
