@@ -113,6 +113,8 @@ class Breaking:
                 message = {**message, "body": message["body"].replace(b'"call":null,', b'"cal_":null,')}
             if self.how == "ready_not_first" and '"session.ready"' in message.get("text", ""):
                 await send({"type": "websocket.send", "text": '{"type": "pong", "session_id": "sess_x"}'})
+            if self.how == "wrong_listener" and '"audio.output"' in message.get("text", ""):
+                message = {**message, "text": message["text"].replace('"listener":"agent"', '"listener":"guest"')}
             if self.how == "close_on_bad_frame" and '"invalid_message"' in message.get("text", ""):
                 await send({"type": "websocket.close", "code": 1011})
                 return
@@ -137,6 +139,7 @@ BREAKS = [
     ("ready_not_first", ["stream.ready_first"], "the first frame is pong, expected session.ready"),
     ("close_on_bad_frame", ["stream.bad_frames"], "closed (1011)"),
     ("audio_before_final", ["stream.turn_order"], "before its final"),
+    ("wrong_listener", ["stream.frame_fields"], "goes customer -> guest"),
 ]
 
 

@@ -479,6 +479,34 @@ async def stream_turn_order(ctx: Conformance) -> None:
     expect(said == turns, f"finals {said} differ from the transcript's turns {turns}")
 
 
+FRAME_FIELDS = {
+    "session.ready": {"session_id", "mode", "source_language", "target_language", "audio"},
+    "transcript.partial": {"session_id", "turn", "speaker", "language", "text"},
+    "transcript.final": {"session_id", "turn", "speaker", "language", "text", "confidence", "start_ms", "end_ms"},
+    "audio.output": {"session_id", "turn", "speaker", "listener", "language", "sequence", "audio"},
+    "session.ended": {"session_id", "reason"},
+}
+
+
+@check("stream.frame_fields", "emulator")
+async def stream_frame_fields(ctx: Conformance) -> None:
+    """Server frames carry the contract's field sets; a customer's turn is heard by the agent, translated."""
+    _, frames, _ = await _call(ctx)
+    for frame in frames:
+        missing = FRAME_FIELDS.get(frame["type"], set()) - set(frame)
+        expect(not missing, f"{frame['type']} lacks {sorted(missing)}")
+        if frame["type"] == "transcript.final":
+            expect(frame["speaker"] == "customer" and frame["language"] == "de", f"final {frame}"[:200])
+            translation = frame.get("translation") or {}
+            expect(translation.get("language") == "en" and translation.get("text"), f"translation {translation}")
+            expect(0 <= frame["start_ms"] <= frame["end_ms"], f"start_ms {frame['start_ms']} end_ms {frame['end_ms']}")
+        if frame["type"] == "audio.output":
+            heard = f"{frame['speaker']} -> {frame['listener']}"
+            expect(heard == "customer -> agent", f"audio.output of the customer's turn goes {heard}, not to the agent")
+            expect(frame["language"] == "en", f"audio.output language {frame['language']!r}, expected en")
+    expect(any(f["type"] == "transcript.final" for f in frames), "the call produced no final")
+
+
 @check("stream.quick_start_sequences", "documented")
 async def stream_equal_sequences(ctx: Conformance) -> None:
     """(r2) `sequence: Date.now()` repeats within a millisecond and may be a float like 1.0: no audio is lost."""

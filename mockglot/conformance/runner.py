@@ -48,12 +48,12 @@ CHECKS: list[Check] = []
 
 
 def check(id_: str, source: Source, *, control: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a check; its docstring's first line says what it asserts."""
+    """Register a check; its docstring's first paragraph says what it asserts."""
 
     def register(function: Callable[[Conformance], Awaitable[None]]) -> Callable[[Conformance], Awaitable[None]]:
         if any(c.id == id_ for c in CHECKS):
             raise ValueError(f"duplicate check {id_}")
-        doc = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else id_
+        doc = " ".join((function.__doc__ or id_).strip().split("\n\n")[0].split())  # the first paragraph
         CHECKS.append(Check(id_, source, function, control, doc))
         return function
 
