@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -95,11 +96,12 @@ async def watch(base_url: str, result_file: Path) -> None:
 
 
 class Watcher:
-    def __init__(self, base_url: str, logdir: Path) -> None:
+    def __init__(self, base_url: str, logdir: Path, nice: int) -> None:
         self.result = logdir / f"watch-{time.monotonic_ns()}.json"
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--watch", base_url, "--result-file", str(self.result)],
             cwd=ROOT,
+            preexec_fn=stream.priority(nice),  # as the server's: the browser is part of what is measured
         )
 
     def stop(self) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def watched_step(n: int, args: argparse.Namespace, logdir: Path) -> tuple[stream
 
     def enter(server: stream.Server) -> stream.Server:
         original_enter(server)
-        watchers.append(Watcher(server.base_url, logdir))
+        watchers.append(Watcher(server.base_url, logdir, args.nice))
         return server
 
     stream.Server.__enter__ = enter  # type: ignore[method-assign]
@@ -177,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--baseline-command", metavar="CMD", help="mockglot to compare with: CMD serve ...")
     parser.add_argument("--patience", type=float, default=120.0)
+    parser.add_argument(
+        "--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
+        help="niceness of servers, load generators and the watcher (default -10 as root, as bench/stream.py)",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--watch", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print("per frame:", "; ".join(costs), flush=True)
     step_args = argparse.Namespace(
         duration=args.duration, clients=args.clients, output_pace="realtime", compression="deflate",
-        nice=0, patience=args.patience, mockglot_command=None, timeline=False,
+        nice=args.nice, patience=args.patience, mockglot_command=None, timeline=False,
     )  # fmt: skip
     started = time.monotonic()
     rows: list[str] = []
@@ -226,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             f"- Machine: {stream.machine()}",
             f"- Command: `{command.strip()}` ({(time.monotonic() - started) / 60:.1f} min)",
             "- Calls, lags and the pass rule as in Stream concurrency (bench/stream.py), "
-            f"{args.duration:g} s calls, niceness 0. 'watched': headless Chromium on the inspector's Sessions "
+            f"{args.duration:g} s calls, niceness {args.nice} (servers, load generators and watcher). "
+            "'watched': headless Chromium on the inspector's Sessions "
             "page and on one session's page, plus a plain HTTP client reading the whole unfiltered event stream, "
             "all in one separate process that competes for the same 2 cores.",
             f"- Per frame, in-process (best of 3 x 200,000 frames): {'; '.join(costs)}.",

@@ -131,3 +131,8 @@ async def test_the_pages_need_no_sign_in_when_the_control_plane_is_open(make_app
 def test_the_static_files_ship_in_the_package():
     for name in STATIC:
         assert len(_static(name)) > 1000
+
+
+async def test_a_huge_sign_in_form_is_refused_unread(ui):
+    refused = await ui.post("/_mockglot/ui/sign-in", content=b"token=" + b"x" * 100_000)
+    assert refused.status_code == 413

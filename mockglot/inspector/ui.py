@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
-from mockglot.http import Request, Response, read_body, response
+from mockglot.http import Request, Response, response
 from mockglot.inspector import auth
 from mockglot.state.server import ServerState
 
@@ -38,6 +38,21 @@ SECURITY_HEADERS = [
 ]
 SESSION_PAGE = re.compile(r"^sessions/([^/]+)$")
 SCENARIO_PAGE = re.compile(r"^scenarios/([^/]+)$")
+
+
+async def read_form(receive: Receive) -> bytes | None:
+    """The request body, or None past MAX_FORM_BYTES (the rest is never read into memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 def _static(name: str) -> bytes:
@@ -109,9 +124,11 @@ class Inspector:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await read_body(receive)
-        request = Request(scope, "", body[: MAX_FORM_BYTES + 1])
-        await self.serve(request).send(send)
+        body = await read_form(receive)
+        if body is None:
+            await page("Too large", "<main><p>The form is too large.</p></main>", 413).send(send)
+            return
+        await self.serve(Request(scope, "", body)).send(send)
 
     def serve(self, request: Request) -> Response:
         path = request.path[len(PREFIX) :].strip("/")
@@ -147,7 +164,7 @@ class Inspector:
         return not_found(f"No inspector page {request.path!r}.")
 
     def sign_in(self, request: Request, token: str | None) -> Response:
-        form = dict(parse_qsl(request.body[:MAX_FORM_BYTES].decode("utf-8", "replace")))
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace")))
         next_path = safe_next(form.get("next"))
         if token is None:
             return redirect(next_path)

@@ -219,8 +219,8 @@ function sessionsPage() {
       ["Session", "Status", "Mode", "Languages", "Organization", "Key", "Connected", "Frames in / out", "Turns", "Duration", "Created"],
       shown.map(sessionRow), { class: "sessions" }));
   }
-  const load = throttle(async () => { sessions = (await api("/_mockglot/sessions")).data; draw(); }, 250);
-  follow({ types: "session.,reset,resync,transcript.segment" }, () => load());
+  const load = throttle(async () => { sessions = (await api("/_mockglot/sessions")).data; draw(); }, 1000);
+  follow({ types: "session.,reset,resync" }, () => load());
   setInterval(() => { if (sessions.some((s) => s.connected)) load(); }, 1000);
   load();
 }
