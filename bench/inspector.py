@@ -5,12 +5,13 @@ event) cost the streams anything?
     python bench/inspector.py --ns 300,400 --no-write
     python bench/inspector.py --baseline-command "/path/to/old/.venv/bin/python -m mockglot"
 
-Each N runs `bench/stream.py`'s step (same calls, lags and pass rule) up to three ways, one after the other:
+Each N runs `bench/stream.py`'s step (same calls, lags and pass rule) up to four ways, one after the other:
 - `baseline`: mockglot as `--baseline-command` runs it (e.g. a checkout from before the event feed), if given;
 - `unwatched`: this checkout, nobody subscribed to `/_mockglot/events` (the feed only keeps its backlog);
-- `watched`: this checkout while a separate process keeps headless Chromium on the inspector's Sessions page
-  and on the first session's page (which follows that session's frames live), and reads the whole unfiltered
-  event stream with a plain HTTP client (every frame of every call: the costliest subscriber).
+- `browser`: while a separate process keeps headless Chromium on the inspector's Sessions page and on the first
+  session's page (which follows that session's frames live); the step starts once the Sessions page shows;
+- `browser + all events`: the same, plus a plain HTTP client in that process reading the whole unfiltered event
+  stream (every frame of every call: the costliest subscriber there is).
 The watcher reports how many events it read and how many `resync` events (slow-consumer drops) it got.
 """
 
@@ -54,14 +55,13 @@ SECTION = "## Stream concurrency with the inspector watching\n"
 # --- the watcher process ---------------------------------------------------------------------------------
 
 
-async def watch(base_url: str, result_file: Path) -> None:
+async def watch(base_url: str, result_file: Path, everything: bool) -> None:
     import httpx
     from playwright.async_api import async_playwright
 
-    counts = {"events": 0, "resyncs": 0, "frames": 0, "page_errors": 0}
+    counts: dict[str, Any] = {"events": 0, "resyncs": 0, "frames": 0, "page_errors": 0, "problems": []}
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
     async def read_everything() -> None:
         async with (
@@ -74,44 +74,68 @@ async def watch(base_url: str, result_file: Path) -> None:
                     counts["resyncs"] += line == "event: resync"
                     counts["frames"] += line == "event: frame"
 
-    reader = asyncio.create_task(read_everything())
+    async def open_first_session(browser: Any, sessions: Any) -> Any:
+        first = sessions.locator("table.sessions tbody tr[data-session]").last  # the oldest: first to stream
+        await first.wait_for(timeout=120_000)
+        one = await browser.new_page()
+        await one.goto(f"{base_url}/_mockglot/ui/sessions/{await first.get_attribute('data-session')}")
+        return one
+
+    reader = asyncio.create_task(read_everything()) if everything else None
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         sessions = await browser.new_page()
         sessions.on("pageerror", lambda _: counts.__setitem__("page_errors", counts["page_errors"] + 1))
         await sessions.goto(f"{base_url}/_mockglot/ui/sessions")
-        first = sessions.locator("table.sessions tbody tr[data-session]").last  # the oldest: first to stream
-        await first.wait_for(timeout=60_000)
-        session_id = await first.get_attribute("data-session")
-        one = await browser.new_page()
-        await one.goto(f"{base_url}/_mockglot/ui/sessions/{session_id}")
-        print("watching", flush=True)
+        await sessions.wait_for_selector("table.sessions")
+        print("ready", flush=True)
+        opener = asyncio.create_task(open_first_session(browser, sessions))
         await stop.wait()
-        counts["session_page_frames"] = await one.locator("details.frame").count()
+        try:
+            one = await asyncio.wait_for(opener, 1)
+            counts["session_page_frames"] = await one.locator("details.frame").count()
+        except Exception as exc:  # the report says what the watcher could not do
+            counts["problems"].append(f"session page: {type(exc).__name__}")
         await browser.close()
-    reader.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reader
+    if reader is not None:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            await reader
     result_file.write_text(json.dumps(counts), encoding="utf-8")
 
 
 class Watcher:
-    def __init__(self, base_url: str, logdir: Path, nice: int) -> None:
+    """The watcher process; returns once its browser shows the Sessions page (and its reader is connected)."""
+
+    def __init__(self, base_url: str, logdir: Path, nice: int, everything: bool) -> None:
         self.result = logdir / f"watch-{time.monotonic_ns()}.json"
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--watch",
+            base_url,
+            "--result-file",
+            str(self.result),
+        ]
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--watch", base_url, "--result-file", str(self.result)],
+            [*command, *(["--everything"] if everything else [])],
             cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
             preexec_fn=stream.priority(nice),  # as the server's: the browser is part of what is measured
         )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the watcher did not start")
 
     def stop(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(30)
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        return json.loads(self.result.read_text()) if self.result.exists() else {}
+        return json.loads(self.result.read_text()) if self.result.exists() else {"problems": ["no result"]}
 
 
 # --- what one frame costs the feed, in-process ---------------------------------------------------------
@@ -154,14 +178,16 @@ def publish_cost(frames: int = 200_000) -> list[str]:
 # --- the orchestrator ------------------------------------------------------------------------------------
 
 
-def watched_step(n: int, args: argparse.Namespace, logdir: Path) -> tuple[stream.Step, dict[str, Any]]:
+def watched_step(
+    n: int, args: argparse.Namespace, logdir: Path, everything: bool
+) -> tuple[stream.Step, dict[str, Any]]:
     """stream.run_step with a watcher started as soon as the server is up, stopped when the step ends."""
     original_enter = stream.Server.__enter__
     watchers: list[Watcher] = []
 
     def enter(server: stream.Server) -> stream.Server:
         original_enter(server)
-        watchers.append(Watcher(server.base_url, logdir, args.nice))
+        watchers.append(Watcher(server.base_url, logdir, args.nice, everything))
         return server
 
     stream.Server.__enter__ = enter  # type: ignore[method-assign]
@@ -186,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--watch", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    parser.add_argument("--everything", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.watch:
-        asyncio.run(watch(args.watch, Path(args.result_file)))
+        asyncio.run(watch(args.watch, Path(args.result_file), args.everything))
         return 0
     costs = publish_cost()
     print("per frame:", "; ".join(costs), flush=True)
@@ -207,17 +234,23 @@ def main(argv: list[str] | None = None) -> int:
                 baseline_args = argparse.Namespace(**{**vars(step_args), "mockglot_command": args.baseline_command})
                 runs.append(("baseline", stream.run_step("mockglot", n, baseline_args, logdir), {}))
             runs.append(("unwatched", stream.run_step("mockglot", n, step_args, logdir), {}))
-            step, seen = watched_step(n, step_args, logdir)
-            runs.append(("watched", step, seen))
+            for label, everything in (("browser", False), ("browser + all events", True)):
+                step, seen = watched_step(n, step_args, logdir, everything)
+                runs.append((label, step, seen))
             for label, step, seen in runs:
                 rows.append(stream.row(step).replace("| mockglot |", f"| mockglot, {label} |", 1))
                 print(rows[-1], flush=True)
                 if seen:
+                    reader = (
+                        f"the all-events reader got {seen.get('events', 0)} events ({seen.get('frames', 0)} frames), "
+                        f"{seen.get('resyncs', 0)} resync(s); "
+                        if label.endswith("all events")
+                        else ""
+                    )
                     notes.append(
-                        f"N={n} watched: the all-events reader got {seen.get('events', 0)} events "
-                        f"({seen.get('frames', 0)} frames), {seen.get('resyncs', 0)} resync(s); the session page "
-                        f"showed {seen.get('session_page_frames', 0)} frame rows; page errors: "
-                        f"{seen.get('page_errors', 0)}"
+                        f"N={n} {label}: {reader}the session page showed {seen.get('session_page_frames', 0)} "
+                        f"frame rows; page errors: {seen.get('page_errors', 0)}; "
+                        f"problems: {', '.join(seen.get('problems', [])) or 'none'}"
                     )
                     print(notes[-1], flush=True)
     with open("/proc/loadavg") as loadavg:
@@ -233,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- Command: `{command.strip()}` ({(time.monotonic() - started) / 60:.1f} min)",
             "- Calls, lags and the pass rule as in Stream concurrency (bench/stream.py), "
             f"{args.duration:g} s calls, niceness {args.nice} (servers, load generators and watcher). "
-            "'watched': headless Chromium on the inspector's Sessions "
-            "page and on one session's page, plus a plain HTTP client reading the whole unfiltered event stream, "
-            "all in one separate process that competes for the same 2 cores.",
+            "'browser': headless Chromium on the inspector's Sessions page and on one session's page, in a separate "
+            "process competing for the same 2 cores; 'browser + all events': that process also reads the whole "
+            "unfiltered event stream with a plain HTTP client.",
             f"- Per frame, in-process (best of 3 x 200,000 frames): {'; '.join(costs)}.",
             "",
             stream.HEADER,

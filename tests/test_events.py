@@ -282,3 +282,22 @@ def test_a_long_frame_is_kept_cut_and_shown_as_cut():
     assert len(message) < FEED_FRAME_CHARS + 1000
     data = msgspec.json.decode(message.split(b"data: ", 1)[1])["data"]
     assert data["truncated"] is True and isinstance(data["frame"], str)
+
+
+async def test_a_frame_with_line_breaks_stays_one_event(server, http):
+    client, stack = http
+    key = new_key()
+    events = await follow(client, stack, api_key=key, types="frame")
+    async with Client(server.base_url, key) as api:
+        session = await api.create_session()
+        stream = await api.open_stream(session)
+        await stream.until("session.ready")
+        await stream.ws.send('{"type":\n"ping"\r\n}')
+        await stream.until("pong")
+        await stream.ws.send("not json\nat all")
+        await stream.until("session.error")
+        await stream.end()
+    messages = await events.until(lambda m: m["data"]["data"]["frame_type"] == "(invalid)")
+    ping = next(m for m in messages if m["data"]["data"]["frame_type"] == "ping")
+    assert ping["data"]["data"]["frame"] == {"type": "ping"}
+    assert messages[-1]["data"]["data"]["frame"] == "not json\nat all"

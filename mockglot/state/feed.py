@@ -11,7 +11,6 @@ and is told so (a `lagged` event), and never slows a stream or a request down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 from collections import deque
@@ -183,11 +182,14 @@ class Frame(msgspec.Struct, gc=False):
 
 
 def _frame(value: Frame) -> dict[str, Any]:
-    cut = value.length > len(value.text)
-    frame: Any = value.text  # not JSON, or cut: shown as the string the client sent
-    if not cut:
-        with contextlib.suppress(msgspec.DecodeError):
-            frame = msgspec.json.decode(value.text)
+    """A frame the stream parsed, or one the server encoded, is JSON already and goes in as it is (no decoding
+    per subscriber); anything else (invalid, binary, injected raw text) or a cut frame goes in as a string."""
+    text = value.text
+    frame: Any = text
+    if value.length == len(text) and not value.frame_type.startswith("("):
+        # JSON may have line breaks between tokens, and an SSE data line may not: those are re-encoded.
+        frame = msgspec.Raw(text) if "\n" not in text and "\r" not in text else msgspec.json.decode(text)
+    cut = value.length > len(text)
     return {
         "index": value.index,
         "direction": value.direction,
