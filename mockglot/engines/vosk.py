@@ -217,7 +217,10 @@ class VoskModels:
 
 def _load(language: str, path: Path) -> vosk.Model:
     if importlib.util.find_spec("vosk") is None:
-        raise ApiError("model_unavailable", "the Vosk engine needs the vosk package: pip install 'mockglot[vosk]'")
+        raise ApiError(
+            "model_unavailable",
+            "the Vosk engine needs the vosk package: pip install '.[vosk]' (in a mockglot checkout)",
+        )
     import vosk
 
     vosk.SetLogLevel(-1)  # Kaldi's per-load chatter off; its warnings and errors still reach stderr

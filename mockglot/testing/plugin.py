@@ -169,7 +169,7 @@ def _container(image: str, token: str | None) -> MockglotContainer:
         from mockglot.testing.container import MockglotContainer
     except ImportError as exc:
         raise pytest.UsageError(
-            f"mockglot: --mockglot-image needs testcontainers ({exc}): pip install 'mockglot[container]'"
+            f"mockglot: --mockglot-image needs testcontainers ({exc}): pip install testcontainers"
         ) from None
     pace = os.environ.get("MOCKGLOT_OUTPUT_PACE") or "instant"
     return MockglotContainer(image, control_token=token, output_pace=pace)
