@@ -253,6 +253,13 @@ def test_a_keys_file_whose_keys_disagree_on_an_organizations_credits_is_refused(
         load_keys_file(path)
 
 
+def test_a_keys_file_with_a_pre_r2_scope_name_is_refused_with_the_new_name(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text('{"keys": [{"key": "sk_test_acmefirst01", "organization": "acme", "scopes": ["analyses:read"]}]}')
+    with pytest.raises(ValueError, match="analyses:read is now analysis:read"):
+        load_keys_file(path)
+
+
 async def test_an_inactive_organization(make_app, make_client):
     app = make_app(keys=[{"key": "sk_test_inactive123", "organization": "org_a", "inactive": True}])
     response = await make_client(app, "sk_test_inactive123").post("/v1/sessions", json=BASIC)
