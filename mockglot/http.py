@@ -1,136 +1,162 @@
-"""HTTP plumbing shared by the public API and the control plane: the request a handler sees, the response it
-gives, and the error envelope.
-
-These are not Starlette's `Request` and `Response`: on the REST hot path their conveniences (lazy header
-normalisation, URL objects, the send wrappers) cost more than the rest of a request, and handlers need only
-what is here.
+"""HTTP plumbing shared by the public API and the control plane, on Starlette's own `Request` and `Response`:
+the endpoint table row, what a handler replies, the body read under the one size limit, credentials, and the
+error envelope.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qsl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import msgspec
-from starlette.types import Receive, Scope, Send
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from mockglot.errors import ApiError
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # the one request-body limit, for the public API and the control plane alike
 JSON = "application/json"
+BODY_SCOPE_KEY = "mockglot.body"  # the body as read, for the request journal
+REQUEST_ID_SCOPE_KEY = "mockglot.request_id"
 RawHeaders = Sequence[tuple[bytes, bytes]]
+C = TypeVar("C")
 
-
-class Request:
-    """One HTTP request with its whole body already read."""
-
-    __slots__ = ("_headers", "_query", "body", "id", "path_params", "scope")
-
-    def __init__(self, scope: Scope, request_id: str, body: bytes) -> None:
-        self.scope = scope
-        self.id = request_id
-        self.body = body
-        self.path_params: dict[str, str] = {}
-        self._headers: dict[bytes, bytes] | None = None
-        self._query: dict[str, str] | None = None
-
-    @property
-    def method(self) -> str:
-        return self.scope["method"]
-
-    @property
-    def path(self) -> str:
-        return self.scope["path"]
-
-    def header(self, name: bytes) -> str | None:
-        """One header by its lowercase name; the last one wins when it is repeated."""
-        if self._headers is None:
-            self._headers = dict(self.scope["headers"])
-        value = self._headers.get(name)
-        return None if value is None else value.decode("latin-1")
-
-    def query(self, name: str, default: str | None = None) -> str | None:
-        if self._query is None:
-            self._query = dict(parse_qsl(self.scope["query_string"].decode("latin-1"), keep_blank_values=True))
-        return self._query.get(name, default)
-
-    def origin(self, scheme: str = "http") -> str:
-        """The origin the client called us on (`http` or `ws` flavoured), honouring a TLS-terminating proxy."""
-        proto = (self.header(b"x-forwarded-proto") or self.scope.get("scheme", "http")).split(",")[0].strip().lower()
-        secure = proto in ("https", "wss")
-        host = self.header(b"x-forwarded-host") or self.header(b"host")
-        if host is None:
-            server_host, port = self.scope.get("server") or ("localhost", 80)
-            host = f"{server_host}:{port}"
-        return f"{scheme}{'s' if secure else ''}://{host.split(',')[0].strip()}"
-
-    def json(self, *, required: bool) -> Any:
-        """The body as a decoded JSON object, or None when it may be and is empty."""
-        body = self.body
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError("invalid_request", f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-        if not body.strip():
-            if required:
-                raise ApiError(
-                    "invalid_request",
-                    "The request body is empty. Send a JSON object with `Content-Type: application/json`.",
-                )
-            return None
-        content_type = self.header(b"content-type") or ""
-        if content_type.split(";", 1)[0].strip().lower() != JSON:
-            raise ApiError(
-                "invalid_request",
-                f"Unsupported Content-Type {content_type or '(none)'!r}: send the body as JSON with "
-                "`Content-Type: application/json`.",
-            )
-        try:
-            value = msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            raise ApiError("invalid_request", f"The request body is not valid JSON: {exc}.") from None
-        except RecursionError:
-            raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
-        if not isinstance(value, dict):
-            raise ApiError("invalid_request", f"The request body must be a JSON object, not {type(value).__name__}.")
-        return value
-
-
-async def read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    while message.get("more_body"):
-        message = await receive()
-        chunks.append(message.get("body", b""))
-    return b"".join(chunks)
+__all__ = ["ClientDisconnect", "Request", "Response"]
 
 
 @dataclass(slots=True)
-class Response:
+class Reply:
     status: int
-    body: bytes
-    headers: list[tuple[bytes, bytes]]
-
-    async def send(self, send: Send, *extra: tuple[bytes, bytes]) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": [*self.headers, *extra]})
-        await send({"type": "http.response.body", "body": self.body})
+    body: Any
+    media_type: str | None = None  # None: `body` is a wire value encoded as JSON; else raw bytes
+    headers: Mapping[str, str] | None = None
 
 
-def response(status: int, body: bytes, media_type: str = JSON, headers: RawHeaders = ()) -> Response:
-    return Response(
-        status, body, [(b"content-length", str(len(body)).encode()), (b"content-type", media_type.encode()), *headers]
+@dataclass(frozen=True, slots=True)
+class Endpoint(Generic[C]):
+    """One row of an API area's table: it builds the route, the OpenAPI entry and the fuzzing target.
+
+    `C` is the context the handler takes (the public API's or the control plane's)."""
+
+    method: str
+    path: str
+    handler: Callable[[C], Awaitable[Reply]]
+    scope: str  # the key scope the public API requires; "" on the control plane
+    summary: str
+    status: int = 200
+    request: type | None = None
+    response: type | None = None
+    body_required: bool = False
+    idempotent: bool = False
+    query: dict[str, type] = field(default_factory=dict)
+    media_types: tuple[str, ...] = ()
+
+
+class RawResponse(Response):
+    """A Starlette response whose headers are given as raw bytes: nothing is parsed or rebuilt on the way out."""
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.body = body
+        self.raw_headers = headers
+        self.background = None
+
+
+def response(status: int, body: bytes, media_type: str = JSON, headers: RawHeaders = ()) -> RawResponse:
+    return RawResponse(
+        status, body, [(b"content-length", b"%d" % len(body)), (b"content-type", media_type.encode()), *headers]
     )
 
 
-def raw_headers(headers: Mapping[str, str]) -> RawHeaders:
+def raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     """`headers` must be latin-1 (ours are, and warnings are escaped)."""
     return [(name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()]
 
 
-def error_response(exc: ApiError, request_id: str | None, headers: RawHeaders = ()) -> Response:
+def request_id(scope: Mapping[str, Any]) -> str | None:
+    value = scope.get(REQUEST_ID_SCOPE_KEY)
+    return value if isinstance(value, str) else None
+
+
+def error_response(exc: ApiError, request_id: str | None, headers: RawHeaders = ()) -> RawResponse:
     if exc.retry_after is not None:
         headers = [*headers, (b"retry-after", str(exc.retry_after).encode())]
     return response(exc.status, msgspec.json.encode(exc.body(request_id)), JSON, headers)
+
+
+def too_large() -> ApiError:
+    return ApiError(
+        "request_too_large",
+        f"The request body is larger than {MAX_BODY_BYTES} bytes; send a smaller body (audio goes over the stream).",
+    )
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, refused as soon as it passes `MAX_BODY_BYTES` (announced or as it arrives).
+
+    Raises `ClientDisconnect` when the client goes away before the body is complete: the request then does
+    nothing at all."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise too_large()
+    receive = request.receive
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large()
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request.scope[BODY_SCOPE_KEY] = body
+    return body
+
+
+def media_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
+    """The body as a decoded JSON object, or None when it may be and is empty."""
+    if not body.strip():
+        if required:
+            raise ApiError(
+                "invalid_request",
+                "The request body is empty. Send a JSON object with `Content-Type: application/json`.",
+            )
+        return None
+    if media_type(request) != JSON:
+        content_type = request.headers.get("content-type") or ""
+        raise ApiError(
+            "invalid_request",
+            f"Unsupported Content-Type {content_type or '(none)'!r}: send the body as JSON with "
+            "`Content-Type: application/json`.",
+        )
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError("invalid_request", f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
+    if not isinstance(value, dict):
+        raise ApiError("invalid_request", f"The request body must be a JSON object, not {type(value).__name__}.")
+    return value
+
+
+def origin(request: Request, scheme: str = "http") -> str:
+    """The origin the client called us on (`http` or `ws` flavoured), honouring a TLS-terminating proxy."""
+    headers = request.headers
+    proto = (headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")).split(",")[0].strip().lower()
+    secure = proto in ("https", "wss")
+    host = headers.get("x-forwarded-host") or headers.get("host")
+    if host is None:
+        server_host, port = request.scope.get("server") or ("localhost", 80)
+        host = f"{server_host}:{port}"
+    return f"{scheme}{'s' if secure else ''}://{host.split(',')[0].strip()}"

@@ -9,15 +9,15 @@ from typing import Any
 import msgspec
 
 from mockglot import __version__
-from mockglot.api.endpoint import Endpoint
 from mockglot.errors import CATALOGUE
+from mockglot.http import Endpoint
 from mockglot.wire import ErrorEnvelope
 
 REF = "#/components/schemas/{name}"
 _ERROR_STATUSES = sorted({kind.status for kind in CATALOGUE.values() if 400 <= kind.status < 600})
 
 
-def document(title: str, endpoints: Iterable[Endpoint], *, security: bool = True) -> dict[str, Any]:
+def document(title: str, endpoints: Iterable[Endpoint[Any]], *, security: bool = True) -> dict[str, Any]:
     endpoints = list(endpoints)
     types = {ErrorEnvelope}
     for endpoint in endpoints:

@@ -10,12 +10,12 @@ import asyncio
 
 import httpx
 import pytest
+from starlette.routing import Route
 
 from mockglot.api import render
-from mockglot.api.endpoint import Endpoint, Reply, http_handler
+from mockglot.api.endpoint import Endpoint, PublicEndpoint, Reply
+from mockglot.app import create_app
 from mockglot.errors import CATALOGUE
-from mockglot.http_app import HttpApp
-from mockglot.router import Router
 from mockglot.settings import Settings
 from mockglot.state.auth import load_keys_file
 from mockglot.state.server import ServerState
@@ -89,7 +89,7 @@ async def test_end_rejects_a_body_that_is_not_an_object(client):
 
 async def test_a_body_over_one_megabyte(client):
     body = b'{"mode": "ai_agent", "pad": "' + b"x" * (1024 * 1024) + b'"}'
-    error = expect_error(await client.post("/v1/sessions", content=body, headers=JSON), 400, "invalid_request")
+    error = expect_error(await client.post("/v1/sessions", content=body, headers=JSON), 413, "request_too_large")
     assert "larger than" in error["message"]
 
 
@@ -415,9 +415,9 @@ async def test_an_idempotency_key_in_flight_is_a_conflict(make_client, make_key)
         return Reply(201, {"done": True})
 
     endpoint = Endpoint("POST", "/v1/slow", slow, "sessions:write", "Slow", status=201, idempotent=True)
-    router = Router()
-    router.add(endpoint.method, endpoint.path, http_handler(endpoint, state))
-    client = make_client(HttpApp(state, router), make_key(), headers={"Idempotency-Key": "same"})
+    app = create_app(state=state)
+    app.router.routes.append(Route(endpoint.path, PublicEndpoint(endpoint, state), methods=[endpoint.method]))
+    client = make_client(app, make_key(), headers={"Idempotency-Key": "same"})
 
     first = asyncio.create_task(client.post("/v1/slow", json={"a": 1}))
     await asyncio.wait_for(entered.wait(), 5)

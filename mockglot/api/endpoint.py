@@ -1,23 +1,37 @@
-"""How every public REST endpoint runs: authenticate, rate-limit, check scope, read the body, apply
-idempotency, call the handler, and answer in the contract's envelope with the usage headers.
+"""How every public REST endpoint runs: read the body, authenticate, rate-limit, check scope, apply idempotency,
+call the handler, and answer in the contract's envelope with the usage headers.
 
-An API area declares its endpoints as `Endpoint` values (path, method, wire types, scope); the same table
+An API area declares its endpoints as `Endpoint[Context]` rows (path, method, wire types, scope); the same table
 builds the routes and the OpenAPI document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+import asyncio
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
+from starlette.types import Receive, Scope, Send
 
 from mockglot import validation
 from mockglot.errors import ApiError
-from mockglot.http import JSON, RawHeaders, Request, Response, error_response, raw_headers, response
-from mockglot.router import HttpHandler
-from mockglot.state.auth import ApiKey
+from mockglot.http import (
+    JSON,
+    Endpoint,
+    RawHeaders,
+    Reply,
+    Request,
+    Response,
+    decode_json,
+    error_response,
+    origin,
+    raw_headers,
+    read_body,
+    request_id,
+    response,
+)
+from mockglot.state.auth import SCOPES, ApiKey, Credentials
 from mockglot.state.idempotency import StoredResponse
 from mockglot.state.ratelimit import RateLimited, RateStatus
 from mockglot.state.server import ServerState
@@ -27,14 +41,9 @@ T = TypeVar("T")
 WARNING_HEADER = b"x-mockglot-warning"
 UNKNOWN_FIELDS_WARNING = "ignored unknown field(s): "
 MAX_WARNED_FIELDS = 10
+DELAY_SCOPE_KEY = "mockglot.delay"  # a latency fault's delay, served once the request holds its idempotency key
 
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    body: Any
-    media_type: str | None = None  # None: `body` is a wire value encoded as JSON; else raw text
-    headers: Mapping[str, str] | None = None
+__all__ = ["Context", "Endpoint", "PublicEndpoint", "Reply"]
 
 
 @dataclass(slots=True)
@@ -46,10 +55,14 @@ class Context:
     warnings: list[str] | None = None  # made by the first warning: most requests have none
 
     def path(self, name: str) -> str:
-        return self.request.path_params[name]
+        value: str = self.request.path_params[name]
+        return value
 
     def query(self, name: str, default: str | None = None) -> str | None:
-        return self.request.query(name, default)
+        return self.request.query_params.get(name, default)
+
+    def origin(self, scheme: str = "http") -> str:
+        return origin(self.request, scheme)
 
     def parse(self, type_: type[T]) -> T:
         value, unknown = validation.convert(self.body or {}, type_, strict=self.state.settings.strict)
@@ -60,26 +73,7 @@ class Context:
         return value
 
 
-Handler = Callable[[Context], Awaitable[Reply]]
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    method: str
-    path: str
-    handler: Handler
-    scope: str
-    summary: str
-    status: int = 200
-    request: type | None = None
-    response: type | None = None
-    body_required: bool = False
-    idempotent: bool = False
-    query: dict[str, type] = field(default_factory=dict)
-    media_types: tuple[str, ...] = ()
-
-
-def usage_headers(key: ApiKey, rate: RateStatus) -> RawHeaders:
+def usage_headers(key: ApiKey, rate: RateStatus) -> list[tuple[bytes, bytes]]:
     return [
         (b"x-ratelimit-limit", b"%d" % rate.limit),
         (b"x-ratelimit-remaining", b"%d" % rate.remaining),
@@ -89,23 +83,37 @@ def usage_headers(key: ApiKey, rate: RateStatus) -> RawHeaders:
     ]
 
 
-def http_handler(endpoint: Endpoint, state: ServerState) -> HttpHandler:
-    has_body = endpoint.method == "POST"
+class PublicEndpoint:
+    """The ASGI app of one public endpoint (Starlette's `Route` takes it as it is)."""
 
-    async def run(request: Request) -> Response:
+    def __init__(self, endpoint: Endpoint[Context], state: ServerState) -> None:
+        if endpoint.scope not in SCOPES:
+            raise ValueError(f"{endpoint.method} {endpoint.path}: unknown scope {endpoint.scope!r}; known: {SCOPES}")
+        self.endpoint = endpoint
+        self.state = state
+        self.has_body = endpoint.method == "POST"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.run(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def run(self, request: Request) -> Response:
+        """Raises `ClientDisconnect` (before anything changed) when the client leaves mid-body."""
+        state, endpoint = self.state, self.endpoint
+        raw = await read_body(request) if self.has_body else b""
         key: ApiKey | None = None
         rate: RateStatus | None = None
         claimed: tuple[Any, str] | None = None
         try:
-            key = state.keys.authenticate(request.header(b"authorization"), request.header(b"x-api-key"))
+            key = state.keys.authenticate(Credentials.read(request.headers))
             try:
                 rate = state.rate_limiter.hit(key.key, key.rate_limit, state.clock.now())
             except RateLimited as exc:
                 rate = exc.rate
                 raise
             key.require(endpoint.scope)
-            body = request.json(required=endpoint.body_required) if has_body else None
-            idempotency_key = request.header(b"idempotency-key") if endpoint.idempotent else None
+            body = decode_json(request, raw, required=endpoint.body_required) if self.has_body else None
+            idempotency_key = request.headers.get("idempotency-key") if endpoint.idempotent else None
             if idempotency_key is not None:
                 fingerprint = _fingerprint(request, body)
                 replay = state.idempotency.begin(key.owner, idempotency_key, fingerprint, state.clock.now())
@@ -113,6 +121,9 @@ def http_handler(endpoint: Endpoint, state: ServerState) -> HttpHandler:
                     headers = [*usage_headers(key, rate), (b"idempotent-replayed", b"true")]
                     return response(replay.status, replay.body, JSON, headers)
                 claimed = (key.owner, idempotency_key)
+            delay = request.scope.pop(DELAY_SCOPE_KEY, None)
+            if delay:  # a latency fault holds the request here: in flight, its idempotency key claimed
+                await asyncio.sleep(delay)
             ctx = Context(state=state, key=key, request=request, body=body)
             reply = await endpoint.handler(ctx)
             content = reply.body if reply.media_type else encode(reply.body)
@@ -126,13 +137,11 @@ def http_handler(endpoint: Endpoint, state: ServerState) -> HttpHandler:
                 headers.append((WARNING_HEADER, header_safe("; ".join(ctx.warnings)).encode()))
             return response(reply.status, content, reply.media_type or JSON, headers)
         except ApiError as exc:
-            headers = usage_headers(key, rate) if key is not None and rate is not None else []
-            return error_response(exc, request.id, headers)
+            extra: RawHeaders = usage_headers(key, rate) if key is not None and rate is not None else []
+            return error_response(exc, request_id(request.scope), extra)
         finally:
             if claimed is not None:
                 state.idempotency.abandon(*claimed)
-
-    return run
 
 
 def header_safe(text: str) -> str:
@@ -142,4 +151,4 @@ def header_safe(text: str) -> str:
 
 def _fingerprint(request: Request, body: Any) -> str:
     canonical = msgspec.json.encode(body, order="sorted").decode() if body is not None else ""
-    return f"{request.method} {request.path} {canonical}"
+    return f"{request.method} {request.scope['path']} {canonical}"

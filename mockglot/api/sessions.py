@@ -107,12 +107,12 @@ async def create_session(ctx: Context) -> Reply:
         )
     ctx.key.charge()
     record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine)
-    return Reply(201, render.session(record, ctx.state.sessions, ctx.request.origin("ws")))
+    return Reply(201, render.session(record, ctx.state.sessions, ctx.origin("ws")))
 
 
 async def get_session(ctx: Context) -> Reply:
     record = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
-    return Reply(200, render.session(record, ctx.state.sessions, ctx.request.origin("ws")))
+    return Reply(200, render.session(record, ctx.state.sessions, ctx.origin("ws")))
 
 
 async def end_session(ctx: Context) -> Reply:

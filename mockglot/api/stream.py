@@ -23,6 +23,7 @@ from mockglot.engines.pipeline import SessionPipeline, SpeechJob
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.faults import ArmedFault, StreamFault
 from mockglot.speech import codec
+from mockglot.state.auth import Credentials
 from mockglot.state.feed import FEED_FRAME_CHARS, Frame, session_data
 from mockglot.state.journal import Direction
 from mockglot.state.sessions import SessionRecord
@@ -424,11 +425,7 @@ def observe_refused(state: Any, session_id: str, exc: ApiError) -> None:
 
 
 def presented_token(websocket: WebSocket) -> str | None:
-    token = websocket.query_params.get("token")
-    if token:
-        return token
-    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return Credentials.read(websocket.headers, websocket.query_params).stream_token
 
 
 async def admit(hub: Any, session_id: str, token: str | None) -> SessionRecord:

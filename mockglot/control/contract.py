@@ -41,8 +41,8 @@ def observe_rest(state: ServerState, request: Request, presented: str | None, re
     if code is not None:
         bump(ledger.error_codes, code)
     if stream_token:
-        ledger.violation("stream_token_on_rest", f"{request.method} {request.path}")
-    if operation == "POST /v1/sessions" and request.header(b"idempotency-key") is None:
+        ledger.violation("stream_token_on_rest", f"{request.method} {request.scope['path']}")
+    if operation == "POST /v1/sessions" and request.headers.get("idempotency-key") is None:
         ledger.violation("missing_idempotency_key", "POST /v1/sessions")
     if code == "invalid_field_value" and param == "provider":
         ledger.violation("top_level_provider", f"{operation}: `provider`")
@@ -58,14 +58,14 @@ def _operation(request: Request, code: str | None) -> str:
         return UNKNOWN_ROUTE
     if code == "method_not_allowed":
         return NOT_ALLOWED
-    path = request.path
+    path: str = request.scope["path"]
     for name, value in request.path_params.items():
         path = path.replace(f"/{value}", f"/{{{name}}}", 1)
     return f"{request.method} {path}"
 
 
 def _error_of(response: Response | None) -> tuple[str | None, str | None, str]:
-    if response is None or response.status < 400:
+    if response is None or response.status_code < 400:
         return None, None, ""
     try:
         error = msgspec.json.decode(response.body)["error"]
@@ -76,7 +76,7 @@ def _error_of(response: Response | None) -> tuple[str | None, str | None, str]:
 
 def _warned_fields(ledger: Ledger, operation: str, response: Response) -> None:
     """Lenient mode ignored unknown fields and said so in a warning header: each is a violation."""
-    for name, value in response.headers:
+    for name, value in response.raw_headers:
         if name != WARNING_HEADER:
             continue
         for warning in value.decode("latin-1").split("; "):

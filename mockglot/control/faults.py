@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from mockglot import wire
-from mockglot.api.endpoint import Endpoint, Reply
-from mockglot.control.endpoint import ControlContext
+from mockglot.control.endpoint import ControlContext, Endpoint, Reply
 from mockglot.errors import ApiError
 from mockglot.faults import ArmedFault, FaultRegistry, StreamFault, rest_fault_problem
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from mockglot import wire
-from mockglot.api.endpoint import Endpoint, Reply
-from mockglot.control.endpoint import ControlContext
+from mockglot.control.endpoint import ControlContext, Endpoint, Reply
 from mockglot.errors import ApiError
 from mockglot.state.auth import KEY_PATTERN, SCOPES, ApiKey, redact, unknown_scopes_message
 

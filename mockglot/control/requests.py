@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from mockglot import wire
-from mockglot.api.endpoint import Endpoint, Reply
-from mockglot.control.endpoint import ControlContext, query_float
+from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_float
 from mockglot.state.auth import redact
 from mockglot.state.clock import isoformat
 

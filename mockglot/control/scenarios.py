@@ -8,8 +8,7 @@ from pathlib import Path
 import msgspec
 
 from mockglot import scenarios, wire
-from mockglot.api.endpoint import Endpoint, Reply
-from mockglot.control.endpoint import ControlContext
+from mockglot.control.endpoint import ControlContext, Endpoint, Reply
 from mockglot.errors import ApiError
 from mockglot.state.auth import KEY_PATTERN
 

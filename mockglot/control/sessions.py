@@ -5,8 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from mockglot import wire
-from mockglot.api.endpoint import Endpoint, Reply
-from mockglot.control.endpoint import ControlContext, query_float
+from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_float
 from mockglot.errors import ApiError
 from mockglot.speech import codec
 from mockglot.speech.wav import wav

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mockglot import __version__, wire
-from mockglot.api.endpoint import Endpoint, Reply
-from mockglot.control.endpoint import ControlContext
+from mockglot.control.endpoint import ControlContext, Endpoint, Reply
 from mockglot.errors import ApiError
 from mockglot.state.clock import isoformat
 

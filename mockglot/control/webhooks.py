@@ -8,8 +8,7 @@ import socket
 import msgspec
 
 from mockglot import wire
-from mockglot.api.endpoint import Endpoint, Reply
-from mockglot.control.endpoint import ControlContext, query_float
+from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_float
 from mockglot.errors import ApiError
 from mockglot.state.auth import KEY_PATTERN
 from mockglot.state.clock import isoformat

@@ -13,7 +13,7 @@ import hmac
 from mockglot.http import Request
 
 COOKIE = "mockglot_inspector"
-UI_HEADER = b"x-mockglot-ui"
+UI_HEADER = "x-mockglot-ui"
 SAFE_METHODS = ("GET", "HEAD")
 
 
@@ -28,7 +28,7 @@ def set_cookie_header(token: str | None) -> tuple[bytes, bytes]:
 
 
 def presented_cookie(request: Request) -> str | None:
-    for part in (request.header(b"cookie") or "").split(";"):
+    for part in (request.headers.get("cookie") or "").split(";"):
         name, _, value = part.strip().partition("=")
         if name == COOKIE:
             return value
@@ -40,4 +40,4 @@ def signed_in(request: Request, token: str) -> bool:
     presented = presented_cookie(request)
     if presented is None or not hmac.compare_digest(presented.encode(), cookie_value(token).encode()):
         return False
-    return request.method in SAFE_METHODS or request.header(UI_HEADER) == "1"
+    return request.method in SAFE_METHODS or request.headers.get(UI_HEADER) == "1"

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from mockglot.api.endpoint import Endpoint, Reply
 from mockglot.control.endpoint import check_token
 from mockglot.errors import ApiError
-from mockglot.http import Request, error_response
+from mockglot.http import Request, error_response, request_id
 from mockglot.state.feed import BACKLOG_EVENTS, MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE_EVENTS, Feed, Filter, encode
 from mockglot.state.server import ServerState
 
@@ -36,13 +36,13 @@ def resync(reason: str, **extra: object) -> bytes:
 
 def parse(request: Request) -> tuple[Filter, int | None]:
     def text(name: str) -> str | None:
-        value = request.query(name)
+        value = request.query_params.get(name)
         if value is not None and not 0 < len(value) <= MAX_FILTER_CHARS:
             raise ApiError("invalid_field_value", f"`{name}` must be 1 to {MAX_FILTER_CHARS} characters.", param=name)
         return value
 
     types = text("types")
-    last = request.header(b"last-event-id") or text("last_event_id")
+    last = request.headers.get("last-event-id") or text("last_event_id")
     last_id = None
     if last is not None:
         if not last.strip().isdigit() or len(last.strip()) > 18:
@@ -69,7 +69,7 @@ class EventStream:
         self.feed: Feed = state.feed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, self.state.randomness.new_id("req", "request", self.state.clock.now()), b"")
+        request = Request(scope, receive)
         try:
             if request.method not in ("GET", "HEAD"):
                 raise ApiError("method_not_allowed", "The event stream is read with GET.")
@@ -82,7 +82,7 @@ class EventStream:
                     retry_after=5,
                 )
         except ApiError as exc:
-            await error_response(exc, request.id).send(send, (b"x-request-id", request.id.encode()))
+            await error_response(exc, request_id(scope))(scope, receive, send)
             return
         subscription, gap = self.feed.subscribe(filter_, last_id)
         disconnected = asyncio.ensure_future(_disconnect(receive))

@@ -126,12 +126,15 @@ class Inspector:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await read_form(receive)
         if body is None:
-            await page("Too large", "<main><p>The form is too large.</p></main>", 413).send(send)
+            await page("Too large", "<main><p>The form is too large.</p></main>", 413)(scope, receive, send)
             return
-        await self.serve(Request(scope, "", body)).send(send)
+        await self.serve(Request(scope, receive), body)(scope, receive, send)
 
-    def serve(self, request: Request) -> Response:
-        path = request.path[len(PREFIX) :].strip("/")
+    def serve(self, request: Request, body: bytes) -> Response:
+        path = request.scope["path"][len(PREFIX) :].strip("/")
+
+    def serve(self, request: Request, body: bytes) -> Response:
+        path = request.scope["path"][len(PREFIX) :].strip("/")
         method = "GET" if request.method == "HEAD" else request.method
         token = self.state.settings.control_token
         if path.startswith("static/") and method == "GET":
@@ -140,13 +143,13 @@ class Inspector:
                 return not_found(f"No file {name!r}.")
             return response(200, _static(name), STATIC[name], [(b"cache-control", b"no-cache")])
         if path == "sign-in" and method == "POST":
-            return self.sign_in(request, token)
+            return self.sign_in(body, token)
         if path == "sign-out" and method == "POST":
             return redirect(f"{PREFIX}/sessions", auth.set_cookie_header(None))
         if method != "GET":
             return page("Not allowed", "<main><p>Use GET.</p></main>", 405, [(b"allow", b"GET, HEAD")])
         if token is not None and not auth.signed_in(request, token):
-            return sign_in_page(safe_next(request.path))
+            return sign_in_page(safe_next(request.scope["path"]))
         if path == "":
             return redirect(f"{PREFIX}/sessions")
         if path in PAGES:
@@ -161,10 +164,10 @@ class Inspector:
             if name not in self.state.scenarios.names():
                 return not_found(f"No scenario {name!r} on this server.")
             return shell("scenario", name)
-        return not_found(f"No inspector page {request.path!r}.")
+        return not_found(f"No inspector page {request.scope['path']!r}.")
 
-    def sign_in(self, request: Request, token: str | None) -> Response:
-        form = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+    def sign_in(self, body: bytes, token: str | None) -> Response:
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
         next_path = safe_next(form.get("next"))
         if token is None:
             return redirect(next_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,38 @@ NOMINAL_CREDITS = 1_000_000  # what the headers report for a key with unlimited 
 
 Environment = Literal["live", "test"]
 Owner = tuple[str, Environment]  # (organization, environment): the unit that sees its own sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request presents, read in this one place for REST, the control plane and the stream."""
+
+    authorization: str | None  # the header as sent
+    bearer: str | None  # its value when it reads `Bearer <value>`
+    x_api_key: str | None
+    token: str | None = None  # `?token=`: the stream's alternative to the header
+
+    @classmethod
+    def read(cls, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> Credentials:
+        """`headers` with lowercase names (Starlette's `Headers` are)."""
+        authorization = headers.get("authorization")
+        bearer = None
+        if authorization is not None:
+            scheme, _, value = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                bearer = value.strip()
+        x_api_key = headers.get("x-api-key")
+        token = query.get("token") if query is not None else None
+        return cls(authorization, bearer, x_api_key.strip() if x_api_key is not None else None, token or None)
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key as presented (valid or not): for the journal and fault matching."""
+        return self.bearer if self.bearer is not None else self.x_api_key
+
+    @property
+    def stream_token(self) -> str | None:
+        return self.token or self.bearer
 
 
 class KeyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -216,8 +249,8 @@ class KeyStore:
             self.move(key, organization)
             self._add(key)
 
-    def authenticate(self, authorization: str | None, x_api_key: str | None) -> ApiKey:
-        secret = _presented_key(authorization, x_api_key)
+    def authenticate(self, credentials: Credentials) -> ApiKey:
+        secret = _presented_key(credentials)
         key = self._keys.get(secret)  # a key is only stored once it has passed the pattern
         if key is None:
             if not KEY_PATTERN.match(secret):
@@ -292,17 +325,16 @@ def _key_from_config(entry: KeyConfig, balance: Balance) -> ApiKey:
     )
 
 
-def _presented_key(authorization: str | None, x_api_key: str | None) -> str:
-    if authorization is not None:
-        scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
+def _presented_key(credentials: Credentials) -> str:
+    if credentials.authorization is not None:
+        if credentials.bearer is None:
             raise ApiError(
                 "invalid_api_key",
                 "The Authorization header must read `Bearer sk_test_…` (or `Bearer sk_live_…`).",
             )
-        return credentials.strip()
-    if x_api_key is not None:
-        return x_api_key.strip()
+        return credentials.bearer
+    if credentials.x_api_key is not None:
+        return credentials.x_api_key
     raise ApiError(
         "invalid_api_key",
         "No API key provided. Send it as `Authorization: Bearer sk_test_…` or in the `X-API-Key` header.",

@@ -1,0 +1,110 @@
+"""Routes from the endpoint tables, and the router that serves them: Starlette's, told where to look first.
+
+Starlette's `Router` tries every route's regular expression in turn. `IndexedRouter` tries only the routes that
+can match the path (the routes of that exact fixed path and the templates with as many segments), in table
+order, and otherwise behaves as Starlette's does (404, 405, WebSockets, the lifespan, routes added later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Match, Mount, Route, Router, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mockglot.http import Endpoint
+
+
+class MethodDispatch:
+    """One path's endpoints by method (HEAD is served by GET), so a 405 lists every allowed method."""
+
+    def __init__(self, apps: dict[str, ASGIApp]) -> None:
+        self.apps = dict(apps)
+        if "GET" in self.apps:
+            self.apps.setdefault("HEAD", self.apps["GET"])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.apps[scope["method"]](scope, receive, send)
+
+
+def endpoint_routes(endpoints: Iterable[Endpoint[Any]], build: Callable[[Endpoint[Any]], ASGIApp]) -> list[Route]:
+    """One Starlette `Route` per path of the table, in table order; two rows for one method and path fail."""
+    by_path: dict[str, dict[str, ASGIApp]] = {}
+    for endpoint in endpoints:
+        apps = by_path.setdefault(endpoint.path, {})
+        if endpoint.method in apps:
+            raise ValueError(f"two routes for {endpoint.method} {endpoint.path}")
+        apps[endpoint.method] = build(endpoint)
+    return [Route(path, MethodDispatch(apps), methods=list(apps)) for path, apps in by_path.items()]
+
+
+class IndexedRouter(Router):
+    def __init__(self, routes: Sequence[BaseRoute], **options: Any) -> None:
+        super().__init__(routes, redirect_slashes=False, **options)
+        self._indexed = -1  # how many routes the index covers
+        self._fixed: dict[str, list[BaseRoute]] = {}
+        self._templated: dict[int, list[BaseRoute]] = {}
+        self._mounts: list[tuple[int, str, Mount]] = []  # (position, path prefix with its slash, mount)
+        self._positions: dict[int, int] = {}  # id(route) -> position, to merge a mount with the other candidates
+        self._other_http = False
+
+    def _index(self) -> None:
+        """(Re)built when routes were added, so `app.add_route` and friends keep working."""
+        self._indexed = len(self.routes)
+        fixed: dict[str, list[tuple[int, BaseRoute]]] = {}
+        templated: dict[int, list[tuple[int, BaseRoute]]] = {}
+        self._other_http = False
+        self._mounts = []
+        self._positions = {id(route): position for position, route in enumerate(self.routes)}
+        for position, route in enumerate(self.routes):
+            if isinstance(route, Mount) and route.path:
+                self._mounts.append((position, route.path.rstrip("/") + "/", route))
+            elif type(route) is not Route:
+                self._other_http = self._other_http or not isinstance(route, WebSocketRoute)
+            elif "{" in route.path:
+                templated.setdefault(route.path.count("/"), []).append((position, route))
+            else:
+                fixed.setdefault(route.path, []).append((position, route))
+        self._templated = {count: [r for _, r in rows] for count, rows in templated.items()}
+        self._fixed = {
+            path: [r for _, r in sorted(rows + templated.get(path.count("/"), []), key=lambda row: row[0])]
+            for path, rows in fixed.items()
+        }
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("root_path"):
+            await super().app(scope, receive, send)
+            return
+        if self._indexed != len(self.routes):
+            self._index()
+        if self._other_http:  # a Host or a route of another kind: Starlette's own scan knows how to match those
+            await super().app(scope, receive, send)
+            return
+        if "router" not in scope:
+            scope["router"] = self
+        path: str = scope["path"]
+        candidates = self._fixed.get(path)
+        if candidates is None:
+            candidates = self._templated.get(path.count("/"), [])
+        mounts = [(position, mount) for position, prefix, mount in self._mounts if path.startswith(prefix)]
+        if mounts:
+            rows = [(self._positions[id(route)], route) for route in candidates] + mounts
+            candidates = [route for _, route in sorted(rows, key=lambda row: row[0])]
+        partial: tuple[BaseRoute, Scope] | None = None
+        for route in candidates:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope["route"] = route
+                scope.update(child_scope)
+                await route.handle(scope, receive, send)
+                return
+            if match is Match.PARTIAL and partial is None:
+                partial = (route, child_scope)
+        if partial is not None:
+            route, child_scope = partial
+            scope["route"] = route
+            scope.update(child_scope)
+            await route.handle(scope, receive, send)
+            return
+        await self.default(scope, receive, send)
