@@ -28,6 +28,7 @@ CATALOGUE: dict[str, ErrorKind] = {
     "method_not_allowed": ErrorKind(405, "invalid_request_error"),
     "cross_origin_request": ErrorKind(403, "permission_error"),  # [emulator] control plane: a browser's write
     "request_too_large": ErrorKind(413, "invalid_request_error"),  # [emulator] body over the limit
+    "headers_too_large": ErrorKind(431, "invalid_request_error"),  # [emulator] headers over the limit
     "idempotency_conflict": ErrorKind(409, "conflict_error"),
     "session_ended": ErrorKind(409, "conflict_error"),
     "session_not_connected": ErrorKind(409, "conflict_error"),  # [emulator] control plane: inject

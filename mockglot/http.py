@@ -16,6 +16,8 @@ from starlette.responses import Response
 from mockglot.errors import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024  # the one request-body limit, for the public API and the control plane alike
+MAX_HEADER_BYTES = 16 * 1024  # all header names and values of one request (uvicorn's h11 limit: the same)
+MAX_HEADERS = 100
 JSON = "application/json"
 BODY_SCOPE_KEY = "mockglot.body"  # the body as read, for the request journal
 REQUEST_ID_SCOPE_KEY = "mockglot.request_id"

@@ -16,7 +16,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockglot.api.endpoint import DELAY_SCOPE_KEY
 from mockglot.errors import ApiError
-from mockglot.http import REQUEST_ID_SCOPE_KEY, Request, Response, error_response, raw_headers, request_id
+from mockglot.http import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    REQUEST_ID_SCOPE_KEY,
+    Request,
+    Response,
+    error_response,
+    raw_headers,
+    request_id,
+)
 from mockglot.state.server import ServerState
 
 log = logging.getLogger("mockglot")
@@ -32,6 +41,9 @@ class RequestIdMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and headers_too_large(scope):
+                await send({"type": "websocket.close", "code": 1008})  # before the handshake: a 403
+                return
             await self.app(scope, receive, send)
             return
         state = self.state
@@ -51,6 +63,14 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
+            if headers_too_large(scope):
+                error = ApiError(
+                    "headers_too_large",
+                    f"The request has more than {MAX_HEADERS} headers or {MAX_HEADER_BYTES} bytes of them; send "
+                    "fewer or shorter headers.",
+                )
+                await error_response(error, rid)(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             return  # nobody is left to answer; the request changed nothing
@@ -58,6 +78,12 @@ class RequestIdMiddleware:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
             if not started:
                 await internal_error(rid)(scope, receive, send_with_id)
+
+
+def headers_too_large(scope: Scope) -> bool:
+    """Checked before anything keeps the headers (the request journal does)."""
+    headers = scope["headers"]
+    return len(headers) > MAX_HEADERS or sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES
 
 
 def internal_error(rid: str | None) -> Response:

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode
+
 from mockglot import wire
 from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_float
 from mockglot.state.auth import redact
 from mockglot.state.clock import isoformat
 
-REDACTED_HEADERS = {"authorization", "x-api-key", "cookie"}
+CREDENTIAL_NAMES = {"authorization", "proxy-authorization", "x-api-key", "cookie", "set-cookie", "key", "sig"}
+# Any header or query parameter whose name contains one of these carries a secret as far as the journal knows.
+CREDENTIAL_WORDS = (
+    "auth", "token", "api-key", "api_key", "apikey", "secret", "password", "passwd", "signature", "credential",
+    "cookie", "private",
+)  # fmt: skip
 
 
-def shown_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Headers as sent, with credentials redacted."""
+def is_credential(name: str) -> bool:
+    name = name.lower()
+    return name in CREDENTIAL_NAMES or any(word in name for word in CREDENTIAL_WORDS)
+
+
+def shown_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers as sent, with every credential redacted."""
     headers = {}
     for name, value in raw:
         key, text = name.decode("latin-1"), value.decode("latin-1")
-        headers[key] = redact(text) if key in REDACTED_HEADERS else text
+        headers[key] = redact(text) if is_credential(key) else text
     return headers
+
+
+def shown_query(raw: bytes) -> str:
+    """The query string as sent, with every credential-bearing parameter's value redacted."""
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(name, redact(value) if is_credential(name) else value) for name, value in pairs], safe="…")
 
 
 async def list_requests(ctx: ControlContext) -> Reply:
@@ -29,7 +48,7 @@ async def list_requests(ctx: ControlContext) -> Reply:
             data=[
                 wire.RequestRecord(
                     request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path,
-                    query=e.query.decode("latin-1"), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
+                    query=shown_query(e.query), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
                     headers=shown_headers(e.headers), body=e.body.decode("utf-8", "replace"),
                     duration_ms=round(e.duration_ms, 3), session_id=e.session_id, truncated=e.truncated,
                 )
