@@ -19,7 +19,7 @@ from mockglot.proxy import cli as proxy_cli
 from mockglot.settings import Settings
 
 
-def _serve_parser(sub: argparse._SubParsersAction) -> None:
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the emulator", description="Serve the Kallglot API locally.")
     env = settings_module.ENV_PREFIX
     p.add_argument("--host", help=f"interface to bind (default 127.0.0.1; {env}HOST)")

@@ -183,4 +183,5 @@ class FaultRegistry:
 
     @staticmethod
     def describe(fault: ArmedFault) -> dict[str, object]:
-        return msgspec.to_builtins(fault.rule)
+        described: dict[str, object] = msgspec.to_builtins(fault.rule)
+        return described

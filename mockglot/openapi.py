@@ -19,12 +19,12 @@ _ERROR_STATUSES = sorted({kind.status for kind in CATALOGUE.values() if 400 <= k
 
 def document(title: str, endpoints: Iterable[Endpoint[Any]], *, security: bool = True) -> dict[str, Any]:
     endpoints = list(endpoints)
-    types = {ErrorEnvelope}
+    types: set[type] = {ErrorEnvelope}
     for endpoint in endpoints:
         types.update(t for t in (endpoint.request, endpoint.response) if t is not None)
     ordered = sorted(types, key=lambda t: t.__name__)
     schemas, components = msgspec.json.schema_components(ordered, ref_template=REF)
-    by_type = dict(zip(ordered, schemas, strict=True))
+    by_type: dict[type, dict[str, Any]] = dict(zip(ordered, schemas, strict=True))
     error_ref = by_type[ErrorEnvelope]
 
     paths: dict[str, dict[str, Any]] = {}

@@ -42,7 +42,7 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "stream",
         help="stream an audio file to a server and print the events",

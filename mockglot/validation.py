@@ -168,7 +168,7 @@ def _first_bad_entry(node: Any, hint: Any, position: int) -> str | None:
         try:
             msgspec.convert(key if position == 0 else item, expected)
         except msgspec.ValidationError:
-            return key
+            return str(key)
     return None
 
 
@@ -196,9 +196,9 @@ def _unknown(value: Any, info: mi.Type, path: str) -> list[str]:
     if isinstance(info, mi.UnionType):
         for member in info.types:
             if isinstance(member, (mi.StructType, mi.ListType, mi.Metadata)):
-                found = _unknown(value, member, path)
-                if found:
-                    return found
+                in_member = _unknown(value, member, path)
+                if in_member:
+                    return in_member
         return []
     if isinstance(info, mi.StructType) and isinstance(value, dict):
         fields = _fields_by_name(info.cls)

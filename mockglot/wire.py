@@ -70,6 +70,9 @@ SipHeaderName = Annotated[str, Meta(pattern=r"^[Xx]-[A-Za-z0-9-]+$")]
 # --- requests -------------------------------------------------------------------------------------------
 
 
+Provider = Literal["twilio", "telnyx", "sip"]  # who carries a routed call
+
+
 class SipRouting(Struct, kw_only=True):
     from_uri: Annotated[str, Meta(pattern=r"^sips?:.+")] | None = None
     headers: dict[SipHeaderName, str] | None = None
@@ -147,7 +150,7 @@ class Session(Struct, kw_only=True):
     object: Literal["session"] = "session"
     status: Status
     mode: Mode
-    provider: Literal["twilio", "telnyx", "sip"] | None
+    provider: Provider | None
     phone_number: str | None
     source_language: Language | None
     target_language: Language | None
@@ -349,7 +352,7 @@ class Dial(Struct, kw_only=True):
     object: Literal["dial"] = "dial"
     session_id: str
     status: Literal["dialing"] = "dialing"
-    provider: Literal["twilio", "telnyx", "sip"]
+    provider: Provider
     to: str | None  # the routing's phone number or connection id; null for SIP
 
 

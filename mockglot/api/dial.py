@@ -30,7 +30,7 @@ async def dial(ctx: Context) -> Reply:
         )
     ctx.state.provider_legs.connect(session)
     to = routing.phone_number or routing.connection_id
-    return Reply(202, wire.Dial(session_id=session.id, provider=session.provider, to=to))  # type: ignore[arg-type]
+    return Reply(202, wire.Dial(session_id=session.id, provider=session.provider, to=to))
 
 
 ENDPOINTS = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from mockglot import wire
 from mockglot.state.agents import AgentRecord
@@ -18,7 +18,7 @@ def _iso(value: float | None) -> str | None:
 
 def session(record: SessionRecord, store: SessionStore, origin: str) -> wire.Session:
     """The session object; `origin` is the WebSocket origin the client reached us on (ws://host:port)."""
-    stream: wire.StreamInfo | object = UNSET
+    stream: wire.StreamInfo | UnsetType = UNSET
     if record.status != "ended":
         token = store.current_token(record)
         stream = wire.StreamInfo(

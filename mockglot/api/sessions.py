@@ -13,14 +13,14 @@ from mockglot.state.agents import AgentStore
 from mockglot.state.auth import Owner
 
 ENGINES = ("scripted", "vosk")
-PROVIDERS = {
+PROVIDERS: dict[str, wire.Provider] = {
     "phone_number": "twilio",
     "connection_id": "telnyx",
     "sip": "sip",
 }  # [emulator] routing -> provider
 
 
-def resolve_provider(routing: wire.Routing | None) -> str | None:
+def resolve_provider(routing: wire.Routing | None) -> wire.Provider | None:
     """Exactly one destination: a phone number, a connection, or SIP."""
     if routing is None:
         return None

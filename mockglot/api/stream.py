@@ -41,10 +41,16 @@ PACING_SLACK_MS = 2000  # with pacing checks on, audio may run this far ahead of
 
 
 def frame_error(session_id: str, exc: ApiError) -> wire.SessionError:
-    return wire.SessionError(session_id=session_id, error=wire.FrameError(**exc.frame_error()))
+    error = wire.FrameError(type=exc.type, code=exc.code, message=exc.message, param=exc.param)
+    return wire.SessionError(session_id=session_id, error=error)
 
 
 _client_frame_decoder = msgspec.json.Decoder(wire.ClientFrame)
+
+
+def frame_type(frame: wire.ClientFrame | wire.ServerFrame) -> str:
+    """The frame's `type` tag, as its wire type declares it."""
+    return str(frame.__struct_config__.tag)
 
 
 def parse_client_frame(text: str) -> wire.ClientFrame:
@@ -79,7 +85,7 @@ def parse_client_frame(text: str) -> wire.ClientFrame:
             param="type",
         )
     try:
-        frame = msgspec.convert(raw, wire.ClientFrame)
+        frame: wire.ClientFrame = msgspec.convert(raw, wire.ClientFrame)
     except msgspec.ValidationError as exc:
         message = str(exc)
         path = message.rsplit("`$.", 1)[1].rstrip("`") if "`$." in message else None
@@ -172,7 +178,7 @@ class Connection:
     # --- Sink ---------------------------------------------------------------------------------------
 
     def send(self, frame: wire.ServerFrame) -> None:
-        self.outbox.put_nowait((type(frame).__struct_config__.tag, wire.encode(frame).decode()))  # type: ignore[attr-defined]
+        self.outbox.put_nowait((frame_type(frame), wire.encode(frame).decode()))
 
     def send_raw(self, kind: str, text: str) -> None:
         """Send text as it is (the control plane's inject, a malformed-frame fault)."""
@@ -322,7 +328,7 @@ class Connection:
                 self._error(exc)
                 await self._faults()
                 continue
-            kind = str(frame.__struct_config__.tag)
+            kind = frame_type(frame)
             self._journal("in", now, kind, text)
             self.observer.frame_in(kind, unknown_frame_fields(frame, text) if self.observer.wants_check(kind) else None)
             self.frames_in += 1
@@ -434,7 +440,8 @@ async def admit(hub: Any, session_id: str, token: str | None) -> SessionRecord:
     deadline = loop.time() + RECONNECT_GRACE_SECONDS
     while True:
         try:
-            return hub.state.sessions.check_token(session_id, token)
+            record: SessionRecord = hub.state.sessions.check_token(session_id, token)
+            return record
         except ApiError as exc:
             if exc.code != "session_already_connected" or loop.time() >= deadline:
                 raise

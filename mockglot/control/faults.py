@@ -15,12 +15,13 @@ def record(fault: ArmedFault) -> wire.FaultRecord:
 
 
 def _arm(ctx: ControlContext, kind: Literal["rest", "stream"]) -> Reply:
+    rule: wire.RestFault | StreamFault
     if kind == "rest":
-        rule: wire.RestFault | StreamFault = ctx.parse(wire.RestFault)
-        problem = rest_fault_problem(rule)  # type: ignore[arg-type]
+        rule = rest = ctx.parse(wire.RestFault)
+        problem = rest_fault_problem(rest)
     else:
-        rule = ctx.parse(StreamFault)
-        problem = rule.check()  # type: ignore[union-attr]
+        rule = stream = ctx.parse(StreamFault)
+        problem = stream.check()
     if problem is not None:
         raise ApiError("invalid_field_value", f"This fault is rejected: {problem}.")
     fault = ctx.state.faults.add(kind, rule, ctx.state.clock.now())

@@ -168,7 +168,9 @@ class SessionPipeline:
         target = self.languages[listener]
         translated = mode not in AI_MODES and target is not None
         translation = (
-            self.translator.translate(result.text, language, target, result.translation) if translated else None
+            self.translator.translate(result.text, language, target, result.translation)
+            if translated and target is not None
+            else None
         )
         self._record_final(turn, speaker, language, result, target if translated else None, translation)
         audible = translated and (mode == "bidirectional_translation" or speaker == "agent")

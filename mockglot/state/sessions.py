@@ -21,7 +21,7 @@ from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.journal import Journal
 from mockglot.state.randomness import Randomness
-from mockglot.wire import EndReason, SessionCreate, Status
+from mockglot.wire import EndReason, Provider, SessionCreate, Status
 
 TOKEN_LIFETIME_SECONDS = 5 * 60
 SAME_SEQUENCE_MEMORY = 64  # payloads remembered per speaker at its last sequence, to spot a redelivery
@@ -72,7 +72,7 @@ class SessionRecord(msgspec.Struct, gc=False):
     owner: Owner
     api_key: str
     request: SessionCreate
-    provider: str | None
+    provider: Provider | None
     created_at: float
     last_activity: float
     token: StreamToken
@@ -233,7 +233,7 @@ class SessionStore:
         owner: Owner,
         api_key: str,
         request: SessionCreate,
-        provider: str | None,
+        provider: Provider | None,
         scenario: str = "order-change",
         engine: str = "scripted",
     ) -> SessionRecord:

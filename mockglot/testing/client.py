@@ -99,11 +99,12 @@ def bearer(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def checked(response: httpx.Response) -> Any:
-    """The decoded JSON body of a 2xx response; `KallglotError` otherwise."""
+def checked(response: httpx.Response) -> dict[str, Any]:
+    """The decoded JSON object of a 2xx response; `KallglotError` otherwise."""
     if response.is_error:
         raise KallglotError(response)
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def chunks(mulaw: bytes, frame_ms: int = FRAME_MS) -> list[bytes]:
@@ -155,7 +156,7 @@ class Stream:
 
     async def recv(self, timeout: float | None = 10) -> dict[str, Any]:
         """The next frame (None: wait as long as it takes); `ConnectionClosed` once the server has closed."""
-        frame = msgspec.json.decode(await asyncio.wait_for(self.ws.recv(), timeout))
+        frame: dict[str, Any] = msgspec.json.decode(await asyncio.wait_for(self.ws.recv(), timeout))
         self.received.append(frame)
         return frame
 

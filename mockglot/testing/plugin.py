@@ -304,11 +304,17 @@ class Mockglot:
 
     def sessions(self) -> list[dict[str, Any]]:
         """This key's sessions as the server sees them (status, scenario, frame counts, audio received)."""
-        return checked(self.control.get("/_mockglot/sessions", params={"api_key": self.api_key}))["data"]
+        sessions: list[dict[str, Any]] = checked(
+            self.control.get("/_mockglot/sessions", params={"api_key": self.api_key})
+        )["data"]
+        return sessions
 
     def requests(self) -> list[dict[str, Any]]:
         """This key's HTTP requests to the public API, oldest first, credentials redacted."""
-        return checked(self.control.get("/_mockglot/requests", params={"api_key": self.api_key}))["data"]
+        requests: list[dict[str, Any]] = checked(
+            self.control.get("/_mockglot/requests", params={"api_key": self.api_key})
+        )["data"]
+        return requests
 
     def contract(self, *, settle: float = 0.0) -> dict[str, Any]:
         """This key's contract report: violations and coverage (`settle`: wait that long for streams to close)."""
