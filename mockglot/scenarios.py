@@ -68,7 +68,7 @@ class LoadedScenario:
         return self.scenario.name
 
     def script(self, speaker: str) -> list[ScriptedTurn]:
-        return self.scenario.turns.get(speaker, [])  # type: ignore[call-overload]
+        return next((turns for who, turns in self.scenario.turns.items() if who == speaker), [])
 
 
 MAX_DOCUMENT_BYTES = 512 * 1024  # a scenario file or uploaded YAML (the request body limit is higher)
