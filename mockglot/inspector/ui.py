@@ -132,9 +132,6 @@ class Inspector:
 
     def serve(self, request: Request, body: bytes) -> Response:
         path = request.scope["path"][len(PREFIX) :].strip("/")
-
-    def serve(self, request: Request, body: bytes) -> Response:
-        path = request.scope["path"][len(PREFIX) :].strip("/")
         method = "GET" if request.method == "HEAD" else request.method
         token = self.state.settings.control_token
         if path.startswith("static/") and method == "GET":
