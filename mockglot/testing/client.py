@@ -15,6 +15,7 @@ import math
 import socket
 import ssl
 import struct
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,11 @@ class SharedTransport(httpx.BaseTransport):
 
     def close_pool(self) -> None:
         self._pool.close()
+
+
+def idempotency_key() -> dict[str, str]:
+    """A create carries a fresh Idempotency-Key, as the contract advises: a retried create makes no second session."""
+    return {"Idempotency-Key": f"mockglot-{uuid.uuid4()}"}
 
 
 def bearer(api_key: str) -> dict[str, str]:
@@ -205,7 +211,7 @@ class Client:
 
     async def create_session(self, **body: Any) -> dict[str, Any]:
         body.setdefault("mode", DEFAULT_MODE)
-        return checked(await self.http.post("/v1/sessions", json=body))
+        return checked(await self.http.post("/v1/sessions", json=body, headers=idempotency_key()))
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         return checked(await self.http.get(f"/v1/sessions/{session_id}"))
@@ -246,7 +252,7 @@ class SyncClient:
 
     def create_session(self, **body: Any) -> dict[str, Any]:
         body.setdefault("mode", DEFAULT_MODE)
-        return checked(self.http.post("/v1/sessions", json=body))
+        return checked(self.http.post("/v1/sessions", json=body, headers=idempotency_key()))
 
     def get_session(self, session_id: str) -> dict[str, Any]:
         return checked(self.http.get(f"/v1/sessions/{session_id}"))
