@@ -200,3 +200,34 @@ async def test_without_the_token_the_browser_sees_the_sign_in_page_only(browser,
     await anonymous.wait_for_selector("#status")  # back on the page it asked for
     assert anonymous.url.endswith(f"/_mockglot/ui/sessions/{session['id']}")
     await context.close()
+
+
+async def test_faults_are_disarmed_and_deliveries_redelivered_from_their_pages(page, server):
+    import httpx
+
+    own = key("pages")
+    async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as control:
+        fault = (await control.post("/_mockglot/faults/rest", json={"api_key": own, "status": 503})).json()
+        endpoint = (
+            await control.post("/_mockglot/webhooks", json={"url": "http://127.0.0.1:9/", "api_key": own})
+        ).json()
+        try:
+            await page.goto(f"{server.base_url}/_mockglot/ui/faults")
+            row = page.locator("tr", has_text=fault["id"])
+            await row.locator("button", has_text="Disarm").click()
+            await row.wait_for(state="detached")
+            assert fault["id"] not in {f["id"] for f in (await control.get("/_mockglot/faults")).json()["data"]}
+
+            async with Client(server.base_url, own) as client:
+                session = await client.create_session()
+            deliveries = f"/_mockglot/webhooks/deliveries?session_id={session['id']}"
+            await page.goto(f"{server.base_url}/_mockglot/ui/webhooks")
+            row = page.locator("tr", has_text=session["id"]).first
+            await row.locator("button", has_text="Redeliver").click()
+            await page.locator("tr", has_text=session["id"]).nth(1).wait_for()
+            copies = [d for d in (await control.get(deliveries)).json()["data"] if d["redelivery_of"]]
+            assert len(copies) == 1
+            await screenshot(page, "webhooks")
+        finally:
+            await control.delete(f"/_mockglot/webhooks/{endpoint['id']}")
+            await control.delete("/_mockglot/faults/" + fault["id"])
