@@ -59,6 +59,26 @@ def shell_env(server, tmp_path) -> dict[str, str]:
     return {**os.environ, "PATH": path, "MOCKGLOT_URL": server.base_url}
 
 
+def test_the_first_call_prints_the_frames_the_readme_shows(shell_env, tmp_path):
+    (script,) = blocks("Quick start", "python")
+    assert script.startswith("# first_call.py\n")
+    (tmp_path / "first_call.py").write_text(script, encoding="utf-8")
+    command = [sys.executable, "first_call.py", "fixtures/audio/de_order_change.ulaw"]
+    done = subprocess.run(command, env=shell_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (shown,) = blocks("Quick start", "json")
+    # The same frames; at real-time pace (the README's server) audio.output comes later than at this server's
+    # instant pace, so the order of turns' audio among the other frames differs.
+    assert sorted(frame_lines(done.stdout)) == sorted(frame_lines(shown))
+    assert len(shown.splitlines()) == 10
+
+
+def frame_lines(output: str) -> list[str]:
+    """Each printed frame, the session ID and the audio payload elided (IDs differ run to run)."""
+    elided = re.sub(r"sess_[0-9A-Z]{26}", "sess_…", output)
+    return [re.sub(r'"payload": "[^"]*"', '"payload": "…"', line) for line in elided.splitlines() if line.strip()]
+
+
 def test_the_pytest_sections_examples_pass_as_a_users_test_files(pytester, monkeypatch):
     for name in ("MOCKGLOT_URL", "MOCKGLOT_CONTROL_TOKEN", "PYTEST_XDIST_WORKER"):
         monkeypatch.delenv(name, raising=False)

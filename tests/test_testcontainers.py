@@ -85,6 +85,15 @@ def test_container_waits_for_health_and_gives_the_fixtures_helpers(image, docker
     assert containers.docker("ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}}").stdout.strip() == ""
 
 
+def test_the_readmes_testcontainers_example_runs(image, docker_api, capsys):  # noqa: F811
+    from tests.test_readme import blocks
+
+    (example,) = blocks("Docker", "python")
+    exec(compile(example.replace('MockglotContainer("mockglot"', f"MockglotContainer({image!r}"), "README", "exec"), {})
+    base_url, stream_url = capsys.readouterr().out.split()
+    assert base_url.startswith("http://127.0.0.1:") and stream_url.startswith(base_url.replace("http", "ws"))
+
+
 USER_TEST = """
     def test_the_session_server_is_a_container(mockglot):
         session = mockglot.client.create_session(source_language="de", target_language="en")
