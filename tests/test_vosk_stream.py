@@ -311,7 +311,7 @@ async def live_session(client: Client, phrases: str | None) -> tuple[dict[str, A
     session = await client.create_session(source_language="ko", target_language="en", metadata=vosk_metadata(phrases))
     stream = await client.open_stream(session)
     await stream.send_audio("customer", CLIP + SILENCE)
-    await stream.until("transcript.final")
+    await stream.until("transcript.final", timeout=120)  # the first loads the model while three more decode
     return session, stream
 
 
