@@ -21,16 +21,10 @@ from mockglot.settings import Settings
 from mockglot.testing.server import ServerThread
 
 KEY = "sk_test_conformance1"
-# (r2) rules the "fidelity" work implements; until it lands they may fail here. Never add to this set.
-PENDING_R2 = {
-    "recordings.mp3",
-    "analysis.shape",
-    "idempotency.conflict",
-}
 
 
 def failures(report: Report) -> dict[str, str]:
-    return {r.id: r.reason for r in report.results if r.status == "FAIL" and r.id not in PENDING_R2}
+    return {r.id: r.reason for r in report.results if r.status == "FAIL"}
 
 
 def run(url: str, **options: Any) -> Report:
@@ -47,6 +41,7 @@ def test_every_check_passes_against_the_in_process_server(server):
     report = run(server.base_url)
     assert report.control_plane
     assert failures(report) == {}
+    assert report.ok
     assert {r.id for r in report.results} == {c.id for c in CHECKS}
     assert [r.id for r in report.results if r.status == "SKIP"] == []
     assert {c.source for c in CHECKS} == {"seed", "documented", "emulator"}
@@ -70,10 +65,10 @@ def test_the_command_passes_against_a_mockglot_serve_process(tmp_path):
         serve.terminate()
         serve.wait(30)
     report = json.loads(done.stdout)
-    failed = {c["id"]: c["reason"] for c in report["checks"] if c["status"] == "FAIL" and c["id"] not in PENDING_R2}
+    failed = {c["id"]: c["reason"] for c in report["checks"] if c["status"] == "FAIL"}
     assert failed == {}
-    assert report["control_plane"] is True and report["summary"]["PASS"] >= len(CHECKS) - len(PENDING_R2)
-    assert done.returncode == (0 if report["ok"] else 1)
+    assert report["control_plane"] is True and report["summary"] == {"PASS": len(CHECKS), "FAIL": 0, "SKIP": 0}
+    assert report["ok"] and done.returncode == 0
 
 
 def test_lines_and_exit_status(server, capsys):
