@@ -5,7 +5,7 @@ error envelope.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from mockglot.errors import ApiError
+from mockglot.state.auth import Credentials
 
 MAX_BODY_BYTES = 1024 * 1024  # the one request-body limit, for the public API and the control plane alike
 MAX_HEADER_BYTES = 16 * 1024  # all header names and values of one request (uvicorn's h11 limit: the same)
@@ -21,6 +22,8 @@ MAX_HEADERS = 100
 JSON = "application/json"
 BODY_SCOPE_KEY = "mockglot.body"  # the body as read, for the request journal
 REQUEST_ID_SCOPE_KEY = "mockglot.request_id"
+HEADERS_SCOPE_KEY = "mockglot.headers"
+CREDENTIALS_SCOPE_KEY = "mockglot.credentials"
 RawHeaders = Sequence[tuple[bytes, bytes]]
 C = TypeVar("C")
 
@@ -76,6 +79,25 @@ def raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()]
 
 
+def headers_of(scope: MutableMapping[str, Any]) -> dict[str, str]:
+    """The request's headers by lowercase name (the last wins when one is repeated), made once per request: the
+    hot path reads several, and Starlette's `Headers` scans the raw list for each."""
+    headers: dict[str, str] | None = scope.get(HEADERS_SCOPE_KEY)
+    if headers is None:
+        headers = scope[HEADERS_SCOPE_KEY] = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+    return headers
+
+
+def credentials_of(scope: MutableMapping[str, Any]) -> Credentials:
+    """What the request presents (read once: the instrumentation and the endpoint both ask)."""
+    found: Credentials | None = scope.get(CREDENTIALS_SCOPE_KEY)
+    if found is None:
+        found = scope[CREDENTIALS_SCOPE_KEY] = Credentials.read(headers_of(scope))
+    return found
+
+
 def request_id(scope: Mapping[str, Any]) -> str | None:
     value = scope.get(REQUEST_ID_SCOPE_KEY)
     return value if isinstance(value, str) else None
@@ -99,7 +121,7 @@ async def read_body(request: Request) -> bytes:
 
     Raises `ClientDisconnect` when the client goes away before the body is complete: the request then does
     nothing at all."""
-    length = request.headers.get("content-length")
+    length = headers_of(request.scope).get("content-length")
     if length is not None and length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise too_large()
     receive = request.receive
@@ -122,7 +144,7 @@ async def read_body(request: Request) -> bytes:
 
 
 def media_type(request: Request) -> str:
-    return (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    return (headers_of(request.scope).get("content-type") or "").split(";", 1)[0].strip().lower()
 
 
 def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
@@ -135,7 +157,7 @@ def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
             )
         return None
     if media_type(request) != JSON:
-        content_type = request.headers.get("content-type") or ""
+        content_type = headers_of(request.scope).get("content-type") or ""
         raise ApiError(
             "invalid_request",
             f"Unsupported Content-Type {content_type or '(none)'!r}: send the body as JSON with "
@@ -154,7 +176,7 @@ def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
 
 def origin(request: Request, scheme: str = "http") -> str:
     """The origin the client called us on (`http` or `ws` flavoured), honouring a TLS-terminating proxy."""
-    headers = request.headers
+    headers = headers_of(request.scope)
     proto = (headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")).split(",")[0].strip().lower()
     secure = proto in ("https", "wss")
     host = headers.get("x-forwarded-host") or headers.get("host")

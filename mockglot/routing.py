@@ -28,7 +28,48 @@ class MethodDispatch:
         await self.apps[scope["method"]](scope, receive, send)
 
 
-def endpoint_routes(endpoints: Iterable[Endpoint[Any]], build: Callable[[Endpoint[Any]], ASGIApp]) -> list[Route]:
+class EndpointRoute(Route):
+    """A Starlette `Route` for one path of an endpoint table, matched by comparing path segments (a template's
+    parameter is any non-empty segment, as Starlette's `{name}` is) instead of a regular expression, and
+    dispatching on the method without another layer. Everything else (405 with `Allow`, `url_path_for`) is
+    Starlette's."""
+
+    def __init__(self, path: str, apps: dict[str, ASGIApp]) -> None:
+        dispatch = MethodDispatch(apps)
+        super().__init__(path, dispatch, methods=list(apps))
+        self.apps = dispatch.apps
+        parts = path.split("/")
+        self.segments = tuple(None if part.startswith("{") else part for part in parts)
+        self.names = tuple(part[1:-1] for part in parts if part.startswith("{"))
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        parts = scope["path"].split("/")
+        if len(parts) != len(self.segments):
+            return Match.NONE, {}
+        values = []
+        for wanted, part in zip(self.segments, parts, strict=True):
+            if wanted is None:
+                if not part:
+                    return Match.NONE, {}
+                values.append(part)
+            elif wanted != part:
+                return Match.NONE, {}
+        child = {"endpoint": self.endpoint, "path_params": dict(zip(self.names, values, strict=True))}
+        return (Match.FULL if scope["method"] in self.apps else Match.PARTIAL), child
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.apps.get(scope["method"])
+        if app is None:
+            await super().handle(scope, receive, send)  # Starlette's 405
+        else:
+            await app(scope, receive, send)
+
+
+def endpoint_routes(
+    endpoints: Iterable[Endpoint[Any]], build: Callable[[Endpoint[Any]], ASGIApp]
+) -> list[EndpointRoute]:
     """One Starlette `Route` per path of the table, in table order; two rows for one method and path fail."""
     by_path: dict[str, dict[str, ASGIApp]] = {}
     for endpoint in endpoints:
@@ -36,7 +77,7 @@ def endpoint_routes(endpoints: Iterable[Endpoint[Any]], build: Callable[[Endpoin
         if endpoint.method in apps:
             raise ValueError(f"two routes for {endpoint.method} {endpoint.path}")
         apps[endpoint.method] = build(endpoint)
-    return [Route(path, MethodDispatch(apps), methods=list(apps)) for path, apps in by_path.items()]
+    return [EndpointRoute(path, apps) for path, apps in by_path.items()]
 
 
 class IndexedRouter(Router):
@@ -60,7 +101,7 @@ class IndexedRouter(Router):
         for position, route in enumerate(self.routes):
             if isinstance(route, Mount) and route.path:
                 self._mounts.append((position, route.path.rstrip("/") + "/", route))
-            elif type(route) is not Route:
+            elif not isinstance(route, Route):
                 self._other_http = self._other_http or not isinstance(route, WebSocketRoute)
             elif "{" in route.path:
                 templated.setdefault(route.path.count("/"), []).append((position, route))

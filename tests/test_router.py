@@ -131,3 +131,29 @@ def test_middleware_added_by_a_user_applies_to_rest_and_the_stream(api_key):
             connect(url, origin="https://evil.example").close()
         with connect(url, origin="https://app.example") as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "session.ready"
+
+
+async def test_endpoint_table_routes_match_as_starlette_routes_do():
+    """`endpoint_routes` compares segments instead of a regex: the same matches, near misses and 405s."""
+
+    def row(method: str, path: str) -> Endpoint[None]:
+        return Endpoint(method, path, named(path).handler, "", path)
+
+    rows = [row("POST", "/v1/sessions"), row("GET", "/v1/sessions/{session_id}")]
+    rows += [row("DELETE", "/v1/sessions/{session_id}"), row("POST", "/v1/sessions/{session_id}/end")]
+
+    def build(endpoint: Endpoint[None]) -> PlainTextResponse:
+        return PlainTextResponse(f"{endpoint.method} {endpoint.path}")
+
+    app = Starlette()
+    app.router = IndexedRouter(endpoint_routes(rows, build))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/v1/sessions/sess_1")).text == "GET /v1/sessions/{session_id}"
+        assert (await client.delete("/v1/sessions/sess_1")).text == "DELETE /v1/sessions/{session_id}"
+        assert (await client.head("/v1/sessions/sess_1")).status_code == 200
+        assert (await client.post("/v1/sessions/sess_1/end")).text == "POST /v1/sessions/{session_id}/end"
+        not_allowed = await client.put("/v1/sessions/sess_1")
+        assert not_allowed.status_code == 405
+        assert set(not_allowed.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+        for path in ["/v1/sessions/", "/v1/sessions//end", "/v1/session/sess_1", "/v1/sessions/sess_1/end/", "/v1"]:
+            assert (await client.get(path)).status_code == 404, path

@@ -23,15 +23,17 @@ from mockglot.http import (
     Reply,
     Request,
     Response,
+    credentials_of,
     decode_json,
     error_response,
+    headers_of,
     origin,
     raw_headers,
     read_body,
     request_id,
     response,
 )
-from mockglot.state.auth import SCOPES, ApiKey, Credentials
+from mockglot.state.auth import SCOPES, ApiKey
 from mockglot.state.idempotency import StoredResponse
 from mockglot.state.ratelimit import RateLimited, RateStatus
 from mockglot.state.server import ServerState
@@ -105,7 +107,7 @@ class PublicEndpoint:
         rate: RateStatus | None = None
         claimed: tuple[Any, str] | None = None
         try:
-            key = state.keys.authenticate(Credentials.read(request.headers))
+            key = state.keys.authenticate(credentials_of(request.scope))
             try:
                 rate = state.rate_limiter.hit(key.key, key.rate_limit, state.clock.now())
             except RateLimited as exc:
@@ -113,7 +115,7 @@ class PublicEndpoint:
                 raise
             key.require(endpoint.scope)
             body = decode_json(request, raw, required=endpoint.body_required) if self.has_body else None
-            idempotency_key = request.headers.get("idempotency-key") if endpoint.idempotent else None
+            idempotency_key = headers_of(request.scope).get("idempotency-key") if endpoint.idempotent else None
             if idempotency_key is not None:
                 fingerprint = _fingerprint(request, body)
                 replay = state.idempotency.begin(key.owner, idempotency_key, fingerprint, state.clock.now())

@@ -11,7 +11,7 @@ import msgspec
 from mockglot import wire
 from mockglot.api.endpoint import UNKNOWN_FIELDS_WARNING, WARNING_HEADER, Endpoint, Reply
 from mockglot.control.endpoint import ControlContext, query_float
-from mockglot.http import Request, Response
+from mockglot.http import Request, Response, headers_of
 from mockglot.state.contract import Ledger, bump
 from mockglot.state.server import ServerState
 
@@ -42,7 +42,7 @@ def observe_rest(state: ServerState, request: Request, presented: str | None, re
         bump(ledger.error_codes, code)
     if stream_token:
         ledger.violation("stream_token_on_rest", f"{request.method} {request.scope['path']}")
-    if operation == "POST /v1/sessions" and request.headers.get("idempotency-key") is None:
+    if operation == "POST /v1/sessions" and headers_of(request.scope).get("idempotency-key") is None:
         ledger.violation("missing_idempotency_key", "POST /v1/sessions")
     if code == "invalid_field_value" and param == "provider":
         ledger.violation("top_level_provider", f"{operation}: `provider`")

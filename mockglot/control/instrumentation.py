@@ -9,7 +9,6 @@ import re
 import time
 
 import msgspec
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,8 +16,16 @@ from mockglot.api.endpoint import DELAY_SCOPE_KEY
 from mockglot.control.contract import observe_rest
 from mockglot.errors import CATALOGUE, ApiError
 from mockglot.faults import error_code_for, fault_error
-from mockglot.http import BODY_SCOPE_KEY, RawResponse, Request, error_response, read_body, request_id
-from mockglot.state.auth import Credentials
+from mockglot.http import (
+    BODY_SCOPE_KEY,
+    RawResponse,
+    Request,
+    credentials_of,
+    error_response,
+    headers_of,
+    read_body,
+    request_id,
+)
 from mockglot.state.requests import RequestEntry
 from mockglot.state.server import ServerState
 
@@ -77,8 +84,8 @@ class Instrumentation:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = Headers(scope=scope)
-        key = Credentials.read(headers).api_key
+        headers = headers_of(scope)
+        key = credentials_of(scope).api_key
         held: Message | None = None  # the response start, held until its body: the journal goes first
         recorded = False
 
