@@ -6,8 +6,9 @@ Starlette app.
 
 Both are a fresh `python` process on the same interpreter (`python -m mockglot serve` and `python bench/startup.py
 bare`), uvicorn with the same defaults. This process polls `GET /_mockglot/health` (bare: `/health`) on a raw
-socket every 2 ms from the moment it spawned the server, and stops the server once it has answered 200. Both
-servers are pinned to one CPU (the poller to another) unless `--no-pin`. Loopback only.
+socket every 2 ms from the moment it spawned the server, and stops the server once it has answered 200; the
+server's CPU time by then (utime+stime from /proc) is reported too, since on a loaded machine it moves far less
+than wall time. Both servers are pinned to one CPU (the poller to another) unless `--no-pin`. Loopback only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 def serve_bare(port: int) -> None:
@@ -55,7 +57,13 @@ def first_200(port: int, path: str, deadline: float) -> bool:
     return False
 
 
-def start_once(kind: str, cpu: int | None) -> float:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_once(kind: str, cpu: int | None) -> tuple[float, float]:
+    """(wall seconds to the first 200, the server's CPU seconds by then)."""
     port = free_port()
     if kind == "bare":
         command = [sys.executable, __file__, "bare", str(port)]
@@ -71,7 +79,7 @@ def start_once(kind: str, cpu: int | None) -> float:
     try:
         if not first_200(port, path, start + 30):
             raise SystemExit(f"{kind} never answered 200: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-        return time.perf_counter() - start
+        return time.perf_counter() - start, cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -91,23 +99,28 @@ def main(argv: list[str] | None = None) -> int:
     if server_cpu is not None:
         os.sched_setaffinity(0, {cpus[0]})
     times: dict[str, list[float]] = {"bare": [], "mockglot": []}
+    cpu: dict[str, list[float]] = {"bare": [], "mockglot": []}
     for kind in times:  # one warm-up each: the page cache, not the code, would decide the first start
         start_once(kind, server_cpu)
     for _ in range(args.starts):
         for kind, series in times.items():
-            series.append(start_once(kind, server_cpu))
+            wall, used = start_once(kind, server_cpu)
+            series.append(wall)
+            cpu[kind].append(used)
     bare = statistics.median(times["bare"])
+    bare_cpu = statistics.median(cpu["bare"])
     load = os.getloadavg()
     print(f"# bench/startup.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
     print(f"{args.starts} starts each, alternated; servers pinned: {server_cpu if server_cpu is not None else 'no'}")
     print()
-    print("| server | median to first 200 | min | max | ratio to bare |")
-    print("|---|---|---|---|---|")
+    print("| server | median to first 200 | min | max | ratio to bare | server CPU by then (median) | ratio |")
+    print("|---|---|---|---|---|---|---|")
     for kind, series in times.items():
         median = statistics.median(series)
+        used = statistics.median(cpu[kind])
         print(
             f"| {kind} | {median * 1000:.0f} ms | {min(series) * 1000:.0f} ms | {max(series) * 1000:.0f} ms | "
-            f"**{median / bare:.2f}** |"
+            f"**{median / bare:.2f}** | {used * 1000:.0f} ms | **{used / bare_cpu:.2f}** |"
         )
     ratios = [m / b for b, m in zip(times["bare"], times["mockglot"], strict=True)]
     print(f"\nper-start ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
