@@ -85,7 +85,18 @@ def build(words: list[str]) -> tuple[str, float]:
         command = [*words[:index], tag, *words[index + 1 :]]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        forget_old_images()
         return tag, time.monotonic() - started
+
+
+def forget_old_images(age: str = "6h") -> None:
+    """Each code version adds a tag: drop test tags older than `age` (other checkouts' runs use theirs for
+    minutes, not hours; one a container still runs is refused by `rmi` and stays). No `image prune`: a build
+    running beside this one may hold untagged layers it is about to use."""
+    old = docker("images", "--filter", "reference=mockglot-test", "--filter", f"until={age}",
+                 "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()  # fmt: skip
+    if old:
+        docker("rmi", *old, check=False)
 
 
 def free_port() -> int:
