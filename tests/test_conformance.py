@@ -16,6 +16,7 @@ import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockglot.conformance import CHECKS, Report
+from mockglot.conformance import checks as _registered  # noqa: F401  (CHECKS is filled when the checks load)
 from mockglot.conformance.runner import run_checks
 from mockglot.settings import Settings
 from mockglot.testing.server import ServerThread
