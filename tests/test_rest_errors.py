@@ -12,7 +12,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from mockglot.api import render
+from mockglot import render
 from mockglot.api.endpoint import Endpoint, PublicEndpoint, Reply
 from mockglot.app import create_app
 from mockglot.errors import CATALOGUE

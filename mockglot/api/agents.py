@@ -11,8 +11,8 @@ cursors is a 422 on `ending_before`.
 
 from __future__ import annotations
 
-from mockglot import wire
-from mockglot.api import pagination, render
+from mockglot import render, wire
+from mockglot.api import pagination
 from mockglot.api.endpoint import Context, Endpoint, Reply
 from mockglot.api.pagination import page_query
 

@@ -7,8 +7,7 @@ fine, the session is not ready for it; nothing is charged). How an analysis runs
 
 from __future__ import annotations
 
-from mockglot import wire
-from mockglot.api import render
+from mockglot import render, wire
 from mockglot.api.endpoint import Context, Endpoint, Reply
 
 

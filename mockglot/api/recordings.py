@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from mockglot import wire
-from mockglot.api import pagination, render
+from mockglot import render, wire
+from mockglot.api import pagination
 from mockglot.api.endpoint import Context, Endpoint, Reply
 from mockglot.api.pagination import page_query
 from mockglot.errors import ApiError

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from mockglot import wire
-from mockglot.api import render
+from mockglot import render, wire
 from mockglot.api.endpoint import Context, Endpoint, Reply
 from mockglot.api.transcript_formats import MEDIA_TYPES, RENDERERS
 from mockglot.errors import ApiError
@@ -107,12 +106,13 @@ async def create_session(ctx: Context) -> Reply:
         )
     ctx.key.charge()
     record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine)
-    return Reply(201, render.session(record, ctx.state.sessions, ctx.origin("ws")))
+    return Reply(201, render.session(record, record.token, ctx.origin("ws")))
 
 
 async def get_session(ctx: Context) -> Reply:
     record = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
-    return Reply(200, render.session(record, ctx.state.sessions, ctx.origin("ws")))
+    token = ctx.state.sessions.current_token(record) if record.status != "ended" else None  # reissued once expired
+    return Reply(200, render.session(record, token, ctx.origin("ws")))
 
 
 async def end_session(ctx: Context) -> Reply:

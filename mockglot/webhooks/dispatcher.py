@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from mockglot import __version__, wire
-from mockglot.api import render
+from mockglot import __version__, render, wire
 from mockglot.settings import Settings
 from mockglot.state.clock import Clock, isoformat
 from mockglot.state.events import Event, EventBus
 from mockglot.state.feed import Feed
 from mockglot.state.randomness import Randomness
-from mockglot.state.sessions import SessionRecord, StreamToken
 from mockglot.webhooks.signing import SIGNATURE_HEADER, sign
 from mockglot.webhooks.state import RETRY_JITTER, Attempt, Delivery, WebhookEndpoint, WebhookStore, parse_setting
 
@@ -41,14 +39,6 @@ DISCARD_SECONDS = 1.0  # how long a receiver's answer body may take before its c
 MAX_DISCARDED_BYTES = 64 * 1024
 USER_AGENT = f"mockglot/{__version__} (Kallglot webhooks)"
 _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-
-
-class _TokensAsTheyAre:
-    """`render.session`'s token source for webhooks: shows the current token; only a GET reissues one."""
-
-    @staticmethod
-    def current_token(record: SessionRecord) -> StreamToken:
-        return record.token
 
 
 @dataclass(slots=True)
@@ -195,7 +185,7 @@ class Dispatcher:
             return render.recording(event.resource)
         if event.type.startswith("analysis."):
             return render.analysis(event.resource)
-        session = render.session(record, _TokensAsTheyAre(), self.origin)  # type: ignore[arg-type]
+        session = render.session(record, record.token, self.origin)  # the token as it is: only a GET reissues
         if event.type == "session.ended":  # (r2) plus `duration`, as the documentation's example shows
             return wire.EndedSession(**msgspec.structs.asdict(session), duration=record.duration_seconds(now))
         return session

@@ -1,4 +1,5 @@
-"""State records as wire values: the one place that decides what a resource looks like to a client."""
+"""State records as wire values: the one place that decides what a resource looks like to a client (the API's
+replies and the webhooks' payloads alike). Rendering changes nothing."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ from mockglot.state.agents import AgentRecord
 from mockglot.state.analyses import AnalysisRecord
 from mockglot.state.clock import isoformat
 from mockglot.state.recordings import RecordingRecord
-from mockglot.state.sessions import SessionRecord, SessionStore, Turn
+from mockglot.state.sessions import SessionRecord, StreamToken, Turn
 
 
 def _iso(value: float | None) -> str | None:
     return None if value is None else isoformat(value)
 
 
-def session(record: SessionRecord, store: SessionStore, origin: str) -> wire.Session:
-    """The session object; `origin` is the WebSocket origin the client reached us on (ws://host:port)."""
+def session(record: SessionRecord, token: StreamToken | None, origin: str) -> wire.Session:
+    """The session object; `origin` is the WebSocket origin the client reached us on (ws://host:port). The
+    stream is shown while the session has not ended, with `token` (the caller decides whether to reissue it)."""
     stream: wire.StreamInfo | UnsetType = UNSET
-    if record.status != "ended":
-        token = store.current_token(record)
+    if record.status != "ended" and token is not None:
         stream = wire.StreamInfo(
             url=f"{origin}/v1/sessions/{record.id}/connect",
             token=token.token,
