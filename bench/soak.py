@@ -115,7 +115,13 @@ async def soak(server: Server, calls: int, concurrency: int, every: int) -> list
             while done < calls:
                 done += 1
                 number = done
-                await call(http, server.ws, key, frames, recorded=number % 2 == 0)
+                for attempt in range(3):  # a keep-alive connection the server closed as the request went out
+                    try:
+                        await call(http, server.ws, key, frames, recorded=number % 2 == 0)
+                        break
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
                 if number % every == 0:
                     samples.append((number, server.rss_mb()))
                     print(f"  {number:>6} calls  RSS {samples[-1][1]:7.1f} MB", flush=True)
@@ -164,6 +170,31 @@ async def reset_times(server: Server, held: list[int], resets: int) -> dict[int,
     return results
 
 
+def reset_in_process(held: list[int], resets: int) -> dict[int, float]:
+    """The same measurement without HTTP: `ServerState.reset(organization)` alone, median µs, on one state."""
+    from mockglot.settings import Settings
+    from mockglot.state.server import ServerState
+    from mockglot.wire import SessionCreate
+
+    state = ServerState(Settings(retain_sessions=10_000_000, retain_minutes=525_600, retain_mb=1_048_576))
+    request = SessionCreate(mode="bidirectional_translation", source_language="de", target_language="en")
+    results, made = {}, 0
+    for target in held:
+        for index in range(made, target):
+            key = state.keys.ensure(f"sk_test_held{index // 500:08d}")
+            state.sessions.end(state.sessions.create(key.owner, key.key, request, None), "client_ended")
+        made = max(made, target)
+        times = []
+        for index in range(resets):
+            key = state.keys.ensure(f"sk_test_reset{target:08d}{index:06d}")
+            state.sessions.create(key.owner, key.key, request, None)
+            started = time.perf_counter()
+            state.reset(key.organization)
+            times.append((time.perf_counter() - started) * 1e6)
+        results[state.sessions.count()] = statistics.median(times)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=20_000)
@@ -173,11 +204,18 @@ def main() -> None:
     parser.add_argument("--resets", type=int, default=25)
     parser.add_argument("--held", default="0,6000,56000")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--reset-only", action="store_true", help="only the reset measurement, in-process")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.UTC)
     load = os.getloadavg()
     lines = [f"### Soak ({started:%Y-%m-%d %H:%M} UTC, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})", ""]
 
+    if args.reset_only:
+        held_in_process = reset_in_process([int(n) for n in args.held.split(",")], args.resets * 4)
+        base = held_in_process[min(held_in_process)]
+        for n, us in held_in_process.items():
+            print(f"| {n} | {us:.1f} µs | {us / base:.2f} |")
+        return
     results = {}
     for name, flags, calls in (
         ("default settings", [], args.calls),
