@@ -63,7 +63,10 @@ def broken_audio(draw: st.DrawFn) -> str:
     field = draw(st.sampled_from(AUDIO_FIELDS))
     bad = {
         "sequence": st.one_of(
-            st.text(max_size=5), st.floats(allow_nan=False), st.none(), st.lists(st.integers(), max_size=2)
+            st.text(max_size=5),
+            st.floats(allow_nan=False).filter(lambda f: not f.is_integer()),  # 1.0 is a sequence (r2)
+            st.none(),
+            st.lists(st.integers(), max_size=2),
         ),
         "speaker": st.text(max_size=10).filter(lambda s: s not in ("customer", "agent")),
         "audio": st.one_of(st.none(), st.integers(), st.text(max_size=10), st.just({})),
