@@ -7,6 +7,7 @@ so strict mode can reject them and lenient mode can warn.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import types
@@ -77,23 +78,45 @@ def _hint(param: str) -> str | None:
     return HINTS.get(generic)
 
 
-def error_from_validation(exc: msgspec.ValidationError, value: Any = None, type_: Any = None) -> ApiError:
-    """The contract's error for msgspec's finding; with the checked `value` and its `type_`, a map entry
-    at fault is named by its key (`metadata.order_id`) instead of msgspec's `metadata[...]`."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finding:
+    """msgspec's ValidationError taken apart: the one place that reads its message."""
+
+    param: str | None  # the field at fault as a dotted path (`audio.payload`, `tools[0].name`); None: the whole value
+    detail: str  # what is wrong, without the path (`Expected \`str\`, got \`int\``)
+    missing: bool = False  # `param` is a required field that was left out
+    in_key: bool = False  # a key of the map at `param` is at fault, not a value
+
+
+def finding(exc: msgspec.ValidationError) -> Finding:
+    """Where msgspec says the value is wrong, and what it says."""
     message = str(exc)
     if (match := _MISSING.match(message)) is not None:
         at = _AT.search(message)
         parent = _path_to_param(at["path"]) if at else ""
-        param = f"{parent}.{match['field']}" if parent else match["field"]
+        return Finding(f"{parent}.{match['field']}" if parent else match["field"], message, missing=True)
+    if (match := _KEY_AT.search(message)) is not None:
+        return Finding(_path_to_param(match["path"]) or None, message[: match.start()], in_key=True)
+    if (match := _AT.search(message)) is not None:
+        return Finding(_path_to_param(match["path"]) or None, message[: match.start()])
+    return Finding(None, message)
+
+
+def error_from_validation(exc: msgspec.ValidationError, value: Any = None, type_: Any = None) -> ApiError:
+    """The contract's error for msgspec's finding; with the checked `value` and its `type_`, a map entry
+    at fault is named by its key (`metadata.order_id`) instead of msgspec's `metadata[...]`."""
+    found = finding(exc)
+    param, detail = found.param, found.detail
+    if param is None:
+        return ApiError("invalid_field_value", f"The request body is invalid: {detail}.", param=None)
+    if found.missing:
         hint = _hint(param)
         return ApiError(
             "missing_required_field",
             f"`{param}` is required." + (f" It must be {hint}." if hint else ""),
             param=param,
         )
-    if (match := _KEY_AT.search(message)) is not None:
-        param = _path_to_param(match["path"])
-        detail = message[: match.start()]
+    if found.in_key:
         walked = _walk(param, value, type_) if type_ is not None else None
         key = _first_bad_entry(walked[1], walked[2], 0) if walked else None
         named = f"the key {key!r} is invalid" if key is not None else "a key is invalid"
@@ -102,13 +125,9 @@ def error_from_validation(exc: msgspec.ValidationError, value: Any = None, type_
             _explain(param, f"{named}: {detail[0].lower()}{detail[1:]}"),
             param=walked[0] if walked else param,
         )
-    if (match := _AT.search(message)) is not None:
-        param = _path_to_param(match["path"])
-        detail = message[: match.start()]
-        walked = _walk(param, value, type_) if type_ is not None and "[...]" in param else None
-        named = walked[0] if walked else param
-        return ApiError(_code_for(param), _explain(named, detail, hint=_hint(param)), param=named)
-    return ApiError("invalid_field_value", f"The request body is invalid: {message}.", param=None)
+    walked = _walk(param, value, type_) if type_ is not None and "[...]" in param else None
+    named = walked[0] if walked else param
+    return ApiError(_code_for(param), _explain(named, detail, hint=_hint(param)), param=named)
 
 
 def _explain(param: str, detail: str, *, hint: str | None = None) -> str:

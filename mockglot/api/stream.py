@@ -87,16 +87,11 @@ def parse_client_frame(text: str) -> wire.ClientFrame:
     try:
         frame: wire.ClientFrame = msgspec.convert(raw, wire.ClientFrame)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        path = message.rsplit("`$.", 1)[1].rstrip("`") if "`$." in message else None
-        if path is None and "missing required field" in message:
-            path = message.split("`")[1]
-            if "- at `$.audio`" in message:
-                path = f"audio.{path}"
+        path = validation.finding(exc).param
         code = "invalid_audio_format" if path and path.startswith("audio") else "invalid_message"
         if path == "speaker":
             code = "invalid_speaker"
-        raise ApiError(code, f"Invalid {kind} frame: {message}.", param=path) from None
+        raise ApiError(code, f"Invalid {kind} frame: {exc}.", param=path) from None
     return frame
 
 
