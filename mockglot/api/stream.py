@@ -259,7 +259,7 @@ class Connection:
     async def run(self) -> None:
         record = self.record
         record.connected = True
-        self.hub.connections[record.id] = self
+        self.state.streams.connect(record, self)
         self.state.feed.publish("session.connected", record.id, record.owner[0], record.api_key, session_data(record))
         self.pipeline.sink = self
         writer = asyncio.create_task(self._write())
@@ -275,7 +275,7 @@ class Connection:
             await self._read()
         finally:
             record.connected = False
-            self.hub.connections.pop(record.id, None)
+            self.state.streams.disconnect(record, self)
             self.pipeline.sink = None
             if not self.ended:
                 for task in self.player_tasks:

@@ -99,7 +99,7 @@ async def get_report(ctx: ControlContext) -> Reply:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settle
     while loop.time() < deadline and any(
-        organization is None or c.record.owner[0] == organization for c in ctx.hub.connections.values()
+        organization is None or c.record.owner[0] == organization for c in ctx.state.streams.connections.values()
     ):
         await asyncio.sleep(SETTLE_POLL_SECONDS)
     return Reply(200, ctx.state.contract.report(organization))

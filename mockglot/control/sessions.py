@@ -135,13 +135,13 @@ async def inject(ctx: ControlContext) -> Reply:
     request = ctx.parse(wire.InjectRequest)
     if (request.frame is None) == (request.raw is None):
         raise ApiError("invalid_field_value", "Give exactly one of `frame` (a JSON object) or `raw` (text).")
-    connection = ctx.hub.connections.get(record.id)
+    connection = ctx.state.streams.connections.get(record.id)
     if connection is None:
         raise ApiError("session_not_connected", f"Session {record.id} has no open stream to inject into.")
     if request.frame is not None:
         frame = {"session_id": record.id, **request.frame}
         connection.send_raw(str(frame.get("type", "(injected)")), msgspec.json.encode(frame).decode())
-    else:
+    elif request.raw is not None:  # always, by the check above
         connection.send_raw("(injected)", request.raw)
     return Reply(202, {"injected": True})
 

@@ -18,7 +18,7 @@ async def health(ctx: ControlContext) -> Reply:
             version=__version__,
             engine=ctx.state.settings.engine,
             sessions=ctx.state.sessions.count(),
-            live_streams=len(ctx.hub.connections),
+            live_streams=len(ctx.state.streams.connections),
             connections=gauge.open if (gauge := ctx.state.connections) else None,
             max_connections=gauge.limit if gauge else None,
         ),
@@ -33,7 +33,6 @@ async def reset(ctx: ControlContext) -> Reply:
         if key is None:
             return Reply(200, wire.ResetResult(reset="organization", organization=None))
         organization = key.organization
-    ctx.hub.reset(organization)
     ctx.state.reset(organization)
     return Reply(200, wire.ResetResult(reset="organization" if organization else "all", organization=organization))
 

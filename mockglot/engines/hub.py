@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -17,9 +17,9 @@ from mockglot.faults import ArmedFault
 from mockglot.scenarios import ScenarioLibrary
 from mockglot.speech.synth import Synthesizer, default_synthesizer
 from mockglot.speech.translate import Translator
-from mockglot.state.events import Event
 from mockglot.state.server import ServerState
 from mockglot.state.sessions import SessionRecord
+from mockglot.state.streams import LiveStreams
 
 if TYPE_CHECKING:
     from mockglot.engines.vosk import VoskEngine
@@ -47,42 +47,14 @@ class StreamHub:
         folders = [BUILTIN_PHRASEBOOK, *(Path(f) / "phrasebook" for f in self.settings.fixtures)]
         self.translator = Translator([f for f in folders if f.is_dir()])
         self._synthesizer = synthesizer  # the default is found (espeak-ng probed) on first use, not at start
-        self.pipelines: dict[str, SessionPipeline] = {}
-        self.connections: dict[str, Any] = {}  # session id -> its open Connection
-        self._scenario_faults: dict[str, list[ArmedFault]] = {}
+        self.streams: LiveStreams[SessionPipeline] = state.streams  # what is live: kept in the state, reset with it
         self._vosk: VoskEngine | None = None
         if self.settings.engine == "vosk" or self.settings.vosk_models:
             self.vosk()  # a missing or broken model path fails at start, naming the path
-        state.events.subscribe(self._on_event)
-
-    def _on_event(self, event: Event) -> None:
-        """An ended session never streams again: free its recognizers (a Vosk one holds tens of megabytes),
-        then tell its open stream, if any (one listener for all streams: an event costs O(1), not O(streams))."""
-        if event.type == "session.ended":
-            self.release(event.session.id)
-            connection = self.connections.get(event.session.id)
-            if connection is not None and connection.record is event.session:
-                connection.session_ended()
-
-    def release(self, session_id: str) -> None:
-        pipeline = self.pipelines.pop(session_id, None)
-        if pipeline is not None:
-            pipeline.close()
-        self._scenario_faults.pop(session_id, None)
-
-    def reset(self, organization: str | None = None) -> None:
-        """Close the streams and drop the pipelines of everything a state reset forgets."""
-        for session_id in list(self.pipelines):
-            record = self.pipelines[session_id].record
-            if organization is not None and record.owner[0] != organization:
-                continue
-            connection = self.connections.get(session_id)
-            if connection is not None:
-                connection.abort(4004, "The session was removed by a reset of the mockglot control plane.")
-            self.release(session_id)
 
     def pipeline(self, record: SessionRecord) -> SessionPipeline:
-        pipeline = self.pipelines.get(record.id)
+        """The session's pipeline: the one it had (a reconnect goes on where it left off) or a new one."""
+        pipeline = self.streams.pipelines.get(record.id)
         if pipeline is None:
             scenario = self.scenarios.get(record.scenario, record.owner[0])
             parts = (record, self.state.sessions, scenario, self.translator, self.make_recognizer)
@@ -92,14 +64,14 @@ class StreamHub:
                 pipeline = ReplayPipeline(scenario.recording, *parts, silence_ms=self.settings.vad_silence_ms)
             else:
                 pipeline = SessionPipeline(*parts, silence_ms=self.settings.vad_silence_ms)
-            self.pipelines[record.id] = pipeline
+            self.streams.add_pipeline(record, pipeline)
         return pipeline
 
     def faults_for(self, record: SessionRecord) -> list[ArmedFault]:
         """The scenario's faults (counted per session) and the control plane's (counted across sessions)."""
-        scenario_faults = self._scenario_faults.get(record.id)
+        scenario_faults: list[ArmedFault] | None = self.streams.scenario_faults.get(record.id)
         if scenario_faults is None:
-            scenario_faults = self._scenario_faults[record.id] = [
+            scenario_faults = self.streams.scenario_faults[record.id] = [
                 ArmedFault(f"scenario:{index}", "stream", fault)
                 for index, fault in enumerate(self.scenarios.get(record.scenario, record.owner[0]).scenario.faults)
             ]

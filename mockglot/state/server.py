@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mockglot.faults import FaultRegistry
 from mockglot.scenarios import SUFFIXES, ScenarioLibrary
@@ -13,7 +13,7 @@ from mockglot.state.analyses import AnalysisStore
 from mockglot.state.auth import KeyStore, load_keys_file
 from mockglot.state.clock import Clock
 from mockglot.state.contract import ContractReports
-from mockglot.state.events import EventBus
+from mockglot.state.events import Event, EventBus
 from mockglot.state.feed import Feed, lifecycle_listener
 from mockglot.state.idempotency import IdempotencyStore
 from mockglot.state.provider import ProviderLegs
@@ -22,6 +22,7 @@ from mockglot.state.ratelimit import RateLimiter
 from mockglot.state.recordings import RecordingStore
 from mockglot.state.requests import RequestJournal
 from mockglot.state.sessions import Retention, SessionStore
+from mockglot.state.streams import LiveStreams
 from mockglot.webhooks.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
@@ -61,10 +62,16 @@ class ServerState:
         self.provider_legs = ProviderLegs(self.events)
         self.recordings = RecordingStore(self.clock, self.randomness, self.events)
         self.analyses = AnalysisStore(self.clock, self.randomness, self.events)
+        self.streams: LiveStreams[Any] = LiveStreams()  # pipelines and open sockets (built by engines/hub.py)
+        self.events.subscribe(self._on_event)
         self.sessions.on_evict(self.recordings.evict)
         self.sessions.on_evict(self.analyses.evict)
         self.clock.on_change(self.sweep)
         self.connections: ConnectionGauge | None = None  # open sockets and their limit, when served by uvicorn
+
+    def _on_event(self, event: Event) -> None:
+        if event.type == "session.ended":
+            self.streams.ended(event.session)
 
     def sweep(self) -> None:
         """Whatever the clock made due: idle sessions end, analyses finish, old idempotency keys go."""
@@ -73,8 +80,9 @@ class ServerState:
         self.idempotency.purge(self.clock.now())
 
     def reset(self, organization: str | None = None) -> None:
-        """Forget everything (or one organization's part): sessions, idempotency keys, usage, faults, journals, the
-        contract report. One organization's reset costs what that organization holds, not what the server holds."""
+        """Forget everything (or one organization's part): sessions and their live streams (closed with 4004),
+        idempotency keys, usage, faults, journals, the contract report. One organization's reset costs what that
+        organization holds, not what the server holds."""
         keys: set[str] | None = None
         if organization is None:
             self.randomness.reseed(self.settings.seed)
@@ -87,6 +95,7 @@ class ServerState:
             self.rate_limiter.reset(keys)
             self.faults.reset(keys)
             self.requests.reset(keys)
+        self.streams.reset(organization)
         self.sessions.reset(organization)
         self.agents.reset(organization)
         self.provider_legs.reset(organization)
