@@ -24,9 +24,9 @@ from msgspec import Meta, Struct
 
 from mockglot import validation
 from mockglot.errors import ApiError
-from mockglot.faults import StreamFault
+from mockglot.faults import stream_fault_problem
 from mockglot.speech import codec
-from mockglot.wire import Language
+from mockglot.wire import Language, StreamFault
 
 if TYPE_CHECKING:
     from mockglot.proxy.recording import LoadedRecording
@@ -158,7 +158,7 @@ def parse(raw: object, source: str, base: Path | None = None, root: Path | None 
     except RecursionError:
         raise ValueError(f"scenario {source}: the document nests too deeply") from None
     for index, fault in enumerate(scenario.faults):
-        if (why := fault.check()) is not None:
+        if (why := stream_fault_problem(fault)) is not None:
             raise ValueError(f"scenario {source}: faults[{index}]: {why}")
     audio: dict[str, bytes] = {}
     for speaker, turns in scenario.turns.items():

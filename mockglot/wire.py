@@ -583,6 +583,19 @@ class InjectRequest(Struct, kw_only=True):
     raw: str | None = None
 
 
+class Injected(Struct, kw_only=True):
+    """The frame was queued on the session's stream (sent in order with the server's own frames)."""
+
+    injected: Literal[True] = True
+
+
+class Deleted(Struct, kw_only=True):
+    """A control-plane delete: what was deleted (`id`; absent when all of a kind were), and `deleted: true`."""
+
+    id: str | UnsetType = UNSET
+    deleted: Literal[True] = True
+
+
 class RequestRecord(Struct, kw_only=True):
     request_id: str
     at: str
@@ -612,6 +625,32 @@ class RestFault(Struct, kw_only=True, forbid_unknown_fields=True):
     drop: bool = False
     times: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = 1  # None: every time
     probability: Annotated[float, Meta(ge=0, le=1)] = 1.0
+
+
+class StreamFault(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Break a live stream after a number of client frames or finals.
+
+    `close` closes with `close_code`; `error` sends a `session.error` with `error_code` and goes on; `stall`
+    stops answering for `stall_ms`; `malformed` sends a frame that is not JSON.
+    """
+
+    action: Literal["close", "error", "stall", "malformed"]
+    api_key: str | None = None  # only streams of sessions created with this key
+    session_id: str | None = None  # only this session's streams
+    after_frames: Annotated[int, Meta(ge=0, le=MAX_COUNT)] | None = None
+    after_finals: Annotated[int, Meta(ge=0, le=MAX_COUNT)] | None = None
+    close_code: Annotated[int, Meta(ge=1000, le=4999)] = 1011
+    error_code: str = "internal_error"
+    message: str | None = None
+    stall_ms: Annotated[int, Meta(ge=0, le=600_000)] = 5000
+    times: Annotated[int, Meta(ge=1, le=MAX_COUNT)] = 1
+    probability: Annotated[float, Meta(ge=0, le=1)] = 1.0
+
+    def due(self, frames: int, finals: int) -> bool:
+        """Whether the fault's moment has come, after this many client frames and finals on the stream."""
+        if self.after_finals is not None:
+            return finals >= self.after_finals
+        return frames >= (self.after_frames or 0)
 
 
 class FaultRecord(Struct, kw_only=True):

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from mockglot import transport, validation, wire
 from mockglot.engines.pipeline import SessionPipeline, SpeechJob
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
-from mockglot.faults import ArmedFault, StreamFault
+from mockglot.faults import ArmedFault
 from mockglot.speech import codec
 from mockglot.state.auth import Credentials
 from mockglot.state.feed import FEED_FRAME_CHARS, Frame, session_data
@@ -371,7 +371,7 @@ class Connection:
     async def _faults(self) -> None:
         for fault in self.faults:
             rule = fault.rule
-            assert isinstance(rule, StreamFault)
+            assert isinstance(rule, wire.StreamFault)
             if fault.exhausted() or not rule.due(self.frames_in, self.pipeline.finals):
                 continue
             if not self.state.faults.fires(fault, (self.record.id, self.record.owner[0], self.record.api_key)):

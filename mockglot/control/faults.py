@@ -7,7 +7,7 @@ from typing import Literal
 from mockglot import wire
 from mockglot.control.endpoint import ControlContext, Endpoint, Reply
 from mockglot.errors import ApiError
-from mockglot.faults import ArmedFault, FaultRegistry, StreamFault, rest_fault_problem
+from mockglot.faults import ArmedFault, FaultRegistry, rest_fault_problem, stream_fault_problem
 
 
 def record(fault: ArmedFault) -> wire.FaultRecord:
@@ -15,13 +15,13 @@ def record(fault: ArmedFault) -> wire.FaultRecord:
 
 
 def _arm(ctx: ControlContext, kind: Literal["rest", "stream"]) -> Reply:
-    rule: wire.RestFault | StreamFault
+    rule: wire.RestFault | wire.StreamFault
     if kind == "rest":
         rule = rest = ctx.parse(wire.RestFault)
         problem = rest_fault_problem(rest)
     else:
-        rule = stream = ctx.parse(StreamFault)
-        problem = stream.check()
+        rule = stream = ctx.parse(wire.StreamFault)
+        problem = stream_fault_problem(stream)
     if problem is not None:
         raise ApiError("invalid_field_value", f"This fault is rejected: {problem}.")
     fault = ctx.state.faults.add(kind, rule, ctx.state.clock.now())
@@ -44,12 +44,12 @@ async def disarm(ctx: ControlContext) -> Reply:
     fault_id = ctx.path("fault_id")
     if not ctx.state.faults.remove(fault_id):
         raise ApiError("route_not_found", f"No fault {fault_id!r}.", param="fault_id")
-    return Reply(200, {"id": fault_id, "deleted": True})
+    return Reply(200, wire.Deleted(id=fault_id))
 
 
 async def disarm_all(ctx: ControlContext) -> Reply:
     ctx.state.faults.reset()
-    return Reply(200, {"deleted": True})
+    return Reply(200, wire.Deleted())
 
 
 ENDPOINTS = [
@@ -60,8 +60,8 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST", "/_mockglot/faults/stream", arm_stream, "", "Arm a stream fault",
-        status=201, request=StreamFault, response=wire.FaultRecord, body_required=True,
+        status=201, request=wire.StreamFault, response=wire.FaultRecord, body_required=True,
     ),
-    Endpoint("DELETE", "/_mockglot/faults/{fault_id}", disarm, "", "Disarm a fault"),
-    Endpoint("DELETE", "/_mockglot/faults", disarm_all, "", "Disarm every fault"),
+    Endpoint("DELETE", "/_mockglot/faults/{fault_id}", disarm, "", "Disarm a fault", response=wire.Deleted),
+    Endpoint("DELETE", "/_mockglot/faults", disarm_all, "", "Disarm every fault", response=wire.Deleted),
 ]  # fmt: skip

@@ -143,7 +143,7 @@ async def inject(ctx: ControlContext) -> Reply:
         connection.send_raw(str(frame.get("type", "(injected)")), msgspec.json.encode(frame).decode())
     elif request.raw is not None:  # always, by the check above
         connection.send_raw("(injected)", request.raw)
-    return Reply(202, {"injected": True})
+    return Reply(202, wire.Injected())
 
 
 ENDPOINTS = [
@@ -164,6 +164,6 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST", "/_mockglot/sessions/{session_id}/inject", inject, "", "Inject a frame into a live stream",
-        request=wire.InjectRequest, status=202, body_required=True,
+        request=wire.InjectRequest, response=wire.Injected, status=202, body_required=True,
     ),
 ]  # fmt: skip

@@ -132,7 +132,7 @@ async def delete_endpoint(ctx: ControlContext) -> Reply:
     endpoint_id = ctx.path("endpoint_id")
     if not ctx.state.webhooks.remove(endpoint_id):
         raise ApiError("route_not_found", f"No webhook endpoint {endpoint_id!r}.", param="endpoint_id")
-    return Reply(200, {"id": endpoint_id, "deleted": True})
+    return Reply(200, wire.Deleted(id=endpoint_id))
 
 
 def _choice(ctx: ControlContext, name: str, allowed: tuple[str, ...]) -> str | None:
@@ -191,5 +191,8 @@ ENDPOINTS = [
         "POST", "/_mockglot/webhooks/deliveries/{delivery_id}/redeliver", redeliver, "",
         "Redeliver a webhook event", status=202, response=wire.WebhookDelivery,
     ),
-    Endpoint("DELETE", "/_mockglot/webhooks/{endpoint_id}", delete_endpoint, "", "Delete a webhook endpoint"),
+    Endpoint(
+        "DELETE", "/_mockglot/webhooks/{endpoint_id}", delete_endpoint, "", "Delete a webhook endpoint",
+        response=wire.Deleted,
+    ),
 ]  # fmt: skip
