@@ -16,7 +16,6 @@ class ProviderLegs:
     def __init__(self, events: EventBus) -> None:
         self.events = events
         self._connected: dict[str, str] = {}  # session id -> organization
-        events.subscribe(self._on_event)
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
@@ -35,8 +34,10 @@ class ProviderLegs:
         self.events.publish(Event("session.provider.connected", session))
         return True
 
-    def _on_event(self, event: Event) -> None:
-        if event.type == "session.started":
-            self.connect(event.session)
-        elif event.type == "session.ended" and self._connected.pop(event.session.id, None) is not None:
-            self.events.publish(Event("session.provider.disconnected", event.session))
+    def session_started(self, session: SessionRecord) -> None:
+        """First audio: the call's media flows through the provider, so its leg is up."""
+        self.connect(session)
+
+    def session_ended(self, session: SessionRecord) -> None:
+        if self._connected.pop(session.id, None) is not None:
+            self.events.publish(Event("session.provider.disconnected", session))

@@ -60,7 +60,6 @@ class RecordingStore:
         self._recordings: dict[str, RecordingRecord] = {}
         self._by_session: dict[str, list[RecordingRecord]] = {}
         self._by_org: dict[str, dict[str, RecordingRecord]] = {}  # so one organization's reset costs only its own
-        events.subscribe(self._on_event)
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
@@ -126,9 +125,10 @@ class RecordingStore:
         self._unindex(record)
         return record
 
-    def _on_event(self, event: Event) -> None:
-        session = event.session
-        if event.type != "session.ended" or session.id in self._by_session:
+    def session_ended(self, session: SessionRecord) -> None:
+        """Make the session's recording, if it asked for one: encoded off the loop, `recording.ready` (or
+        `recording.failed`, at once when there is no audio) when done."""
+        if session.id in self._by_session:
             return
         options = session.request.recording
         if options is None or not options.enabled:

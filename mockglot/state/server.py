@@ -13,7 +13,7 @@ from mockglot.state.analyses import AnalysisStore
 from mockglot.state.auth import KeyStore, load_keys_file
 from mockglot.state.clock import Clock
 from mockglot.state.contract import ContractReports
-from mockglot.state.events import Event, EventBus
+from mockglot.state.events import EventBus
 from mockglot.state.feed import Feed, lifecycle_listener
 from mockglot.state.idempotency import IdempotencyStore
 from mockglot.state.provider import ProviderLegs
@@ -57,21 +57,19 @@ class ServerState:
         self.requests = RequestJournal()
         self.contract = ContractReports()
         self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events, self.feed)
-        # Subscribed after the dispatcher: what they announce in answer to a session's event follows it.
         self.agents = AgentStore(self.clock, self.randomness)
         self.provider_legs = ProviderLegs(self.events)
         self.recordings = RecordingStore(self.clock, self.randomness, self.events)
         self.analyses = AnalysisStore(self.clock, self.randomness, self.events)
         self.streams: LiveStreams[Any] = LiveStreams()  # pipelines and open sockets (built by engines/hub.py)
-        self.events.subscribe(self._on_event)
+        # What follows a session's first audio and its end, in this order (the event bus only announces: the
+        # feed and the webhooks listen, and nothing depends on the order they subscribed in).
+        self.sessions.after_start = (self.provider_legs.session_started,)
+        self.sessions.after_end = (self.provider_legs.session_ended, self.recordings.session_ended, self.streams.ended)
         self.sessions.on_evict(self.recordings.evict)
         self.sessions.on_evict(self.analyses.evict)
         self.clock.on_change(self.sweep)
         self.connections: ConnectionGauge | None = None  # open sockets and their limit, when served by uvicorn
-
-    def _on_event(self, event: Event) -> None:
-        if event.type == "session.ended":
-            self.streams.ended(event.session)
 
     def sweep(self) -> None:
         """Whatever the clock made due: idle sessions end, analyses finish, old idempotency keys go."""

@@ -162,6 +162,9 @@ class SessionStore:
         self._ended_bytes = 0
         self._tokens: dict[str, StreamToken] = {}
         self._evict_listeners: list[Callable[[list[SessionRecord]], None]] = []
+        # What follows a session's start and end, in this order (ServerState sets them; see `end`).
+        self.after_start: tuple[Callable[[SessionRecord], None], ...] = ()
+        self.after_end: tuple[Callable[[SessionRecord], None], ...] = ()
         self.evicted = 0  # since start: how many ended sessions retention has forgotten
 
     def on_evict(self, listener: Callable[[list[SessionRecord]], None]) -> None:
@@ -386,13 +389,20 @@ class SessionStore:
             record.status = "active"
             record.started_at = now
             self.events.publish(Event("session.started", record))
+            for step in self.after_start:
+                step(record)
 
     def add_turn(self, record: SessionRecord, turn: Turn) -> None:
         record.turns = tuple(sorted((*record.turns, turn), key=lambda t: t.sequence))
         self.events.publish(Event("transcript.segment", record, turn))
 
     def end(self, record: SessionRecord, reason: EndReason, at: float | None = None) -> bool:
-        """End the session; False if it had already ended (ending is idempotent)."""
+        """End the session; False if it had already ended (ending is idempotent).
+
+        The one "session ended" sequence, in a fixed order (what webhooks and the stream see follows it):
+        `session.ended` is announced (feed, webhooks), then each of `after_end` runs in turn (ServerState's:
+        the provider leg disconnects, the recording is made, the live stream is released and told), then
+        `transcript.ready` is announced, and the session counts against retention."""
         if record.status == "ended":
             return False
         record.status = "ended"
@@ -400,6 +410,8 @@ class SessionStore:
         self._live.pop(record.id, None)
         record.end_reason = reason
         self.events.publish(Event("session.ended", record))
+        for step in self.after_end:
+            step(record)
         self.events.publish(Event("transcript.ready", record))
         if self._sessions.get(record.id) is record:  # not forgotten by a reset meanwhile
             record.ended_wall = self._monotonic()
