@@ -25,6 +25,11 @@ CATALOGUE: dict[str, ErrorKind] = {
     "analysis_not_found": ErrorKind(404, "not_found_error"),
     "agent_not_found": ErrorKind(404, "not_found_error"),
     "route_not_found": ErrorKind(404, "not_found_error"),
+    # [emulator] control plane: the resource its path names does not exist (a missing session is session_not_found)
+    "fault_not_found": ErrorKind(404, "not_found_error"),
+    "scenario_not_found": ErrorKind(404, "not_found_error"),
+    "webhook_endpoint_not_found": ErrorKind(404, "not_found_error"),
+    "delivery_not_found": ErrorKind(404, "not_found_error"),
     "method_not_allowed": ErrorKind(405, "invalid_request_error"),
     "cross_origin_request": ErrorKind(403, "permission_error"),  # [emulator] control plane: a browser's write
     "request_too_large": ErrorKind(413, "invalid_request_error"),  # [emulator] body over the limit

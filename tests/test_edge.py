@@ -143,6 +143,36 @@ async def test_programs_and_same_origin_pages_drive_the_control_plane(app, make_
     assert reads.status_code == 200  # reads are not writes
 
 
+# --- missing control resources ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code", "param"),
+    [
+        ("DELETE", "/_mockglot/faults/flt_nope", "fault_not_found", "fault_id"),
+        ("GET", "/_mockglot/scenarios/nope", "scenario_not_found", "name"),
+        ("DELETE", "/_mockglot/webhooks/wh_ep_nope", "webhook_endpoint_not_found", "endpoint_id"),
+        ("GET", "/_mockglot/webhooks/deliveries/whd_nope", "delivery_not_found", "delivery_id"),
+        ("POST", "/_mockglot/webhooks/deliveries/whd_nope/redeliver", "delivery_not_found", "delivery_id"),
+        ("GET", "/_mockglot/sessions/sess_nope", "session_not_found", "session_id"),
+    ],
+)
+async def test_a_missing_control_resource_is_a_404_that_names_it(app, make_client, method, path, code, param):
+    """Not `route_not_found`: the route exists, the thing it names does not, and the message says where to look."""
+    error = expect_error(await make_client(app).request(method, path), 404, code)
+    assert error["param"] == param
+    assert "nope" in error["message"]
+
+
+async def test_a_fault_deleted_twice_is_not_found_the_second_time(app, make_client):
+    control = make_client(app)
+    armed = (await control.post("/_mockglot/faults/rest", json={"path": "/v1/sessions", "status": 503})).json()
+    first = await control.delete(f"/_mockglot/faults/{armed['id']}")
+    assert (first.status_code, first.json()) == (200, {"id": armed["id"], "deleted": True})
+    expect_error(await control.delete(f"/_mockglot/faults/{armed['id']}"), 404, "fault_not_found")
+    assert (await control.get("/_mockglot/nope")).json()["error"]["code"] == "route_not_found"
+
+
 # --- idempotency through a latency fault ------------------------------------------------------------------
 
 

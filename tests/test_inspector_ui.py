@@ -116,7 +116,7 @@ async def test_scenarios_can_be_viewed_by_name_only(ui):
     viewed = (await ui.get("/_mockglot/scenarios/xss")).json()
     assert viewed["scenario"]["turns"]["customer"][0]["text"] == "<script>alert(2)</script>"
     assert viewed["source"] == "upload"
-    expect_error(await ui.get("/_mockglot/scenarios/pyproject.toml"), 404, "route_not_found")
+    expect_error(await ui.get("/_mockglot/scenarios/pyproject.toml"), 404, "scenario_not_found")
     assert (await ui.get("/_mockglot/ui/scenarios/xss")).status_code == 200
     assert (await ui.get("/_mockglot/ui/scenarios/nope")).status_code == 404
 

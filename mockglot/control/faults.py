@@ -43,7 +43,9 @@ async def list_faults(ctx: ControlContext) -> Reply:
 async def disarm(ctx: ControlContext) -> Reply:
     fault_id = ctx.path("fault_id")
     if not ctx.state.faults.remove(fault_id):
-        raise ApiError("route_not_found", f"No fault {fault_id!r}.", param="fault_id")
+        raise ApiError(
+            "fault_not_found", f"No fault {fault_id!r} is armed: GET /_mockglot/faults lists them.", param="fault_id"
+        )
     return Reply(200, wire.Deleted(id=fault_id))
 
 

@@ -80,7 +80,9 @@ async def view(ctx: ControlContext) -> Reply:
     name = ctx.path("name")
     found = [loaded for _, loaded in ctx.state.scenarios.all() if loaded.name == name]  # shared ones list first
     if not found:
-        raise ApiError("route_not_found", f"No scenario {name!r}.", param="name")
+        raise ApiError(
+            "scenario_not_found", f"No scenario {name!r}: GET /_mockglot/scenarios lists them.", param="name"
+        )
     loaded = found[0]
     return Reply(200, wire.ScenarioView(source=loaded.source, scenario=msgspec.to_builtins(loaded.scenario)))
 

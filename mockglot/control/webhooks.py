@@ -131,7 +131,11 @@ async def list_endpoints(ctx: ControlContext) -> Reply:
 async def delete_endpoint(ctx: ControlContext) -> Reply:
     endpoint_id = ctx.path("endpoint_id")
     if not ctx.state.webhooks.remove(endpoint_id):
-        raise ApiError("route_not_found", f"No webhook endpoint {endpoint_id!r}.", param="endpoint_id")
+        raise ApiError(
+            "webhook_endpoint_not_found",
+            f"No webhook endpoint {endpoint_id!r}: GET /_mockglot/webhooks lists them.",
+            param="endpoint_id",
+        )
     return Reply(200, wire.Deleted(id=endpoint_id))
 
 
@@ -158,7 +162,11 @@ def _delivery(ctx: ControlContext) -> Delivery:
     delivery_id = ctx.path("delivery_id")
     delivery = ctx.state.webhooks.store.get(delivery_id)
     if delivery is None:
-        raise ApiError("route_not_found", f"No webhook delivery {delivery_id!r}.", param="delivery_id")
+        raise ApiError(
+            "delivery_not_found",
+            f"No webhook delivery {delivery_id!r}: GET /_mockglot/webhooks/deliveries lists them.",
+            param="delivery_id",
+        )
     return delivery
 
 
