@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -155,6 +156,19 @@ class FaultRegistry:
             and fault.rule.api_key in (None, api_key)
             and fault.rule.session_id in (None, session_id)
         ]
+
+    def firing_on_stream(
+        self, armed: Iterable[ArmedFault], frames: int, finals: Callable[[], int], session: tuple[str, str, str]
+    ) -> Iterator[StreamFault]:
+        """The stream faults that fire now, in order, each counted as it is taken: lazily, so a `stall` the
+        stream acts on before the next fault is looked at delays that look (`finals` is read at each one).
+        `session` is (id, organization, key), for the inspector's feed."""
+        for fault in armed:
+            rule = fault.rule
+            if not isinstance(rule, StreamFault) or fault.exhausted() or not rule.due(frames, finals()):
+                continue
+            if self.fires(fault, session):
+                yield rule
 
     @staticmethod
     def describe(fault: ArmedFault) -> dict[str, object]:

@@ -5,6 +5,7 @@ added later) hears the same order, whenever it subscribed."""
 from __future__ import annotations
 
 from mockglot import wire
+from mockglot.errors import ApiError
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 from mockglot.testing.client import tone
@@ -59,3 +60,23 @@ def test_the_feed_shows_the_same_order():
         "session.provider.disconnected",
         "recording.ready",
     ]
+
+
+def test_the_store_refuses_a_redelivered_or_late_frame_and_counts_it_nowhere():
+    state = ServerState(Settings())
+    record = state.sessions.create(("org_a", "test"), "sk_test_sequence", ROUTED_AND_RECORDED, "twilio")
+    frame = tone(100)
+    state.sessions.accept_audio(record, "customer", 1, frame)
+    refusals = []
+    for sequence, audio in ((1, frame), (0, tone(100, 880)), (1.5, frame)):
+        try:
+            state.sessions.accept_audio(record, "customer", sequence, audio)
+        except ApiError as exc:
+            refusals.append(exc.code)
+    state.sessions.end(record, "api_end")
+    try:
+        state.sessions.accept_audio(record, "customer", 2, frame)
+    except ApiError as exc:
+        refusals.append(exc.code)
+    assert refusals == ["duplicate_sequence", "duplicate_sequence", "invalid_message", "session_ended"]
+    assert record.audio_received == {"customer": len(frame)}

@@ -346,16 +346,10 @@ class Connection:
             return
         self.observer.audio(len(data))
         try:
-            sequence = self.state.sessions.check_sequence(self.record, frame.speaker, frame.sequence, data)
+            self.state.sessions.accept_audio(self.record, frame.speaker, frame.sequence, data)
         except ApiError as exc:
             self._error(exc)
             return
-        if self.record.status == "ended":
-            self._error(
-                ApiError("session_ended", "The session has ended; this audio was not recorded.", param="sequence")
-            )
-            return
-        self.state.sessions.add_audio(self.record, frame.speaker, data, sequence)
         if self.hub.settings.pacing_checks and self._too_fast(frame.speaker):
             self._error(ApiError("rate_limited", "Audio is arriving much faster than real time; send it at real time."))
             self.close_code = 1008
@@ -369,13 +363,11 @@ class Connection:
         return audio_ms > 2 * (wall - started) * 1000 + PACING_SLACK_MS
 
     async def _faults(self) -> None:
-        for fault in self.faults:
-            rule = fault.rule
-            assert isinstance(rule, wire.StreamFault)
-            if fault.exhausted() or not rule.due(self.frames_in, self.pipeline.finals):
-                continue
-            if not self.state.faults.fires(fault, (self.record.id, self.record.owner[0], self.record.api_key)):
-                continue
+        """Act on the stream faults that fire now (which ones: `faults.py`)."""
+        record = self.record
+        for rule in self.state.faults.firing_on_stream(
+            self.faults, self.frames_in, lambda: self.pipeline.finals, (record.id, record.owner[0], record.api_key)
+        ):
             message = rule.message or f"Injected fault: {rule.action}."
             if rule.action == "close":
                 if rule.close_code == 1011:

@@ -348,7 +348,7 @@ class SessionStore:
     def touch(self, record: SessionRecord) -> None:
         record.last_activity = self.clock.now()
 
-    def check_sequence(self, record: SessionRecord, speaker: str, sequence: float, mulaw: bytes) -> int:
+    def _check_sequence(self, record: SessionRecord, speaker: str, sequence: float, mulaw: bytes) -> int:
         """(r2) The frame's `sequence` as an integer, or why the frame is refused.
 
         Any JSON number with an integer value is a sequence (`1.0` too). Per speaker, sequences must not go
@@ -373,8 +373,16 @@ class SessionStore:
             )
         return number
 
+    def accept_audio(self, record: SessionRecord, speaker: str, sequence: float, mulaw: bytes) -> None:
+        """A stream's `audio.input` frame: kept, or refused with the error the stream reports (an invalid or
+        duplicate `sequence`, or a session that has ended); a refused frame is never counted."""
+        number = self._check_sequence(record, speaker, sequence, mulaw)
+        if record.status == "ended":
+            raise ApiError("session_ended", "The session has ended; this audio was not recorded.", param="sequence")
+        self.add_audio(record, speaker, mulaw, number)
+
     def add_audio(self, record: SessionRecord, speaker: str, mulaw: bytes, sequence: int | None = None) -> None:
-        """Append a speaker's audio; with its frame's `sequence` (from `check_sequence`), remember it."""
+        """Append a speaker's audio; with its frame's `sequence` (from `accept_audio`), remember it."""
         now = self.clock.now()
         record.last_activity = now
         if sequence is not None:
