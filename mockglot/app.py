@@ -35,6 +35,7 @@ from mockglot.openapi import document
 from mockglot.routing import IndexedRouter, endpoint_routes
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
+from mockglot.webhooks.dispatcher import Dispatcher
 
 PUBLIC_ENDPOINTS: list[Endpoint[Context]] = [
     *sessions.ENDPOINTS,
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     settings = settings or Settings()
     state = state or ServerState(settings)
     hub = StreamHub(state, state.scenarios)
+    webhooks = Dispatcher(settings, state.clock, state.events, state.webhooks, state.feed)  # started by the lifespan
 
     def control_document() -> dict[str, Any]:
         control_doc = document("mockglot control plane", [*CONTROL_ENDPOINTS, events.ENDPOINT], security=False)
@@ -97,12 +99,12 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
                 state.sweep()
 
         sweeper = asyncio.create_task(sweep_forever())
-        state.webhooks.start()
+        webhooks.start()
         try:
             yield
         finally:
             sweeper.cancel()
-            await state.webhooks.stop()
+            await webhooks.stop()
 
     app = Starlette(
         middleware=[Middleware(RequestIdMiddleware, state=state), Middleware(Instrumentation, state=state)],
@@ -111,4 +113,5 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     app.router = IndexedRouter(routes, lifespan=lifespan)
     app.state.mockglot = state
     app.state.hub = hub
+    app.state.webhooks = webhooks
     return app

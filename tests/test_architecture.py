@@ -14,7 +14,6 @@ STATE_MAY_IMPORT = (
     "mockglot.scenarios", "mockglot.validation", "mockglot.webhooks.state", "mockglot.webhooks.signing",
 )  # fmt: skip
 KNOWN_EXCEPTIONS = {
-    ("mockglot/state/server.py", "mockglot.webhooks.dispatcher"),  # still built in ServerState: see ARCHITECTURE.md
     ("mockglot/state/server.py", "mockglot.transport"),  # for a type annotation only (TYPE_CHECKING)
 }
 

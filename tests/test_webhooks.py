@@ -31,6 +31,7 @@ from mockglot.testing.client import Client
 from mockglot.testing.server import ServerThread
 from mockglot.testing.webhooks import WebhookReceiver
 from mockglot.webhooks import WebhookSignatureError, sign, verify
+from mockglot.webhooks.dispatcher import Dispatcher
 from mockglot.webhooks.state import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS, RETRY_JITTER
 from tests.audio import utterance
 
@@ -53,7 +54,7 @@ async def ctl(server) -> AsyncIterator[httpx.AsyncClient]:
     """The control plane; after each test: the clock, the dispatcher's timeout and all state back to normal."""
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         yield client
-        server.call(setattr, server.state.webhooks, "attempt_timeout", 30.0)
+        server.call(setattr, server.app.state.webhooks, "attempt_timeout", 30.0)
         await client.post("/_mockglot/clock", json={"reset": True})
         await client.post("/_mockglot/reset", json={})
 
@@ -278,7 +279,7 @@ async def test_a_dead_receiver_fails_after_the_eighth_attempt(ctl, api, key):
 
 
 async def test_no_2xx_within_the_timeout_is_a_failed_attempt(ctl, api, server, key, webhook_receiver):
-    server.call(setattr, server.state.webhooks, "attempt_timeout", 0.2)
+    server.call(setattr, server.app.state.webhooks, "attempt_timeout", 0.2)
     webhook_receiver.hang()
     await register(ctl, webhook_receiver.url, api_key=key, events=["session.created"])
     session = await api.create_session()
@@ -442,12 +443,12 @@ def test_endpoints_come_from_the_environment_and_the_command_line():
     assert args.webhooks == ["http://h/x#k", "https://h/y"]
 
     state = ServerState(Settings(webhooks=settings.webhooks))
-    first, second = state.webhooks.store.endpoints.values()
+    first, second = state.webhooks.endpoints.values()
     assert (first.url, second.url, second.secret) == ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b", "s3cret")
     assert first.secret.startswith("whsec_") and {first.source, second.source} == {"settings"}
     state.webhooks.register("http://127.0.0.1:9/c", None, None, None)
     state.reset()  # a full reset forgets the control plane's endpoints, never the configured ones
-    assert list(state.webhooks.store.endpoints.values()) == [first, second]
+    assert list(state.webhooks.endpoints.values()) == [first, second]
 
     with pytest.raises(ValueError, match="invalid webhook 'ftp://h/x'"):
         ServerState(Settings(webhooks=["ftp://h/x#k"]))
@@ -458,12 +459,19 @@ def run_seeded(state: ServerState) -> list[object]:
     endpoint = state.webhooks.register("http://127.0.0.1:9/hooks", None, None, None)
     record = state.sessions.create(("org_a", "test"), "sk_test_abcdefgh12", wire.SessionCreate(mode="ai_agent"), None)
     state.sessions.end(record, "api_end")
-    found = state.webhooks.store.deliveries()
+    found = state.webhooks.deliveries()
     return [endpoint.id, endpoint.secret, *((d.id, d.event_id, d.body) for d in found)]
 
 
+def dispatching(state: ServerState) -> Dispatcher:
+    """The dispatcher `create_app` builds around the state: it records deliveries at once, sends once started."""
+    return Dispatcher(state.settings, state.clock, state.events, state.webhooks, state.feed)
+
+
 def seeded(seed: int) -> ServerState:
-    return ServerState(Settings(seed=seed), clock=Clock(lambda: T))  # the bodies carry timestamps: fix the clock
+    state = ServerState(Settings(seed=seed), clock=Clock(lambda: T))  # the bodies carry timestamps: fix the clock
+    dispatching(state)
+    return state
 
 
 def test_a_seeded_server_gives_the_same_ids_secrets_and_bodies():
@@ -481,12 +489,13 @@ async def test_the_retry_jitter_comes_from_the_seeded_randomness(seed):
     """(r2) ±10% jitter on each delay, drawn from the server's one seedable source: a seeded server's retries
     are due at the same offsets run after run."""
     state = ServerState(Settings(seed=seed))
+    webhooks = dispatching(state)
     expected = Randomness(seed).random("webhook-retry")  # the first draw of the retry stream
     state.webhooks.register(f"http://127.0.0.1:{free_port()}/hooks", ["session.created"], SECRET, None)
-    state.webhooks.start()
+    webhooks.start()
     try:
         state.sessions.create(("org_a", "test"), "sk_test_abcdefgh12", wire.SessionCreate(mode="ai_agent"), None)
-        (pending,) = state.webhooks.store.deliveries()
+        (pending,) = state.webhooks.deliveries()
 
         async def read() -> object:
             return pending.next_attempt_at
@@ -496,18 +505,19 @@ async def test_the_retry_jitter_comes_from_the_seeded_randomness(seed):
         assert due == math.ceil(at + RETRY_DELAYS_SECONDS[0] * (1 + (2 * expected - 1) * RETRY_JITTER))
         assert 0.9 * RETRY_DELAYS_SECONDS[0] <= due - at <= 1.1 * RETRY_DELAYS_SECONDS[0] + 1
     finally:
-        await state.webhooks.stop()
+        await webhooks.stop()
 
 
 async def test_deliveries_recorded_before_start_and_retries_across_a_restart_are_sent(webhook_receiver):
     state = ServerState(Settings())
+    webhooks = dispatching(state)
     webhook_receiver.fail(1)
     state.webhooks.register(webhook_receiver.url, ["session.created"], SECRET, None)
     request = wire.SessionCreate(mode="bidirectional_translation")
     state.sessions.create(("org_a", "test"), "sk_test_abcdefgh12", request, None)  # no loop yet: only recorded
-    (pending,) = state.webhooks.store.deliveries()
+    (pending,) = state.webhooks.deliveries()
     assert pending.attempts == []
-    state.webhooks.start()
+    webhooks.start()
     try:
         await webhook_receiver.wait_async(1)
 
@@ -515,14 +525,14 @@ async def test_deliveries_recorded_before_start_and_retries_across_a_restart_are
             return pending.next_attempt_at
 
         await eventually(read, lambda due: due is not None)
-        await state.webhooks.stop()  # a retry is scheduled: it must survive the restart
-        state.webhooks.start()
+        await webhooks.stop()  # a retry is scheduled: it must survive the restart
+        webhooks.start()
         state.clock.advance(RETRY_DELAYS_SECONDS[0])
         _, retried = await webhook_receiver.wait_async(2)
         assert retried.header("kallglot-retry-count") == "1"
         retried.verify(SECRET, now=state.clock.now())
     finally:
-        await state.webhooks.stop()
+        await webhooks.stop()
 
 
 # --- sign and verify ----------------------------------------------------------------------------------------

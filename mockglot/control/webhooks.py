@@ -12,6 +12,7 @@ from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_flo
 from mockglot.errors import ApiError
 from mockglot.state.auth import KEY_PATTERN
 from mockglot.state.clock import isoformat
+from mockglot.webhooks.dispatcher import Dispatcher
 from mockglot.webhooks.state import Delivery, WebhookEndpoint
 
 STATUSES = ("pending", "succeeded", "failed")
@@ -125,12 +126,12 @@ async def register(ctx: ControlContext) -> Reply:
 
 
 async def list_endpoints(ctx: ControlContext) -> Reply:
-    return Reply(200, wire.ListOf(data=[endpoint_info(e) for e in ctx.state.webhooks.store.endpoints.values()]))
+    return Reply(200, wire.ListOf(data=[endpoint_info(e) for e in ctx.state.webhooks.endpoints.values()]))
 
 
 async def delete_endpoint(ctx: ControlContext) -> Reply:
     endpoint_id = ctx.path("endpoint_id")
-    if not ctx.state.webhooks.remove(endpoint_id):
+    if ctx.state.webhooks.remove(endpoint_id) is None:  # the dispatcher stops what was in flight
         raise ApiError(
             "webhook_endpoint_not_found",
             f"No webhook endpoint {endpoint_id!r}: GET /_mockglot/webhooks lists them.",
@@ -149,7 +150,7 @@ def _choice(ctx: ControlContext, name: str, allowed: tuple[str, ...]) -> str | N
 async def list_deliveries(ctx: ControlContext) -> Reply:
     """Oldest first; the last `limit` of those matching the filters."""
     limit = int(query_float(ctx, "limit", 100, 1, 10_000))
-    found = ctx.state.webhooks.store.deliveries(
+    found = ctx.state.webhooks.deliveries(
         endpoint_id=ctx.query("endpoint_id"),
         event_type=_choice(ctx, "event_type", wire.WEBHOOK_EVENTS),
         status=_choice(ctx, "status", STATUSES),
@@ -160,7 +161,7 @@ async def list_deliveries(ctx: ControlContext) -> Reply:
 
 def _delivery(ctx: ControlContext) -> Delivery:
     delivery_id = ctx.path("delivery_id")
-    delivery = ctx.state.webhooks.store.get(delivery_id)
+    delivery = ctx.state.webhooks.get(delivery_id)
     if delivery is None:
         raise ApiError(
             "delivery_not_found",
@@ -175,7 +176,8 @@ async def get_delivery(ctx: ControlContext) -> Reply:
 
 
 async def redeliver(ctx: ControlContext) -> Reply:
-    copy = ctx.state.webhooks.redeliver(_delivery(ctx).id)
+    dispatcher: Dispatcher = ctx.request.app.state.webhooks
+    copy = dispatcher.redeliver(_delivery(ctx).id)
     assert copy is not None  # the delivery was just found, and nothing runs in between
     return Reply(202, delivery_info(copy))
 

@@ -23,7 +23,7 @@ from mockglot.state.recordings import RecordingStore
 from mockglot.state.requests import RequestJournal
 from mockglot.state.sessions import Retention, SessionStore
 from mockglot.state.streams import LiveStreams
-from mockglot.webhooks.dispatcher import Dispatcher
+from mockglot.webhooks.state import WebhookStore, parse_setting
 
 if TYPE_CHECKING:
     from mockglot.transport import ConnectionGauge
@@ -56,7 +56,10 @@ class ServerState:
         self.faults = FaultRegistry(self.randomness, self.feed)
         self.requests = RequestJournal()
         self.contract = ContractReports()
-        self.webhooks = Dispatcher(settings, self.clock, self.randomness, self.events, self.feed)
+        self.webhooks = WebhookStore(self.clock, self.randomness)  # sent by the app's Dispatcher (app.py)
+        for entry in settings.webhooks:
+            url, secret = parse_setting(entry)
+            self.webhooks.register(url, secret=secret, source="settings")
         self.agents = AgentStore(self.clock, self.randomness)
         self.provider_legs = ProviderLegs(self.events)
         self.recordings = RecordingStore(self.clock, self.randomness, self.events)

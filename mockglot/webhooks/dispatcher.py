@@ -24,9 +24,8 @@ from mockglot.settings import Settings
 from mockglot.state.clock import Clock, isoformat
 from mockglot.state.events import Event, EventBus
 from mockglot.state.feed import Feed
-from mockglot.state.randomness import Randomness
 from mockglot.webhooks.signing import SIGNATURE_HEADER, sign
-from mockglot.webhooks.state import RETRY_JITTER, Attempt, Delivery, WebhookEndpoint, WebhookStore, parse_setting
+from mockglot.webhooks.state import RETRY_JITTER, Attempt, Delivery, WebhookStore
 
 if TYPE_CHECKING:
     import httpx
@@ -50,13 +49,16 @@ class _Lane:
 
 
 class Dispatcher:
+    """Built and closed with the app (`app.py`'s lifespan starts and stops it); the endpoints and deliveries it
+    works from are state (`ServerState.webhooks`, a `WebhookStore`), forgotten by the state's reset."""
+
     def __init__(
-        self, settings: Settings, clock: Clock, randomness: Randomness, events: EventBus, feed: Feed | None = None
+        self, settings: Settings, clock: Clock, events: EventBus, store: WebhookStore, feed: Feed | None = None
     ) -> None:
         self.settings = settings
         self.feed = feed
         self.clock = clock
-        self.store = WebhookStore(clock, randomness)
+        self.store = store
         self.attempt_timeout = ATTEMPT_TIMEOUT_SECONDS
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
@@ -66,26 +68,11 @@ class Dispatcher:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._attempts: dict[str, asyncio.Task[None]] = {}  # delivery id -> its attempt in flight
-        for entry in settings.webhooks:
-            url, secret = parse_setting(entry)
-            self.store.register(url, secret=secret, source="settings")
         events.subscribe(self._on_event)
         clock.on_change(self._on_clock)
+        store.on_drop(self._dropped)
 
     # --- the control plane's verbs -------------------------------------------------------------------------
-
-    def register(
-        self, url: str, events: list[str] | None, secret: str | None, organization: str | None
-    ) -> WebhookEndpoint:
-        return self.store.register(url, events, secret, organization)
-
-    def remove(self, endpoint_id: str) -> bool:
-        dropped = self.store.remove(endpoint_id)
-        if dropped is None:
-            return False
-        self._cancel(dropped)
-        self._lanes.pop(endpoint_id, None)
-        return True
 
     def redeliver(self, delivery_id: str) -> Delivery | None:
         """Send a delivery's event again as a new delivery (same event id and body, a fresh schedule)."""
@@ -99,8 +86,9 @@ class Dispatcher:
         self._enqueue(copy)
         return copy
 
-    def reset(self, organization: str | None = None) -> None:
-        self._cancel(self.store.reset(organization))
+    def _dropped(self, deliveries: list[Delivery]) -> None:
+        """A reset or an endpoint's removal dropped these: stop their attempts, and the lanes of endpoints gone."""
+        self._cancel(deliveries)
         for endpoint_id in [e for e in self._lanes if e not in self.store.endpoints]:
             del self._lanes[endpoint_id]
 

@@ -125,6 +125,16 @@ class WebhookStore:
         self._deliveries: dict[str, Delivery] = {}
         self._by_org: dict[str, dict[str, Delivery]] = {}  # so one organization's reset costs only its own
         self._finished: deque[str] = deque()
+        self._drop_listeners: list[Callable[[list[Delivery]], None]] = []
+
+    def on_drop(self, listener: Callable[[list[Delivery]], None]) -> None:
+        """Called with the deliveries a reset or an endpoint's removal dropped (the dispatcher stops sending)."""
+        self._drop_listeners.append(listener)
+
+    def _dropped(self, deliveries: list[Delivery]) -> list[Delivery]:
+        for listener in self._drop_listeners:
+            listener(deliveries)
+        return deliveries
 
     # --- endpoints ---------------------------------------------------------------------------------------
 
@@ -163,7 +173,7 @@ class WebhookStore:
         """Delete an endpoint and its deliveries (returned, cancelled); None if there is no such endpoint."""
         if self.endpoints.pop(endpoint_id, None) is None:
             return None
-        return self._drop(lambda d: d.endpoint.id == endpoint_id)
+        return self._dropped(self._drop(lambda d: d.endpoint.id == endpoint_id))
 
     def matching(self, event_type: str, organization: str) -> list[WebhookEndpoint]:
         if not self.endpoints:  # the common case, on every session event: nothing to match
@@ -239,14 +249,14 @@ class WebhookStore:
         if organization is None:
             self.endpoints = {k: e for k, e in self.endpoints.items() if e.source == "settings"}
             self._finished.clear()
-            return self._drop(lambda d: True)
+            return self._dropped(self._drop(lambda d: True))
         # An organization's endpoints only receive its own events, so its deliveries are all that goes.
         self.endpoints = {k: e for k, e in self.endpoints.items() if e.organization != organization}
         dropped = list(self._by_org.pop(organization, {}).values())
         for delivery in dropped:
             delivery.cancelled = True
             self._deliveries.pop(delivery.id, None)
-        return dropped
+        return self._dropped(dropped)
 
     def _drop(self, doomed: Callable[[Delivery], bool]) -> list[Delivery]:
         dropped = [d for d in self._deliveries.values() if doomed(d)]
