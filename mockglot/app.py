@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     settings = settings or Settings()
     state = state or ServerState(settings)
     hub = StreamHub(state, state.scenarios)
-    webhooks = Dispatcher(settings, state.clock, state.events, state.webhooks, state.feed)  # started by the lifespan
+    webhooks = Dispatcher(state.settings, state.clock, state.events, state.webhooks, state.feed)  # lifespan starts it
 
     def control_document() -> dict[str, Any]:
         control_doc = document("mockglot control plane", [*CONTROL_ENDPOINTS, events.ENDPOINT], security=False)
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     inspector = Inspector(state)
     routes: list[BaseRoute] = [
         *endpoint_routes(PUBLIC_ENDPOINTS, lambda endpoint: PublicEndpoint(endpoint, state)),
-        *endpoint_routes(CONTROL_ENDPOINTS, lambda endpoint: ControlEndpoint(endpoint, state, hub)),
+        *endpoint_routes(CONTROL_ENDPOINTS, lambda endpoint: ControlEndpoint(endpoint, state, webhooks)),
         Route("/openapi.json", serve_document(lambda: document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))),
         Route("/_mockglot/openapi.json", serve_document(control_document)),
         Route("/_mockglot/asyncapi.json", serve_document(asyncapi.document)),  # the stream protocol

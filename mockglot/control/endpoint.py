@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 from starlette.types import Receive, Scope, Send
 
 from mockglot import validation
-from mockglot.engines.hub import StreamHub
 from mockglot.errors import ApiError
 from mockglot.http import (
     JSON,
@@ -33,6 +32,7 @@ from mockglot.http import (
 from mockglot.inspector import auth as inspector_auth
 from mockglot.state.auth import Credentials
 from mockglot.state.server import ServerState
+from mockglot.webhooks.dispatcher import Dispatcher
 from mockglot.wire import encode
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ __all__ = ["ControlContext", "ControlEndpoint", "Endpoint", "Reply", "query_floa
 @dataclass(slots=True)
 class ControlContext:
     state: ServerState
-    hub: StreamHub
+    webhooks: Dispatcher  # sends the deliveries in `state.webhooks` (redeliver)
     request: Request
     body: Any
 
@@ -102,12 +102,12 @@ def check_not_cross_origin(request: Request) -> None:
 class ControlEndpoint:
     """The ASGI app of one control-plane endpoint."""
 
-    def __init__(self, endpoint: Endpoint[ControlContext], state: ServerState, hub: StreamHub) -> None:
+    def __init__(self, endpoint: Endpoint[ControlContext], state: ServerState, webhooks: Dispatcher) -> None:
         if endpoint.scope:
             raise ValueError(f"{endpoint.method} {endpoint.path}: control-plane endpoints take no key scope")
         self.endpoint = endpoint
         self.state = state
-        self.hub = hub
+        self.webhooks = webhooks
         self.write = endpoint.method not in SAFE_METHODS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,7 +122,7 @@ class ControlEndpoint:
             if self.write:
                 check_not_cross_origin(request)
             body = decode_json(request, raw, required=endpoint.body_required) if endpoint.method == "POST" else None
-            reply = await endpoint.handler(ControlContext(self.state, self.hub, request, body))
+            reply = await endpoint.handler(ControlContext(self.state, self.webhooks, request, body))
         except ApiError as exc:
             return error_response(exc, request_id(request.scope))
         content = reply.body if reply.media_type else encode(reply.body)

@@ -12,7 +12,6 @@ from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_flo
 from mockglot.errors import ApiError
 from mockglot.state.auth import KEY_PATTERN
 from mockglot.state.clock import isoformat
-from mockglot.webhooks.dispatcher import Dispatcher
 from mockglot.webhooks.state import Delivery, WebhookEndpoint
 
 STATUSES = ("pending", "succeeded", "failed")
@@ -176,8 +175,7 @@ async def get_delivery(ctx: ControlContext) -> Reply:
 
 
 async def redeliver(ctx: ControlContext) -> Reply:
-    dispatcher: Dispatcher = ctx.request.app.state.webhooks
-    copy = dispatcher.redeliver(_delivery(ctx).id)
+    copy = ctx.webhooks.redeliver(_delivery(ctx).id)
     assert copy is not None  # the delivery was just found, and nothing runs in between
     return Reply(202, delivery_info(copy))
 
