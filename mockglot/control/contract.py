@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+from starlette.types import Scope
 
 from mockglot import wire
 from mockglot.api.endpoint import UNKNOWN_FIELDS_WARNING, WARNING_HEADER, Endpoint, Reply
 from mockglot.control.endpoint import ControlContext, query_float
-from mockglot.http import Request, Response, headers_of
+from mockglot.http import Response, headers_of
+from mockglot.state.auth import ApiKey
 from mockglot.state.contract import Ledger, bump
 from mockglot.state.server import ServerState
 
@@ -22,12 +24,14 @@ NOT_ALLOWED = "(method not allowed)"
 STRICT_UNKNOWN = "Unknown field `"
 
 
-def observe_rest(state: ServerState, request: Request, presented: str | None, response: Response | None) -> None:
-    """Count the request in its organization's report, and note what the contract does not allow."""
+def observe_rest(
+    state: ServerState, scope: Scope, presented: str | None, key: ApiKey | None, response: Response | None
+) -> None:
+    """Count the request in its organization's report, and note what the contract does not allow. `key` is
+    what `state.keys` holds for `presented` (the caller has looked it up already: once a request)."""
     if presented is None:
         return  # no key: no organization to count it in
     stream_token = presented.startswith("kst_")
-    key = state.keys.get(presented)
     if key is not None:
         organization = key.organization
     elif stream_token and (record := state.sessions.for_token(presented)) is not None:
@@ -36,13 +40,13 @@ def observe_rest(state: ServerState, request: Request, presented: str | None, re
         return
     ledger = state.contract.ledger(organization)
     code, param, message = _error_of(response)
-    operation = _operation(request, code)
+    operation = _operation(scope, code)
     bump(ledger.operations, operation)
     if code is not None:
         bump(ledger.error_codes, code)
     if stream_token:
-        ledger.violation("stream_token_on_rest", f"{request.method} {request.scope['path']}")
-    if operation == "POST /v1/sessions" and headers_of(request.scope).get("idempotency-key") is None:
+        ledger.violation("stream_token_on_rest", f"{scope['method']} {scope['path']}")
+    if operation == "POST /v1/sessions" and headers_of(scope).get("idempotency-key") is None:
         ledger.violation("missing_idempotency_key", "POST /v1/sessions")
     if code == "invalid_field_value" and param == "provider":
         ledger.violation("top_level_provider", f"{operation}: `provider`")
@@ -52,16 +56,16 @@ def observe_rest(state: ServerState, request: Request, presented: str | None, re
         _warned_fields(ledger, operation, response)
 
 
-def _operation(request: Request, code: str | None) -> str:
+def _operation(scope: Scope, code: str | None) -> str:
     """`METHOD /path/{param}`: the route's template, so the table stays as small as the API."""
     if code == "route_not_found":
         return UNKNOWN_ROUTE
     if code == "method_not_allowed":
         return NOT_ALLOWED
-    path: str = request.scope["path"]
-    for name, value in request.path_params.items():
+    path: str = scope["path"]
+    for name, value in scope.get("path_params", {}).items():
         path = path.replace(f"/{value}", f"/{{{name}}}", 1)
-    return f"{request.method} {path}"
+    return f"{scope['method']} {path}"
 
 
 def _error_of(response: Response | None) -> tuple[str | None, str | None, str]:

@@ -155,7 +155,7 @@ class Instrumentation:
             "duration_ms": round(duration_ms, 3),
         }
         state.feed.publish("request", session_id, found.organization if found else None, key, data)
-        observe_rest(state, Request(scope), key, response if status != CLIENT_CLOSED else None)
+        observe_rest(state, scope, key, found, response if status != CLIENT_CLOSED else None)
 
     async def _faulted_or_served(
         self, scope: Scope, receive: Receive, send: Send, key: str | None, prefer: str | None
