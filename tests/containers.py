@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -97,12 +96,6 @@ def forget_old_images(age: str = "6h") -> None:
                  "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()  # fmt: skip
     if old:
         docker("rmi", *old, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def container_name() -> str:

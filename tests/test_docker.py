@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests import containers
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -185,7 +186,7 @@ def run_readme(tmp_path) -> Iterator:
         words = [re.sub(r"^~|(?<=[=:])~", str(tmp_path), w).replace("$PWD", str(tmp_path)) for w in words]
         for volume in (words[i + 1] for i, w in enumerate(words[:-1]) if w == "-v"):
             Path(volume.split(":")[0]).mkdir(parents=True, exist_ok=True)  # Docker would create it
-        name, port = containers.container_name(), containers.free_port()
+        name, port = containers.container_name(), free_port()
         out: list[str] = ["docker", "run", "--name", name, *extra]
         rest = iter(words[2:-1])
         for word in rest:

@@ -15,18 +15,9 @@ import pytest
 from mockglot.settings import Settings
 from mockglot.testing.client import Client, silence, tone, utterance
 from mockglot.testing.server import ServerThread
+from tests.chromium import ARGS
 
 CHROMIUM = os.environ.get("MOCKGLOT_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "browser-test-control-token"
 ARTIFACTS = Path(os.environ.get("MOCKGLOT_ARTIFACTS", Path(__file__).parent / "artifacts"))
 

@@ -31,6 +31,7 @@ from mockglot.settings import Settings
 from mockglot.testing.client import Client, silence, utterance
 from mockglot.testing.server import ServerThread
 from tests.conftest import new_key
+from tests.ports import free_port
 
 pytest_plugins = ["pytester"]
 
@@ -247,10 +248,7 @@ async def test_an_unknown_error_code_on_rest_is_reported(tmp_path):
 
 
 async def test_an_upstream_that_is_down_is_a_503_envelope():
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()
+    port = free_port()
     with AppThread(create_proxy_app(ProxySettings(upstream=f"http://127.0.0.1:{port}"))) as proxy:
         async with httpx.AsyncClient(base_url=proxy.url) as http:
             answer = await http.post("/v1/sessions", json={"mode": "bidirectional_translation"})

@@ -18,14 +18,10 @@ import msgspec
 import pytest
 from websockets.sync.client import connect
 
+from tests.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk_test_serveprocess01"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Serve:

@@ -10,7 +10,6 @@ import itertools
 import math
 import re
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +33,7 @@ from mockglot.webhooks import WebhookSignatureError, sign, verify
 from mockglot.webhooks.dispatcher import Dispatcher
 from mockglot.webhooks.state import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS, RETRY_JITTER
 from tests.audio import utterance
+from tests.ports import free_port
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 SECRET = "whsec_test_secret_0123456789"
@@ -123,13 +123,6 @@ def parse_iso(value: str) -> datetime:
 
 def signature_time(header: str) -> int:
     return int(re.match(r"t=(\d+),", header)[1])  # type: ignore[index]
-
-
-def free_port() -> int:
-    """A port with nothing listening: connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- a session's events, end to end ------------------------------------------------------------------------
