@@ -33,8 +33,13 @@ import sys
 import tempfile
 import textwrap
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import heading  # noqa: E402
 
 CONFTEST = """
 import json, os, time
@@ -146,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 per_test_cpu[variant].append(sum(t[1] for t in times[1:]) / (len(times) - 1))
     base = statistics.median(per_test["none"])
     base_cpu = statistics.median(per_test_cpu["none"])
-    load = os.getloadavg()
-    print(f"# bench/fixture.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
+    print(heading("fixture.py"))
     print(f"{args.tests} tests per run, {args.repeats} repeats, pinned: {f'CPU {cpu}' if cpu is not None else 'no'}")
     print()
     print(

@@ -25,17 +25,18 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import connect
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port  # noqa: E402
+
 BODY = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(args: list[str], port: int) -> subprocess.Popen[bytes]:

@@ -40,6 +40,11 @@ import msgspec
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import stop  # noqa: E402
+
 BODY = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
 UNBOUNDED = ["--retain-sessions", "10000000", "--retain-minutes", "525600", "--retain-mb", "1048576"]
 
@@ -81,11 +86,7 @@ class Server:
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop(self.process)
 
 
 async def call(http: httpx.AsyncClient, ws_base: str, key: str, frames: list[str], recorded: bool) -> None:

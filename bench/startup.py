@@ -20,8 +20,13 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port, heading  # noqa: E402
 
 
 def serve_bare(port: int) -> None:
@@ -35,12 +40,6 @@ def serve_bare(port: int) -> None:
 
     app = Starlette(routes=[Route("/health", health)])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def first_200(port: int, path: str, deadline: float) -> bool:
@@ -111,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu[kind].append(used)
     bare = statistics.median(times["bare"])
     bare_cpu = statistics.median(cpu["bare"])
-    load = os.getloadavg()
-    print(f"# bench/startup.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
+    print(heading("startup.py"))
     print(f"{args.starts} starts each, alternated; servers pinned: {server_cpu if server_cpu is not None else 'no'}")
     print()
     print("| server | median to first 200 | min | max | ratio to bare | server CPU by then (median) | ratio |")

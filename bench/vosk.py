@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder comes first on sys.path and this file would shadow the vosk package.
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
 
+from bench.common import stop  # noqa: E402
 from mockglot.engines.vosk import VoskModels  # noqa: E402
 from mockglot.speech import codec  # noqa: E402
 from mockglot.testing.client import Client  # noqa: E402
@@ -144,12 +145,7 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self.log.close()
 
 

@@ -26,13 +26,13 @@ import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder comes first on sys.path and bench/vosk.py would shadow the vosk package.
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
 
+from bench.common import heading  # noqa: E402
 from mockglot.engines.vosk import VoskModels  # noqa: E402
 from mockglot.speech import codec  # noqa: E402
 from mockglot.testing.client import Client  # noqa: E402
@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     low, high = counts[0], counts[-1]
     per_alone = (alone[high] - alone[low]) / (high - low)
     per_mine = (mine[high] - mine[low]) / (high - low)
-    load = os.getloadavg()
-    print(f"# bench/vosk_memory.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}")
+    print(heading("vosk_memory.py"))
     order = "one after another" if args.one_at_a_time else "all at once"
     print(f"{args.seconds:g} s of audio per session, free recognition, Korean model; mockglot's sessions: {order}")
     print()
