@@ -14,6 +14,8 @@ from mockglot.settings import Settings
 from mockglot.state import contract
 from mockglot.testing.client import Client, silence, utterance
 from mockglot.testing.server import ServerThread
+from tests.test_plugin import ISOLATED_ENV
+from tests.test_plugin import run as run_plugin_tests
 
 pytest_plugins = ["pytester"]
 
@@ -166,16 +168,14 @@ USER_TESTS = """
 
 @pytest.fixture
 def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("MOCKGLOT_URL", "MOCKGLOT_IMAGE", "MOCKGLOT_CONTROL_TOKEN", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+    for name in ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
     pytester.makepyfile(test_user=textwrap.dedent(USER_TESTS))
     return pytester
 
 
 def run(project: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return project.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:schemathesis", "-p", "no:randomly", *args
-    )  # fmt: skip
+    return run_plugin_tests(project, "-p", "no:randomly", *args)
 
 
 def test_the_run_ends_with_the_report(user_project):
