@@ -7,17 +7,14 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -29,7 +26,7 @@ from mockglot.proxy.to_scenario import write as write_scenario
 from mockglot.scenarios import load_file
 from mockglot.settings import Settings
 from mockglot.testing.client import Client, silence, utterance
-from mockglot.testing.server import ServerThread
+from mockglot.testing.server import AppThread, ServerThread
 from tests.conftest import new_key
 from tests.ports import free_port
 
@@ -37,27 +34,6 @@ pytest_plugins = ["pytester"]
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 AUDIO = utterance() + utterance(900, 700)  # two turns of the default scenario
-
-
-class AppThread:
-    """Any ASGI app under a real uvicorn server in a thread, on a free port."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None, lifespan="on"))
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
-
-    def __enter__(self) -> AppThread:
-        self.thread.start()
-        while not self.server.started:
-            threading.Event().wait(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +74,14 @@ def essentials(frames: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 async def report(proxy: AppThread) -> dict[str, Any]:
     async with httpx.AsyncClient() as http:
-        return (await http.get(proxy.url + "/_mockglot/proxy/report")).json()
+        return (await http.get(proxy.base_url + "/_mockglot/proxy/report")).json()
 
 
 async def test_a_conforming_upstream_passes_through_unchanged(upstream, proxied, tmp_path):
     key = new_key()
-    session, through_proxy = await call(proxied.url, key)
-    assert session["stream"]["url"].startswith(proxied.url.replace("http", "ws"))  # the client streams via the proxy
+    session, through_proxy = await call(proxied.base_url, key)
+    # the client streams via the proxy
+    assert session["stream"]["url"].startswith(proxied.base_url.replace("http", "ws"))
     _, direct = await call(upstream.base_url, new_key())
     assert essentials(through_proxy) == essentials(direct)
     found = await report(proxied)
@@ -115,7 +92,7 @@ async def test_a_conforming_upstream_passes_through_unchanged(upstream, proxied,
 
 async def test_a_recording_holds_every_frame_and_no_secret(proxied, tmp_path):
     key = new_key()
-    session, frames = await call(proxied.url, key)
+    session, frames = await call(proxied.base_url, key)
     folder = tmp_path / "recordings" / session["id"]
     loaded = recording.load(folder)
     assert loaded.recording.header.mode == "bidirectional_translation"
@@ -131,7 +108,7 @@ async def test_a_recording_holds_every_frame_and_no_secret(proxied, tmp_path):
 
 @pytest.fixture
 def recorded(proxied, tmp_path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
-    session, frames = asyncio.run(call(proxied.url, new_key()))
+    session, frames = asyncio.run(call(proxied.base_url, new_key()))
     return tmp_path / "recordings", session, frames
 
 
@@ -203,7 +180,10 @@ async def test_drift_in_frames_is_reported_and_strict_mode_refuses_it(upstream, 
     for strict in (False, True):
         settings.strict = strict
         with AppThread(create_proxy_app(settings)) as proxy:
-            async with Client(proxy.url, new_key()) as client, httpx.AsyncClient(base_url=upstream.base_url) as control:
+            async with (
+                Client(proxy.base_url, new_key()) as client,
+                httpx.AsyncClient(base_url=upstream.base_url) as control,
+            ):
                 session = await client.create_session()
                 stream = await client.open_stream(session)
                 await stream.until("session.ready")
@@ -232,9 +212,10 @@ async def test_an_unknown_error_code_on_rest_is_reported(tmp_path):
 
     with AppThread(Starlette(routes=[Route("/v1/sessions", odd, methods=["POST"])])) as odd_upstream:
         for strict in (False, True):
-            settings = ProxySettings(upstream=odd_upstream.url, strict=strict, report_file=tmp_path / f"{strict}.json")
+            report_file = tmp_path / f"{strict}.json"
+            settings = ProxySettings(upstream=odd_upstream.base_url, strict=strict, report_file=report_file)
             with AppThread(create_proxy_app(settings)) as proxy:
-                async with httpx.AsyncClient(base_url=proxy.url) as http:
+                async with httpx.AsyncClient(base_url=proxy.base_url) as http:
                     answer = await http.post("/v1/sessions", json={"mode": "ai_agent", "source_langauge": "de"},
                                              headers={"Authorization": "Bearer " + new_key()})  # fmt: skip
             written = json.loads(settings.report_file.read_text())
@@ -250,7 +231,7 @@ async def test_an_unknown_error_code_on_rest_is_reported(tmp_path):
 async def test_an_upstream_that_is_down_is_a_503_envelope():
     port = free_port()
     with AppThread(create_proxy_app(ProxySettings(upstream=f"http://127.0.0.1:{port}"))) as proxy:
-        async with httpx.AsyncClient(base_url=proxy.url) as http:
+        async with httpx.AsyncClient(base_url=proxy.base_url) as http:
             answer = await http.post("/v1/sessions", json={"mode": "bidirectional_translation"})
         assert answer.status_code == 503
         error = answer.json()["error"]
