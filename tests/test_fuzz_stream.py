@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 from mockglot.api.stream import MAX_FRAME_BYTES
-from mockglot.settings import Settings
-from mockglot.testing.server import ServerThread
 from mockglot.transport import WS_MAX_BYTES
 
 KEY = "sk_test_fuzzstream01"
@@ -105,15 +103,9 @@ bad_frames = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def server():
-    with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def stream(server):
+def stream(live):
     session = httpx.post(
-        f"{server.base_url}/v1/sessions", json={"mode": "bidirectional_translation"}, headers={"X-API-Key": KEY}
+        f"{live.base_url}/v1/sessions", json={"mode": "bidirectional_translation"}, headers={"X-API-Key": KEY}
     ).json()
     with connect(f"{session['stream']['url']}?token={session['stream']['token']}", max_size=None) as ws:
         assert msgspec.json.decode(ws.recv(5))["type"] == "session.ready"
@@ -146,10 +138,10 @@ def test_a_flood_of_bad_frames_gets_one_error_each(stream):
     assert len(replies) == 350 and {r["error"]["code"] for r in replies} == {"invalid_message"}
 
 
-def test_the_server_still_serves_other_sessions(server, stream):
+def test_the_server_still_serves_other_sessions(live, stream):
     exchange(stream, ["x"] * 50)
     created = httpx.post(
-        f"{server.base_url}/v1/sessions", json={"mode": "ai_agent", "ai_agent": {}}, headers={"X-API-Key": KEY}
+        f"{live.base_url}/v1/sessions", json={"mode": "ai_agent", "ai_agent": {}}, headers={"X-API-Key": KEY}
     )
     assert created.status_code == 201
     session = created.json()

@@ -18,7 +18,6 @@ import pytest
 
 from mockglot.engines.vosk import CONTAINER_MODEL_DIR
 from mockglot.settings import Settings
-from mockglot.testing.server import ServerThread
 from tests.test_docker import parse_dockerfile
 from tests.test_plugin import run as run_pytest
 
@@ -45,18 +44,12 @@ def shell_commands(block: str) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        yield running
-
-
 @pytest.fixture
-def shell_env(server, tmp_path) -> dict[str, str]:
+def shell_env(live, tmp_path) -> dict[str, str]:
     """A reader's shell: this venv's `mockglot` on PATH, the server as MOCKGLOT_URL, a checkout's fixtures."""
     (tmp_path / "fixtures").symlink_to(ROOT / "fixtures")
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "PATH": path, "MOCKGLOT_URL": server.base_url}
+    return {**os.environ, "PATH": path, "MOCKGLOT_URL": live.base_url}
 
 
 def test_the_first_call_prints_the_frames_the_readme_shows(shell_env, tmp_path):
@@ -136,8 +129,8 @@ def _wav_of(path: Path) -> bytes:
     return wav(path.read_bytes(), mulaw=True)
 
 
-def test_the_control_plane_table_lists_exactly_the_served_routes(server):
-    document = httpx.get(f"{server.base_url}/_mockglot/openapi.json").json()
+def test_the_control_plane_table_lists_exactly_the_served_routes(live):
+    document = httpx.get(f"{live.base_url}/_mockglot/openapi.json").json()
     served = {f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item}
     served |= {"GET /_mockglot/openapi.json", "GET /_mockglot/asyncapi.json"}
     table = re.findall(r"^\| `((?:GET|POST|DELETE|PUT|PATCH) /_mockglot[^`]*)` \|", section("The control plane"), re.M)

@@ -18,15 +18,9 @@ from tests.audio import parse_wav, silence, tone, utterance
 KEY = "sk_test_streamtests1"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        yield running
-
-
 @pytest.fixture
-async def client(server):
-    async with Client(server.base_url, KEY) as c:
+async def client(live):
+    async with Client(live.base_url, KEY) as c:
         yield c
 
 
@@ -63,9 +57,9 @@ async def test_token_of_another_session_is_4001(client):
     assert (error["error"]["code"], code) == ("invalid_token", 4001)
 
 
-async def test_expired_token_is_4001_and_a_fresh_one_works(server, client):
+async def test_expired_token_is_4001_and_a_fresh_one_works(live, client):
     session = await client.create_session()
-    server.call(server.state.clock.advance, 6 * 60)
+    live.call(live.state.clock.advance, 6 * 60)
     try:
         error, code = await rejected(f"{session['stream']['url']}?token={session['stream']['token']}")
         assert (error["error"]["code"], code) == ("expired_token", 4001)
@@ -75,12 +69,12 @@ async def test_expired_token_is_4001_and_a_fresh_one_works(server, client):
         assert (await stream.recv())["type"] == "session.ready"
         await stream.ws.close()
     finally:
-        server.call(server.state.clock.reset)
+        live.call(live.state.clock.reset)
 
 
-async def test_unknown_session_is_4004(server, client):
+async def test_unknown_session_is_4004(live, client):
     session = await client.create_session()
-    url = f"{server.ws_url}/v1/sessions/sess_00000000000000000000000000/connect?token={session['stream']['token']}"
+    url = f"{live.ws_url}/v1/sessions/sess_00000000000000000000000000/connect?token={session['stream']['token']}"
     error, code = await rejected(url)
     assert (error["error"]["code"], code) == ("session_not_found", 4004)
 
@@ -137,8 +131,8 @@ async def test_pacing_checks_close_1008():
             assert stream.close_code == 1008
 
 
-async def test_fault_close_1011(server, client):
-    server.call(server.state.faults.add, "stream", _fault(action="close", after_frames=2, close_code=1011), 0)
+async def test_fault_close_1011(live, client):
+    live.call(live.state.faults.add, "stream", _fault(action="close", after_frames=2, close_code=1011), 0)
     try:
         stream = await client.open_stream(await client.create_session())
         await stream.send_json({"type": "ping"})
@@ -147,7 +141,7 @@ async def test_fault_close_1011(server, client):
         assert frames[-1]["type"] == "session.error" and frames[-1]["error"]["code"] == "internal_error"
         assert stream.close_code == 1011
     finally:
-        server.call(server.state.faults.reset)
+        live.call(live.state.faults.reset)
 
 
 def _fault(**kwargs):
@@ -213,7 +207,7 @@ async def test_binary_frame_is_invalid_message(client):
     await stream.ws.close()
 
 
-async def test_duplicate_sequence_is_dropped_not_counted_twice(server, client):
+async def test_duplicate_sequence_is_dropped_not_counted_twice(live, client):
     session = await client.create_session()
     stream = await client.open_stream(session)
     await stream.ws.send(audio_frame("customer", 5, b"\x00" * 800))
@@ -223,11 +217,11 @@ async def test_duplicate_sequence_is_dropped_not_counted_twice(server, client):
     errors = [await stream.until("session.error"), await stream.until("session.error")]
     assert [e["error"]["code"] for e in errors] == ["duplicate_sequence", "duplicate_sequence"]
     await stream.end()
-    record = server.call(server.state.sessions.find, session["id"])
+    record = live.call(live.state.sessions.find, session["id"])
     assert len(record.audio["customer"]) == 800 and len(record.audio["agent"]) == 800
 
 
-async def test_equal_sequence_with_other_audio_is_accepted(server, client):
+async def test_equal_sequence_with_other_audio_is_accepted(live, client):
     """(r2) Equal `sequence`: other audio is new audio; the same audio again is a redelivery (dropped)."""
     session = await client.create_session()
     stream = await client.open_stream(session)
@@ -239,12 +233,12 @@ async def test_equal_sequence_with_other_audio_is_accepted(server, client):
     assert (error["error"]["code"], error["error"]["param"]) == ("duplicate_sequence", "sequence")
     assert "same audio" in error["error"]["message"]
     await stream.end()
-    record = server.call(server.state.sessions.find, session["id"])
+    record = live.call(live.state.sessions.find, session["id"])
     assert bytes(record.audio["customer"]) == first + second
 
 
 @pytest.mark.parametrize(("sequence", "accepted"), [(1.0, True), (1729481920.0, True), (1e3, True), (2.5, False)])
-async def test_a_sequence_is_any_number_with_an_integer_value(server, client, sequence, accepted):
+async def test_a_sequence_is_any_number_with_an_integer_value(live, client, sequence, accepted):
     session = await client.create_session()
     stream = await client.open_stream(session)
     await stream.ws.send(audio_frame("customer", sequence, b"\x03" * 160))
@@ -259,11 +253,11 @@ async def test_a_sequence_is_any_number_with_an_integer_value(server, client, se
         assert [(e["code"], e["param"]) for e in errors] == [("invalid_message", "sequence")]
         assert "whole number" in errors[0]["message"]
     await stream.end()
-    record = server.call(server.state.sessions.find, session["id"])
+    record = live.call(live.state.sessions.find, session["id"])
     assert len(record.audio.get("customer", b"")) == (160 if accepted else 0)
 
 
-async def test_a_quick_start_client_with_date_now_sequences_loses_no_audio(server, client):
+async def test_a_quick_start_client_with_date_now_sequences_loses_no_audio(live, client):
     """The Quick Start's JavaScript client sends `sequence: Date.now()`; a fast client sends several frames in
     one millisecond. Every byte it sent is what the server received (the control plane's WAV of each speaker)."""
     rng = random.Random(12)
@@ -281,7 +275,7 @@ async def test_a_quick_start_client_with_date_now_sequences_loses_no_audio(serve
     frames = await stream.end()
     assert [f for f in frames if f["type"] == "session.error"] == []
     assert [f for f in stream.received if f["type"] == "session.error"] == []
-    async with httpx.AsyncClient(base_url=server.base_url) as control:
+    async with httpx.AsyncClient(base_url=live.base_url) as control:
         for speaker, audio in sent.items():
             response = await control.get(f"/_mockglot/sessions/{session['id']}/audio/{speaker}")
             assert response.status_code == 200
@@ -441,16 +435,16 @@ async def test_rest_end_closes_live_stream_with_api_end(client):
     assert stream.close_code == 1000
 
 
-async def test_idle_timeout_ends_live_stream(server, client):
+async def test_idle_timeout_ends_live_stream(live, client):
     session = await client.create_session()
     stream = await client.open_stream(session)
     await stream.until("session.ready")
     try:
-        server.call(server.state.clock.advance, 31 * 60)
+        live.call(live.state.clock.advance, 31 * 60)
         frames = await stream.drain()
         assert frames[-1]["reason"] == "idle_timeout"
     finally:
-        server.call(server.state.clock.reset)
+        live.call(live.state.clock.reset)
 
 
 async def test_reconnect_continues_the_session(client):
@@ -480,9 +474,9 @@ async def test_other_sessions_are_served_while_one_is_flooded(client):
     await flooded.ws.close()
 
 
-async def test_quick_start_flow(server):
+async def test_quick_start_flow(live):
     """The Quick Start: create with the documented body, connect, stream, end, read the transcript."""
-    async with httpx.AsyncClient(base_url=server.base_url) as http:
+    async with httpx.AsyncClient(base_url=live.base_url) as http:
         created = await http.post(
             "/v1/sessions",
             headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
@@ -495,7 +489,7 @@ async def test_quick_start_flow(server):
         )
         assert created.status_code == 201
         session = created.json()
-        async with Client(server.base_url, KEY) as client:
+        async with Client(live.base_url, KEY) as client:
             stream = await client.open_stream(session)
             ready = await stream.recv()
             assert ready["type"] == "session.ready" and ready["audio"] == {"encoding": "mulaw", "sample_rate_hz": 8000}

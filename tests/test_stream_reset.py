@@ -4,18 +4,9 @@ does it, `ServerState.reset()`, whether the control plane or an in-process test 
 from __future__ import annotations
 
 import httpx
-import pytest
 
-from mockglot.settings import Settings
 from mockglot.testing.client import Client, Stream
-from mockglot.testing.server import ServerThread
 from tests.conftest import new_key
-
-
-@pytest.fixture(scope="module")
-def server():
-    with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        yield running
 
 
 async def open_ready(client: Client) -> tuple[dict, Stream]:
@@ -25,17 +16,17 @@ async def open_ready(client: Client) -> tuple[dict, Stream]:
     return session, stream
 
 
-def live_streams(server) -> int:
-    return httpx.get(f"{server.base_url}/_mockglot/health").json()["live_streams"]
+def live_streams(live) -> int:
+    return httpx.get(f"{live.base_url}/_mockglot/health").json()["live_streams"]
 
 
-async def test_one_organizations_reset_closes_its_streams_and_no_one_elses(server):
+async def test_one_organizations_reset_closes_its_streams_and_no_one_elses(live):
     mine, theirs = new_key(), new_key()
-    async with Client(server.base_url, mine) as client, Client(server.base_url, theirs) as other:
+    async with Client(live.base_url, mine) as client, Client(live.base_url, theirs) as other:
         _, gone = await open_ready(client)
         kept_session, kept = await open_ready(other)
-        assert live_streams(server) == 2
-        reply = httpx.post(f"{server.base_url}/_mockglot/reset", json={"api_key": mine})
+        assert live_streams(live) == 2
+        reply = httpx.post(f"{live.base_url}/_mockglot/reset", json={"api_key": mine})
         assert reply.status_code == 200
         frames = await gone.drain()
         assert [f["type"] for f in frames] == ["session.error"] and gone.close_code == 4004
@@ -43,16 +34,16 @@ async def test_one_organizations_reset_closes_its_streams_and_no_one_elses(serve
         ended = await kept.end()  # the other organization's stream goes on to its own end
         assert ended[-1]["type"] == "session.ended" and kept.close_code == 1000
         assert (await other.get_session(kept_session["id"]))["status"] == "ended"
-        assert live_streams(server) == 0
+        assert live_streams(live) == 0
 
 
-async def test_the_states_own_reset_closes_every_stream(server):
-    async with Client(server.base_url, new_key()) as client, Client(server.base_url, new_key()) as other:
+async def test_the_states_own_reset_closes_every_stream(live):
+    async with Client(live.base_url, new_key()) as client, Client(live.base_url, new_key()) as other:
         streams = [(await open_ready(client))[1], (await open_ready(other))[1]]
-        server.call(server.state.reset)  # in process: no control plane, no hub to remember
+        live.call(live.state.reset)  # in process: no control plane, no hub to remember
         for stream in streams:
             assert [f["type"] for f in await stream.drain()] == ["session.error"] and stream.close_code == 4004
-        assert live_streams(server) == 0
+        assert live_streams(live) == 0
         # a session created after the reset streams as usual
         _, fresh = await open_ready(client)
         assert (await fresh.end())[-1]["type"] == "session.ended"
