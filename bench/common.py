@@ -1,18 +1,10 @@
-"""What several benches share: a free port, stopping a server process, the dated heading with the load average."""
+"""What several benches share: stopping a server process, the dated load-average heading (ports: tests.ports)."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from datetime import UTC, datetime
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (the OS picks it; released before this returns)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:

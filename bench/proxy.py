@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 BODY = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
 

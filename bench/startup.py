@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, heading  # noqa: E402
+from bench.common import heading  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 
 def serve_bare(port: int) -> None:
