@@ -17,10 +17,9 @@ from mockglot.state.analyses import PROCESSING_SECONDS
 from mockglot.state.clock import isoformat
 from mockglot.state.sessions import Turn
 from mockglot.testing.client import Client, utterance
-from tests.checks import expect_error
+from tests.checks import BASIC, expect_error
 
 ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
-BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
 CALL = [  # (speaker, text, translation, confidence, start_ms, end_ms)
     ("customer", "Ich habe ein Problem mit meiner Bestellung", "I have a problem with my order", 0.9, 0, 2000),
     ("agent", "Of course, what is your card number?", "Natürlich, wie lautet Ihre Kartennummer?", 0.95, 0, 1500),

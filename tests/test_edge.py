@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from mockglot.control.instrumentation import prefer_error
 from mockglot.errors import CATALOGUE
 from mockglot.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADERS
+from tests.checks import BASIC
 
-BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
 JSON = {"Content-Type": "application/json"}
 
 

@@ -6,7 +6,8 @@ import asyncio
 
 import httpx
 
-BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
+from tests.checks import BASIC
+
 DAY = 24 * 60 * 60
 
 

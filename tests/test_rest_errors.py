@@ -19,8 +19,8 @@ from mockglot.errors import CATALOGUE
 from mockglot.settings import Settings
 from mockglot.state.auth import load_keys_file
 from mockglot.state.server import ServerState
+from tests.checks import BASIC, create
 
-BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
 JSON = {"Content-Type": "application/json"}
 
 
@@ -35,12 +35,6 @@ def expect_error(response: httpx.Response, status: int, code: str, param: str | 
     if status not in (409, 429):
         assert "retry_after" not in error
     return error
-
-
-async def create(client, body=None, **kwargs) -> dict:
-    response = await client.post("/v1/sessions", json=BASIC if body is None else body, **kwargs)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 # --- 400 invalid_request ----------------------------------------------------------------------------------

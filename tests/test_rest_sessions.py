@@ -12,6 +12,7 @@ from mockglot.settings import Settings
 from mockglot.state.clock import Clock
 from mockglot.state.server import ServerState
 from mockglot.state.sessions import Turn
+from tests.checks import BASIC, create
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ULID_BODY = r"[0-9A-HJKMNP-TV-Z]{26}"
@@ -19,18 +20,11 @@ SESSION_KEYS = [
     "id", "object", "status", "mode", "provider", "phone_number", "source_language", "target_language",
     "stream", "call", "recording", "metadata", "created_at", "started_at", "ended_at",
 ]  # fmt: skip
-BASIC = {"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}
 SAMPLES_PER_SECOND = 8000  # mu-law 8 kHz: one byte a sample
 
 
 def parse_iso(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-async def create(client, body=None, **kwargs) -> dict:
-    response = await client.post("/v1/sessions", json=BASIC if body is None else body, **kwargs)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def turn(sequence: int, speaker: str = "customer", **fields) -> Turn:
