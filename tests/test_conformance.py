@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,14 +31,8 @@ def run(url: str, **options: Any) -> Report:
     return asyncio.run(run_checks(url, KEY, **options))
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    with ServerThread(Settings(port=0, output_pace="instant")) as thread:
-        yield thread
-
-
-def test_every_check_passes_against_the_in_process_server(server):
-    report = run(server.base_url)
+def test_every_check_passes_against_the_in_process_server(live):
+    report = run(live.base_url)
     assert report.control_plane
     assert failures(report) == {}
     assert report.ok
@@ -72,10 +65,10 @@ def test_the_command_passes_against_a_mockglot_serve_process(tmp_path):
     assert report["ok"] and done.returncode == 0
 
 
-def test_lines_and_exit_status(server, capsys):
+def test_lines_and_exit_status(live, capsys):
     from mockglot.cli import main
 
-    status = main(["conform", server.base_url, "--api-key", KEY, "--check", "auth.", "--check", "stream.ping"])
+    status = main(["conform", live.base_url, "--api-key", KEY, "--check", "auth.", "--check", "stream.ping"])
     lines = capsys.readouterr().out.splitlines()
     assert status == 0
     assert lines[0].split()[:3] == ["PASS", "documented", "auth.missing"]

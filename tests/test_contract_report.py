@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,24 +19,18 @@ from tests.test_plugin import run as run_plugin_tests
 pytest_plugins = ["pytester"]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    with ServerThread(Settings(port=0, output_pace="instant")) as thread:
-        yield thread
-
-
-def report(server: ServerThread, key: str, settle: float = 1.0) -> dict[str, Any]:
+def report(live: ServerThread, key: str, settle: float = 1.0) -> dict[str, Any]:
     params = {"api_key": key, "settle": settle}
-    return httpx.get(f"{server.base_url}/_mockglot/contract", params=params).raise_for_status().json()
+    return httpx.get(f"{live.base_url}/_mockglot/contract", params=params).raise_for_status().json()
 
 
 def violations(found: dict[str, Any]) -> dict[str, list[str]]:
     return {v["kind"]: v["examples"] for v in found["violations"]}
 
 
-async def test_rest_violations_and_coverage(server, make_key):
+async def test_rest_violations_and_coverage(live, make_key):
     key = make_key()
-    async with Client(server.base_url, key) as client:
+    async with Client(live.base_url, key) as client:
         body = {"mode": "bidirectional_translation", "source_langauge": "de"}
         created = await client.http.post("/v1/sessions", json=body)
         assert created.status_code == 201  # lenient: the misspelling is ignored (the language is auto-detected)
@@ -52,7 +45,7 @@ async def test_rest_violations_and_coverage(server, make_key):
         await client.http.get("/v1/nowhere")
         keyed = {"Idempotency-Key": "once"}
         assert (await client.http.post("/v1/sessions", json={"mode": "ai_agent"}, headers=keyed)).status_code == 422
-    found = report(server, key)
+    found = report(live, key)
     assert violations(found) == {
         "unknown_field": ["POST /v1/sessions: `source_langauge`"],
         "missing_idempotency_key": ["POST /v1/sessions"],
@@ -72,7 +65,7 @@ async def test_rest_violations_and_coverage(server, make_key):
         "route_not_found": 1,
         "missing_required_field": 1,
     }
-    other = report(server, make_key())
+    other = report(live, make_key())
     assert other["violations"] == [] and other["coverage"]["operations"] == {}  # nothing leaks between keys
 
 
@@ -86,9 +79,9 @@ async def test_strict_mode_reports_the_refused_unknown_field(make_key):
         assert violations(report(strict, key)) == {"unknown_field": ["POST /v1/sessions: `source_langauge`"]}
 
 
-async def test_stream_violations_and_coverage(server, make_key):
+async def test_stream_violations_and_coverage(live, make_key):
     key = make_key()
-    async with Client(server.base_url, key) as client:
+    async with Client(live.base_url, key) as client:
         session = await client.create_session()
         stream = await client.open_stream(session)
         await stream.until("session.ready")
@@ -106,7 +99,7 @@ async def test_stream_violations_and_coverage(server, make_key):
         await polite.end()
         refused = await client.open_stream(ended)  # the session has ended: 4009
         await refused.drain()
-    found = report(server, key)
+    found = report(live, key)
     assert violations(found) == {
         "old_frame_type": ['`type: "audio"` (today: audio.input)'],
         "unknown_field": ["ping frame: `sequnce`"],
@@ -121,15 +114,15 @@ async def test_stream_violations_and_coverage(server, make_key):
     assert coverage["close_codes"] == {"1000": 1, "4009": 1}
 
 
-async def test_reset_forgets_the_organization_only(server, make_key):
+async def test_reset_forgets_the_organization_only(live, make_key):
     mine, theirs = make_key(), make_key()
     for key in (mine, theirs):
-        async with Client(server.base_url, key) as client:
+        async with Client(live.base_url, key) as client:
             await client.http.post("/v1/sessions", json={"mode": "bidirectional_translation"})  # no Idempotency-Key
-    httpx.post(f"{server.base_url}/_mockglot/reset", json={"api_key": mine}).raise_for_status()
-    assert report(server, mine)["violations"] == []
-    assert violations(report(server, theirs)) == {"missing_idempotency_key": ["POST /v1/sessions"]}
-    everyone = httpx.get(f"{server.base_url}/_mockglot/contract").json()
+    httpx.post(f"{live.base_url}/_mockglot/reset", json={"api_key": mine}).raise_for_status()
+    assert report(live, mine)["violations"] == []
+    assert violations(report(live, theirs)) == {"missing_idempotency_key": ["POST /v1/sessions"]}
+    everyone = httpx.get(f"{live.base_url}/_mockglot/contract").json()
     assert everyone["organization"] is None and everyone["violations"]
 
 

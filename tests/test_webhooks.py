@@ -10,7 +10,7 @@ import itertools
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,6 @@ from mockglot.state.clock import Clock
 from mockglot.state.randomness import Randomness
 from mockglot.state.server import ServerState
 from mockglot.testing.client import Client
-from mockglot.testing.server import ServerThread
 from mockglot.testing.webhooks import WebhookReceiver
 from mockglot.webhooks import WebhookSignatureError, sign, verify
 from mockglot.webhooks.dispatcher import Dispatcher
@@ -43,18 +42,12 @@ ENVELOPE_KEYS = ["id", "type", "api_version", "created_at", "data"]
 # --- fixtures and helpers ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    with ServerThread(Settings(port=0, output_pace="instant")) as running:
-        yield running
-
-
 @pytest.fixture
-async def ctl(server) -> AsyncIterator[httpx.AsyncClient]:
+async def ctl(live) -> AsyncIterator[httpx.AsyncClient]:
     """The control plane; after each test: the clock, the dispatcher's timeout and all state back to normal."""
-    async with httpx.AsyncClient(base_url=server.base_url) as client:
+    async with httpx.AsyncClient(base_url=live.base_url) as client:
         yield client
-        server.call(setattr, server.app.state.webhooks, "attempt_timeout", 30.0)
+        live.call(setattr, live.app.state.webhooks, "attempt_timeout", 30.0)
         await client.post("/_mockglot/clock", json={"reset": True})
         await client.post("/_mockglot/reset", json={})
 
@@ -65,8 +58,8 @@ def key() -> str:
 
 
 @pytest.fixture
-async def api(server, key) -> AsyncIterator[Client]:
-    async with Client(server.base_url, key) as client:
+async def api(live, key) -> AsyncIterator[Client]:
+    async with Client(live.base_url, key) as client:
         yield client
 
 
@@ -186,9 +179,9 @@ async def test_every_event_of_a_session_arrives_in_order_signed_with_the_rest_da
     assert [d["event"] for d in seen] == events
 
 
-async def test_an_endpoint_gets_only_its_events_and_its_organization(ctl, api, server, key, webhook_receiver):
+async def test_an_endpoint_gets_only_its_events_and_its_organization(ctl, api, live, key, webhook_receiver):
     await register(ctl, webhook_receiver.url, api_key=key, events=["session.ended"])
-    async with Client(server.base_url, f"sk_test_{secrets.token_hex(10)}") as stranger:
+    async with Client(live.base_url, f"sk_test_{secrets.token_hex(10)}") as stranger:
         other = await stranger.create_session()
         await stranger.end_session(other["id"])  # another organization: never sent to this endpoint
     mine = await api.create_session()
@@ -201,7 +194,7 @@ async def test_an_endpoint_gets_only_its_events_and_its_organization(ctl, api, s
 
 
 async def test_a_failing_receiver_gets_the_same_delivery_again_after_each_retry_delay(
-    ctl, api, server, key, webhook_receiver
+    ctl, api, live, key, webhook_receiver
 ):
     webhook_receiver.fail(2)
     endpoint = await register(ctl, webhook_receiver.url, api_key=key, events=["session.created"])
@@ -219,13 +212,13 @@ async def test_a_failing_receiver_gets_the_same_delivery_again_after_each_retry_
     assert len((await delivery(ctl, delivery_id))["attempts"]) == 1  # not due yet: nothing was sent
     await set_clock(ctl, pending["next_attempt_at"])
     (*_, second) = await webhook_receiver.wait_async(2)
-    second.verify(endpoint["secret"], now=server.state.clock.now())  # signed on the server's (advanced) clock
+    second.verify(endpoint["secret"], now=live.state.clock.now())  # signed on the server's (advanced) clock
     retried = await eventually(lambda: delivery(ctl, delivery_id), settled(2))
     await set_clock(ctl, retried["next_attempt_at"])
     requests = await webhook_receiver.wait_async(3)
-    requests[2].verify(endpoint["secret"], now=server.state.clock.now())
+    requests[2].verify(endpoint["secret"], now=live.state.clock.now())
     with pytest.raises(WebhookSignatureError, match="s ago, beyond the tolerance of 300 s"):  # stale by now
-        first.verify(endpoint["secret"], now=server.state.clock.now())
+        first.verify(endpoint["secret"], now=live.state.clock.now())
 
     assert [r.header("kallglot-retry-count") for r in requests] == ["0", "1", "2"]
     assert {r.header("kallglot-webhook-id") for r in requests} == {delivery_id}
@@ -271,8 +264,8 @@ async def test_a_dead_receiver_fails_after_the_eighth_attempt(ctl, api, key):
     assert [d["id"] for d in await deliveries(ctl, status="failed")] == [pending["id"]]
 
 
-async def test_no_2xx_within_the_timeout_is_a_failed_attempt(ctl, api, server, key, webhook_receiver):
-    server.call(setattr, server.app.state.webhooks, "attempt_timeout", 0.2)
+async def test_no_2xx_within_the_timeout_is_a_failed_attempt(ctl, api, live, key, webhook_receiver):
+    live.call(setattr, live.app.state.webhooks, "attempt_timeout", 0.2)
     webhook_receiver.hang()
     await register(ctl, webhook_receiver.url, api_key=key, events=["session.created"])
     session = await api.create_session()
