@@ -110,7 +110,7 @@ async def test_frames_arrive_live_on_the_session_page(page, server):
         await page.locator(".lane.out .mark").first.wait_for()
         final = page.locator("details.frame", has=page.locator(".type", has_text="transcript.final")).first
         await final.locator("summary").click()
-        assert '"type": "transcript.final"' in await final.locator("pre").inner_text()
+        await playwright_api.expect(final.locator("pre")).to_contain_text('"type": "transcript.final"')
         await stream.end()
     await page.locator("#status", has_text="ended").wait_for()
     await assert_not_reloaded(page)
