@@ -335,3 +335,11 @@ def test_the_readme_commands_are_the_real_ones():
         build_parser().parse_args(command[1:])  # exits (a failed test) on any flag the CLI does not have
     for name in ("mockglot_replay_pace", "mockglot_replay_match", "mockglot_replay_speed", "replay_mismatch"):
         assert name in section
+
+
+async def test_an_oversized_body_is_refused_before_it_is_forwarded(proxied):
+    async with httpx.AsyncClient(base_url=proxied.base_url) as http:
+        answer = await http.post("/v1/sessions", content=b"{" + b" " * (1024 * 1024) + b"}",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
+    assert (await report(proxied))["rest_calls"] == 0  # nothing was checked or sent upstream

@@ -31,13 +31,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from mockglot import wire
 from mockglot.api.stream import frame_error
 from mockglot.errors import ApiError
+from mockglot.http import read_body
 from mockglot.proxy.drift import Difference, DriftReport
 from mockglot.proxy.recording import Header, Recorder, write_atomic
 from mockglot.wire import LANGUAGES, Language
 
 log = logging.getLogger("mockglot.proxy")
 
-MAX_BODY_BYTES = 1024 * 1024  # the same limit mockglot itself sets on a request body
 MAX_OPEN_RECORDINGS = 1000  # sessions being recorded at once; the oldest is written and let go first
 UPSTREAM_TIMEOUT_SECONDS = 30.0
 HOP_BY_HOP = {
@@ -92,7 +92,7 @@ class Proxy:
         started = time.perf_counter()
         method, path = request.method, request.url.path
         try:
-            body = await _read_body(request)
+            body = await read_body(request)  # mockglot's own limit: 413 past 1 MiB
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is listening; nothing was forwarded
         except ApiError as exc:
@@ -273,17 +273,6 @@ class Proxy:
     def write_report(self) -> None:
         if self.settings.report_file is not None:
             write_atomic(self.settings.report_file, msgspec.json.format(msgspec.json.encode(self.report.view())))
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, refused past MAX_BODY_BYTES while it is read."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError("invalid_request", f"The request body is larger than {MAX_BODY_BYTES} bytes.", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _json(body: bytes) -> Any:
