@@ -251,6 +251,8 @@ async def test_needs_the_control_token_and_checks_its_parameters(server, http):
     expect_error(await client.get("/_mockglot/events", headers=wrong), 401, "invalid_api_key")
     bad = await client.get("/_mockglot/events", headers={**AUTH, "Last-Event-ID": "yesterday"})
     expect_error(bad, 422, "invalid_field_value", "last_event_id")
+    superscript = await client.get("/_mockglot/events", headers=AUTH, params={"last_event_id": "²"})  # isdigit(): yes
+    expect_error(superscript, 422, "invalid_field_value", "last_event_id")
     long = await client.get("/_mockglot/events", headers=AUTH, params={"session_id": "x" * 500})
     expect_error(long, 422, "invalid_field_value", "session_id")
     expect_error(await client.post("/_mockglot/events", headers=AUTH), 405, "method_not_allowed")

@@ -766,7 +766,7 @@ async def rate_limited(ctx: Conformance) -> None:
     second = await ctx.request("GET", f"/v1/sessions/{unknown_id('sess')}", key=key)
     error = expect_error(second, 429, "rate_limit_exceeded")
     retry = second.headers.get("retry-after", "")
-    expect(retry.isdigit() and int(retry) >= 1, f"Retry-After is {retry!r}")
+    expect(retry.isascii() and retry.isdigit() and int(retry) >= 1, f"Retry-After is {retry!r}")
     expect(isinstance(error.get("retry_after"), int | float), f"error.retry_after is {error.get('retry_after')!r}")
 
 
@@ -885,6 +885,7 @@ async def webhooks_signed(ctx: Conformance) -> None:
 
 def _expect_usage_headers(response: Any) -> None:
     expect_request_id(response)
-    missing = [h for h in USAGE_HEADERS if not response.headers.get(h, "").isdigit()]
+    values = {h: response.headers.get(h, "") for h in USAGE_HEADERS}
+    missing = [h for h, value in values.items() if not (value.isascii() and value.isdigit())]
     if missing:
         raise Failed(f"usage headers missing or not integers: {missing}")

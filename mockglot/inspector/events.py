@@ -45,7 +45,7 @@ def parse(request: Request) -> tuple[Filter, int | None]:
     last = request.headers.get("last-event-id") or text("last_event_id")
     last_id = None
     if last is not None:
-        if not last.strip().isdigit() or len(last.strip()) > 18:
+        if not (last.strip().isascii() and last.strip().isdigit()) or len(last.strip()) > 18:
             raise ApiError(
                 "invalid_field_value",
                 "`Last-Event-ID` (or `last_event_id`) is the `id` of the last event received: a whole number.",
