@@ -66,8 +66,12 @@ def mockglot_app():
 
 def serve(which: str, profile: str | None) -> None:
     app = mockglot_app() if which == "mockglot" else bare_app()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, so that asyncio sets TCP_NODELAY on each accepted socket as uvloop does anyway (a socket
+    # made without it has proto 0, and asyncio leaves Nagle on); set on the listener too, which Linux copies
+    # to accepted sockets. Both servers get it alike.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)  # before the port is announced: the client may connect before uvicorn is up
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_ping_interval=None)

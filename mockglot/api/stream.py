@@ -13,12 +13,12 @@ import binascii
 import contextlib
 import logging
 import time
-from typing import Any
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from mockglot import transport, validation, wire
+from mockglot.engines.hub import StreamHub
 from mockglot.engines.pipeline import SessionPipeline, SpeechJob
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.faults import ArmedFault
@@ -26,6 +26,7 @@ from mockglot.speech import codec
 from mockglot.state.auth import Credentials
 from mockglot.state.feed import FEED_FRAME_CHARS, Frame, session_data
 from mockglot.state.journal import Direction
+from mockglot.state.server import ServerState
 from mockglot.state.sessions import SessionRecord
 
 log = logging.getLogger("mockglot.stream")
@@ -153,7 +154,7 @@ def audio_bytes(frame: wire.AudioInput) -> bytes:
 class Connection:
     """One client socket on one session."""
 
-    def __init__(self, websocket: WebSocket, record: SessionRecord, pipeline: SessionPipeline, hub: Any) -> None:
+    def __init__(self, websocket: WebSocket, record: SessionRecord, pipeline: SessionPipeline, hub: StreamHub) -> None:
         self.websocket = websocket
         self.record = record
         self.pipeline = pipeline
@@ -408,7 +409,7 @@ async def reject(websocket: WebSocket, session_id: str, exc: ApiError) -> None:
     await websocket.close(STREAM_CLOSE_CODES.get(exc.code, 1011))
 
 
-def observe_refused(state: Any, session_id: str, exc: ApiError) -> None:
+def observe_refused(state: ServerState, session_id: str, exc: ApiError) -> None:
     """A refused connect counts in its session's organization's contract report (none: no such session)."""
     record = state.sessions.find(session_id)
     if record is not None:
@@ -421,7 +422,7 @@ def presented_token(websocket: WebSocket) -> str | None:
     return Credentials.read(websocket.headers, websocket.query_params).stream_token
 
 
-async def admit(hub: Any, session_id: str, token: str | None) -> SessionRecord:
+async def admit(hub: StreamHub, session_id: str, token: str | None) -> SessionRecord:
     """Check the token; a reconnect that races its own old socket's close waits for that close to land."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RECONNECT_GRACE_SECONDS
@@ -436,7 +437,7 @@ async def admit(hub: Any, session_id: str, token: str | None) -> SessionRecord:
 
 
 async def connect(websocket: WebSocket) -> None:
-    hub = websocket.app.state.hub
+    hub: StreamHub = websocket.app.state.hub
     session_id = websocket.path_params["session_id"]
     await websocket.accept()
     try:
