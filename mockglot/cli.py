@@ -58,6 +58,15 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help=f"memory budget of ended sessions' audio and journals (default 256; {env}RETAIN_MB)",
     )  # fmt: skip
     p.add_argument(
+        "--state", metavar="memory|URL",
+        help=f"where state lives: memory (default) or a Redis/Valkey URL shared by workers and replicas, "
+        f"redis://host:6379/0 ({env}STATE)",
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, metavar="N",
+        help=f"serve from N processes on one port, 1 to 64 (default 1; more need --state redis://...; {env}WORKERS)",
+    )  # fmt: skip
+    p.add_argument(
         "--webhook", dest="webhooks", action="append", metavar="URL[#SECRET]",
         help=f"deliver webhooks to URL, signed with SECRET or a generated one; repeatable ({env}WEBHOOKS=u1,u2#s)",
     )  # fmt: skip
@@ -99,13 +108,21 @@ def exposure_warning(settings: Settings) -> str | None:
 
 
 def banner(settings: Settings, port: int) -> str:
-    """What a user needs first: the base URL, links that answer, and two things to try."""
+    """What a user needs first: the base URL, links that answer, and two things to try; with several workers or
+    a shared state, how many and where (its password hidden)."""
     host = "localhost" if loopback_only(settings.host) else settings.host
     host = f"[{host}]" if ":" in host else host
     base = f"http://{host}:{port}"
+    processes = "1 process" if settings.workers == 1 else f"{settings.workers} processes on one port"
+    shared = (
+        [f"  workers:       {processes}, state in {settings_module.redact(settings.state)}"]
+        if settings.workers > 1 or settings.state != "memory"
+        else []
+    )
     return "\n".join(
         [
             f"mockglot {__version__} serving the Kallglot API at {base}  (REST under /v1, streams on ws://{host}:{port})",
+            *shared,
             f"  health:        {base}/_mockglot/health",
             f"  API (OpenAPI): {base}/openapi.json   control plane: {base}/_mockglot/openapi.json",
             "  try it:",
@@ -120,14 +137,17 @@ def banner(settings: Settings, port: int) -> str:
 def serve(args: argparse.Namespace) -> int:
     from mockglot.app import create_app
     from mockglot.logs import uvicorn_log_config
-    from mockglot.transport import uvicorn_config
+    from mockglot.shared import connect
+    from mockglot.transport import run_workers, uvicorn_config
 
     overrides = {
         name: value for name, value in vars(args).items() if name in {f.name for f in msgspec.structs.fields(Settings)}
     }
     try:
         settings = settings_module.from_env(**overrides)
-        app = create_app(settings)
+        if settings.state != "memory":
+            connect.check(settings.state)
+        app = create_app(settings)  # with workers, each builds its own: this one only proves the settings work
     except ValueError as exc:
         print(f"mockglot: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +164,9 @@ def serve(args: argparse.Namespace) -> int:
     if (warning := exposure_warning(settings)) is not None:
         print(warning, file=sys.stderr, flush=True)
     print(banner(settings, port), flush=True)
+    if settings.workers > 1:
+        del app
+        return run_workers(settings, sock, log_config=uvicorn_log_config(settings.log_format))
     config = uvicorn_config(app, settings, log_config=uvicorn_log_config(settings.log_format))
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler it found: make that
     # one a no-op, so a clean stop exits 0 (what `docker stop` and process supervisors expect).

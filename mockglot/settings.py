@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
+
+MAX_WORKERS = 64
+STATE_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -35,6 +40,10 @@ class Settings(msgspec.Struct, kw_only=True):
     retain_sessions: Annotated[int, Meta(ge=1, le=10_000_000)] = 1000
     retain_minutes: Annotated[float, Meta(gt=0, le=525_600)] = 60.0
     retain_mb: Annotated[float, Meta(gt=0, le=1_048_576)] = 256.0
+    # Where the state lives: "memory" (this process alone), or a Redis (or Valkey) URL that several workers and
+    # machines share. `workers` processes share the listening socket; more than one needs a shared state.
+    state: str = "memory"
+    workers: Annotated[int, Meta(ge=1, le=MAX_WORKERS)] = 1
 
 
 # Each setting's environment variable and how to read it from a string.
@@ -59,11 +68,11 @@ def from_env(environ: Mapping[str, str] = os.environ, **overrides: object) -> Se
             values[field.name] = raw.strip().lower() in _BOOL_TRUE
         else:
             values[field.name] = raw
-        sources[field.name] = f"{variable}={raw!r}"
+        sources[field.name] = f"{variable}={redact(raw) if field.name == 'state' else raw!r}"
     for name, value in overrides.items():
         if value is not None:
             values[name] = value
-            sources[name] = f"--{name.replace('_', '-')} {value!r}"
+            sources[name] = f"--{name.replace('_', '-')} {redact(str(value)) if name == 'state' else value!r}"
     for field in msgspec.structs.fields(Settings):
         if field.name in values:
             try:
@@ -73,13 +82,71 @@ def from_env(environ: Mapping[str, str] = os.environ, **overrides: object) -> Se
     settings = Settings(**values)  # type: ignore[arg-type]  # each value converted to its field's type above
     if not 0 <= settings.port <= 65535:
         raise ValueError(f"invalid setting {sources['port']}: expected a port number from 0 to 65535")
+    if settings.state != "memory" and not state_url_ok(settings.state):
+        raise ValueError(
+            f"invalid setting {sources['state']}: expected memory or a Redis URL "
+            "(redis://host:6379/0, rediss://host:6380/0 with TLS, unix:///run/redis.sock)"
+        )
+    if settings.workers > 1 and settings.state == "memory":
+        where = sources["workers"]
+        raise ValueError(
+            f"{where}: several workers need a shared state, and the state is in memory (each worker would have its "
+            "own sessions, keys and clock). Give them a Redis (or Valkey): --state redis://localhost:6379/0 "
+            "(MOCKGLOT_STATE), or drop --workers to serve from one process"
+        )
     return settings
 
 
+def state_url_ok(url: str) -> bool:
+    """Whether `url` is one redis-py can connect to: redis:// or rediss:// with a host (and an optional numeric
+    database), or unix:// with a socket path."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # a port that is not a number raises
+    except ValueError:
+        return False
+    if parts.scheme == "unix":
+        return bool(parts.path) and not parts.netloc.rpartition("@")[2]
+    if parts.scheme not in STATE_SCHEMES or not parts.hostname or port == 0:
+        return False
+    database = parts.path.removeprefix("/")
+    return database == "" or (database.isascii() and database.isdigit())
+
+
+def redact(url: str) -> str:
+    """`url` fit to print and log: the password in its user part and a `password=` parameter become `***`
+    (`redis://:secret@host/0` -> `redis://:***@host/0`, `redis://user:secret@host` -> `redis://user:***@host`).
+    Everything up to the last `@` counts as the user part, so a password with an unescaped `/` or `@` is hidden
+    too; a user part without a colon may be a bare password, so it is hidden whole."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, rest = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = (f"{user}:***@" if colon else "***@") + rest
+    return scheme + sep + re.sub(r"(?i)(\bpassword=)[^&#]*", r"\1***", rest)
+
+
 def _expected(type_: object) -> str:
-    """What a setting of this type takes, in words: `one of text, json`, `a whole number`."""
+    """What a setting of this type takes, in words: `one of text, json`, `a whole number`, `a whole number from 1
+    to 64`."""
+    if typing.get_origin(type_) is Annotated:
+        base, *metas = typing.get_args(type_)
+        meta = next((m for m in metas if isinstance(m, Meta)), None)
+        if base is int and meta is not None and meta.ge is not None and meta.le is not None:
+            return f"expected a whole number from {meta.ge} to {meta.le}"
+        return _expected(base) + (_bounds(meta) if meta is not None else "")
     if typing.get_origin(type_) is Literal:
         return "expected one of " + ", ".join(map(str, typing.get_args(type_)))
     if type_ is int or [a for a in typing.get_args(type_) if a is not type(None)] == [int]:
         return "expected a whole number"
+    if type_ is float or [a for a in typing.get_args(type_) if a is not type(None)] == [float]:
+        return "expected a number"
     return f"expected {type_}"
+
+
+def _bounds(meta: Meta) -> str:
+    low = f"above {meta.gt}" if meta.gt is not None else f"at least {meta.ge}" if meta.ge is not None else ""
+    high = f"at most {meta.le}" if meta.le is not None else f"below {meta.lt}" if meta.lt is not None else ""
+    return " " + " and ".join(b for b in (low, high) if b) if low or high else ""

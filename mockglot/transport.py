@@ -11,19 +11,28 @@ so mockglot's protocol classes adjust them:
   `session.error` and goes on) instead of uvicorn's 1007 close with a traceback; on shutdown (SIGTERM) the
   stream is told first, so it can send `session.ended` (`server_shutdown`) before the socket closes.
 - Logs: stream tokens and API keys in logged URLs are redacted (`mockglot.logs.RedactSecrets`).
+- Workers (`--workers N`): uvicorn's own supervisor (`uvicorn.supervisors.Multiprocess`) runs N processes on the
+  socket the parent bound, and replaces one that dies. A worker is a real mockglot server: it receives the
+  settings alone (`WorkerConfig` pickles to them) and builds its own app and `uvicorn_config`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
+import socket
+import sys
 import time
 from typing import Any
 
+import msgspec
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.supervisors import Multiprocess
 
 from mockglot.logs import RedactSecrets
 from mockglot.settings import Settings
@@ -188,3 +197,49 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
         lifespan="on",
         **options,
     )
+
+
+class WorkerConfig(uvicorn.Config):
+    """The supervisor's Config for `--workers N`. The parent uses it as is (the number of workers, logging, the
+    health-check timeout); each worker gets it through a pickle, which carries only the settings and options
+    and rebuilds it there as a full mockglot Config (`worker_config`): an app, its protocol classes and its
+    connection gauge belong to one process."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        super().__init__(_parent_has_no_app, workers=settings.workers, **options)
+        self.settings = settings
+        self.options = options
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (worker_config, (msgspec.json.encode(self.settings), self.options))
+
+
+def _parent_has_no_app(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("the supervisor serves nothing itself; its workers build the app")  # pragma: no cover
+
+
+def worker_config(settings_json: bytes, options: dict[str, Any]) -> uvicorn.Config:
+    """In a new worker process: the app built from the parent's settings, under mockglot's Config. The parent
+    built one from the same settings before it bound the socket, so a failure here is rare (a file changed
+    since); it ends the worker with uvicorn's startup-failure code, which stops the supervisor instead of
+    restarting the worker forever."""
+    from mockglot.app import create_app  # the app imports this module
+
+    settings = msgspec.json.decode(settings_json, type=Settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"mockglot: worker {os.getpid()} cannot start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
+    return uvicorn_config(app, settings, **options)
+
+
+def run_workers(settings: Settings, sock: socket.socket, **options: Any) -> int:
+    """Serve `sock` from `settings.workers` processes until SIGTERM or SIGINT stops them all (0), or one fails
+    to start (1: it would fail the same way on every restart). A worker that dies is replaced."""
+    supervisor = Multiprocess(WorkerConfig(settings, **options), sockets=[sock])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        print("mockglot: a worker failed to start (see above); stopped the others", file=sys.stderr, flush=True)
+        return 1
+    return 0

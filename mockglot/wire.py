@@ -506,6 +506,8 @@ class Health(Struct, kw_only=True):
     live_streams: int
     connections: int | None = None  # open sockets, HTTP and WebSocket (null when not served by uvicorn)
     max_connections: int | None = None  # past it, new sockets are closed at once
+    pid: int | None = None  # the process that answered: with --workers N, which worker
+    workers: int = 1  # processes serving this address (--workers)
 
 
 class ResetRequest(Struct, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from mockglot import __version__, wire
@@ -21,6 +22,8 @@ async def health(ctx: ControlContext) -> Reply:
             live_streams=len(ctx.state.streams.connections),
             connections=gauge.open if (gauge := ctx.state.connections) else None,
             max_connections=gauge.limit if gauge else None,
+            pid=os.getpid(),
+            workers=ctx.state.settings.workers,
         ),
     )
 

@@ -1,0 +1,1 @@
+"""State that several workers and machines share, kept in Redis (or Valkey) when `--state` names one."""
