@@ -506,6 +506,7 @@ class Health(Struct, kw_only=True):
     live_streams: int
     connections: int | None = None  # open sockets, HTTP and WebSocket (null when not served by uvicorn)
     max_connections: int | None = None  # past it, new sockets are closed at once
+    hostname: str | None = None  # the machine (container, pod) that answered: behind a load balancer, which replica
     pid: int | None = None  # the process that answered: with --workers N, which worker
     workers: int = 1  # processes serving this address (--workers)
 

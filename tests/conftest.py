@@ -6,6 +6,8 @@
 - `make_client(app, key)`: another in-process client (key None: unauthenticated).
 - `make_key(env)` / `api_key`: fresh open-mode keys, so every test is its own organization.
 - `server` (session-scoped ServerThread) and `server_client` (httpx to it, authenticated with `api_key`).
+- `redis_server` (session-scoped: a real redis-server on a free port, tests/redis_server.py; `.restart()` for
+  fault tests, `.flush()` for a clean store) and `redis_url` (its URL).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 from mockglot.testing.server import ServerThread
 from tests import frame_schema
+from tests.redis_server import RedisServer
 
 BASE_URL = "http://testserver"
 
@@ -129,3 +132,21 @@ async def control(live: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=live.base_url) as client:
         yield client
         await client.post("/_mockglot/clock", json={"reset": True})
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A real redis-server for this test session (one per xdist worker), stopped at its end."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis: `redis://127.0.0.1:PORT/0` (a fault test that stops it starts it again, on the same
+    port, before it ends: `redis_server.restart()`)."""
+    return redis_server.url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from datetime import datetime
 
 from mockglot import __version__, wire
@@ -22,6 +23,7 @@ async def health(ctx: ControlContext) -> Reply:
             live_streams=len(ctx.state.streams.connections),
             connections=gauge.open if (gauge := ctx.state.connections) else None,
             max_connections=gauge.limit if gauge else None,
+            hostname=socket.gethostname(),
             pid=os.getpid(),
             workers=ctx.state.settings.workers,
         ),
