@@ -1,8 +1,8 @@
 """`create_app(settings)`: the application, its routes, middleware and lifespan.
 
-A Starlette application: the endpoint tables become routes (`mockglot.routing`), the request ID and the
-instrumentation of the public API are pure ASGI middleware, and the error envelope comes from exception
-handlers (`mockglot.middleware`). Middleware a user adds with `app.add_middleware` sees every request.
+A Starlette application: the endpoint tables become routes (`mockglot.routing`), the request ID, header limits
+and the instrumentation of the public API are one pure ASGI middleware, and the error envelope comes from
+exception handlers (`mockglot.middleware`). Middleware a user adds with `app.add_middleware` sees every request.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from mockglot.api.endpoint import Context, PublicEndpoint
 from mockglot.control import contract, faults, keys, requests, scenarios, system, webhooks
 from mockglot.control import sessions as control_sessions
 from mockglot.control.endpoint import ControlContext, ControlEndpoint
-from mockglot.control.instrumentation import Instrumentation
 from mockglot.engines.hub import StreamHub
 from mockglot.http import Endpoint, Request, Response, response
 from mockglot.inspector import events
 from mockglot.inspector.events import EventStream
 from mockglot.inspector.ui import Inspector
-from mockglot.middleware import EXCEPTION_HANDLERS, RequestIdMiddleware
+from mockglot.middleware import EXCEPTION_HANDLERS, EdgeMiddleware
 from mockglot.openapi import document
 from mockglot.routing import IndexedRouter, endpoint_routes
 from mockglot.settings import Settings
@@ -107,7 +106,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             await webhooks.stop()
 
     app = Starlette(
-        middleware=[Middleware(RequestIdMiddleware, state=state), Middleware(Instrumentation, state=state)],
+        middleware=[Middleware(EdgeMiddleware, state=state)],
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.router = IndexedRouter(routes, lifespan=lifespan)

@@ -91,11 +91,23 @@ def headers_of(scope: MutableMapping[str, Any]) -> dict[str, str]:
 
 
 def credentials_of(scope: MutableMapping[str, Any]) -> Credentials:
-    """What the request presents (read once: the instrumentation and the endpoint both ask)."""
+    """What the request presents (read once: the instrumentation and the endpoint both ask). A client sends the
+    same credentials request after request: what they read as is remembered (bounded), not parsed again."""
     found: Credentials | None = scope.get(CREDENTIALS_SCOPE_KEY)
     if found is None:
-        found = scope[CREDENTIALS_SCOPE_KEY] = Credentials.read(headers_of(scope))
+        headers = headers_of(scope)
+        presented = (headers.get("authorization"), headers.get("x-api-key"))
+        found = _credentials.get(presented)
+        if found is None:
+            if len(_credentials) >= MAX_REMEMBERED_CREDENTIALS:
+                _credentials.clear()
+            found = _credentials[presented] = Credentials.read(headers)
+        scope[CREDENTIALS_SCOPE_KEY] = found
     return found
+
+
+MAX_REMEMBERED_CREDENTIALS = 1024
+_credentials: dict[tuple[str | None, str | None], Credentials] = {}  # (Authorization, X-Api-Key) -> as read
 
 
 def request_id(scope: Mapping[str, Any]) -> str | None:

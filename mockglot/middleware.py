@@ -1,25 +1,32 @@
-"""The edge every HTTP request crosses: its request ID, and the error envelope for what no route answers
-(404, 405), what a handler raises (`ApiError`) and what fails (500).
+"""The edge every HTTP request crosses, in one pure-ASGI pass: its request ID, the header limits, the
+instrumentation of the public API (`Prefer`, REST faults, the journal, the inspector feed, the contract report:
+`mockglot.control.instrumentation`), and the error envelope for what no route answers (404, 405), what a
+handler raises (`ApiError`) and what fails (500).
 
-Pure ASGI middleware and Starlette exception handlers, so middleware a user adds to the app
-(`app.add_middleware(CORSMiddleware, ...)`) wraps HTTP and WebSockets alike.
+One middleware rather than one per concern: each layer costs every request a `send` wrapper and its calls, and
+the REST path is measured against a bare Starlette endpoint (`bench/rest.py`). Pure ASGI, so middleware a user
+adds to the app (`app.add_middleware(CORSMiddleware, ...)`) wraps HTTP and WebSockets alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockglot.api.endpoint import DELAY_SCOPE_KEY
+from mockglot.control.instrumentation import CLIENT_CLOSED, PUBLIC_PREFIX, Instrumentation
 from mockglot.errors import ApiError
 from mockglot.http import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     REQUEST_ID_SCOPE_KEY,
+    RawHeaders,
     Request,
     Response,
     error_response,
@@ -29,19 +36,22 @@ from mockglot.http import (
 from mockglot.state.server import ServerState
 
 log = logging.getLogger("mockglot")
+_flatten = itertools.chain.from_iterable
 
 
-class RequestIdMiddleware:
-    """Gives each HTTP request its ID (`X-Request-ID`, and `request_id` in every error), and turns a failure
-    anywhere inside into the 500 envelope and one log line rather than a dropped socket."""
+class EdgeMiddleware:
+    """Gives each HTTP request its ID (`X-Request-ID`, and `request_id` in every error), refuses oversized headers
+    (431), instruments requests under /v1, and turns a failure anywhere inside into the 500 envelope and one log
+    line rather than a dropped socket."""
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
+        self.instrumentation = Instrumentation(app, state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket" and headers_too_large(scope):
+            if scope["type"] == "websocket" and header_bytes(scope["headers"]) is None:
                 await send({"type": "websocket.close", "code": 1008})  # before the handshake: a 403
                 return
             await self.app(scope, receive, send)
@@ -49,41 +59,81 @@ class RequestIdMiddleware:
         state = self.state
         rid = state.randomness.new_id("req", "request", state.clock.now())
         scope[REQUEST_ID_SCOPE_KEY] = rid
-        header = (b"x-request-id", rid.encode())
-        started = False
+        id_header = (b"x-request-id", rid.encode())
+        size = header_bytes(scope["headers"])
+        instrumented = size is not None and scope["path"].startswith(PUBLIC_PREFIX)
+        started = time.perf_counter()
+        held: Message | None = None  # an instrumented response's start, held until its body: the journal goes first
+        recorded = not instrumented
+        answered = False  # a response start went out: too late for the 500 envelope
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
+        def record(status: int, headers: RawHeaders, body: bytes) -> None:
+            nonlocal recorded
+            recorded = True
+            self.instrumentation.record(scope, started, size or 0, status, headers, body)
+
+        async def start(message: Message) -> None:
+            nonlocal answered
+            answered = True
+            delay = scope.pop(DELAY_SCOPE_KEY, None)
+            if delay:  # a latency fault the endpoint did not serve (it answered before its handler ran)
+                await asyncio.sleep(delay)
+            message["headers"] = [*message["headers"], id_header]
+            await send(message)
+
+        async def send_edge(message: Message) -> None:
+            nonlocal held
             if message["type"] == "http.response.start":
-                started = True
-                delay = scope.pop(DELAY_SCOPE_KEY, None)
-                if delay:  # a latency fault the endpoint did not serve (it answered before its handler ran)
-                    await asyncio.sleep(delay)
-                message["headers"] = [*message["headers"], header]
+                if recorded:
+                    await start(message)
+                else:
+                    held = message
+                return
+            if held is not None:
+                record(held["status"], held["headers"], message.get("body", b""))
+                first, held = held, None
+                await start(first)
             await send(message)
 
         try:
-            if headers_too_large(scope):
+            if size is None:
                 error = ApiError(
                     "headers_too_large",
                     f"The request has more than {MAX_HEADERS} headers or {MAX_HEADER_BYTES} bytes of them; send "
                     "fewer or shorter headers.",
                 )
-                await error_response(error, rid)(scope, receive, send_with_id)
-                return
-            await self.app(scope, receive, send_with_id)
+                await error_response(error, rid)(scope, receive, send_edge)
+            elif instrumented:
+                await self.instrumentation(scope, receive, send_edge)
+                if held is not None:  # a dropped response: started, never completed
+                    record(held["status"], held["headers"], b"")
+                    first, held = held, None
+                    await start(first)
+            else:
+                await self.app(scope, receive, send_edge)
         except ClientDisconnect:
-            return  # nobody is left to answer; the request changed nothing
+            if not recorded:
+                record(CLIENT_CLOSED, (), b"")
+            # nobody is left to answer; the request changed nothing
         except Exception:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
-            if not started:
-                await internal_error(rid)(scope, receive, send_with_id)
+            if not recorded:
+                try:
+                    record(500, (), b"")
+                except Exception:
+                    log.exception("could not journal the failed request")
+            if not answered:
+                held = None
+                await internal_error(rid)(scope, receive, send_edge)
 
 
-def headers_too_large(scope: Scope) -> bool:
-    """Checked before anything keeps the headers (the request journal does)."""
-    headers = scope["headers"]
-    return len(headers) > MAX_HEADERS or sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES
+def header_bytes(headers: RawHeaders) -> int | None:
+    """The bytes of all header names and values, or None past the limits (checked before anything keeps them:
+    the request journal does)."""
+    if len(headers) > MAX_HEADERS:
+        return None
+    size = sum(map(len, _flatten(headers)))
+    return size if size <= MAX_HEADER_BYTES else None
 
 
 def internal_error(rid: str | None) -> Response:

@@ -38,26 +38,31 @@ class EndpointRoute(Route):
         dispatch = MethodDispatch(apps)
         super().__init__(path, dispatch, methods=list(apps))
         self.apps = dispatch.apps
+        self.operations = {method: f"{method} {path}" for method in self.apps}  # the contract report's names
         parts = path.split("/")
         self.segments = tuple(None if part.startswith("{") else part for part in parts)
         self.names = tuple(part[1:-1] for part in parts if part.startswith("{"))
+        self.parameters = tuple(i for i, wanted in enumerate(self.segments) if wanted is None)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
             return Match.NONE, {}
-        parts = scope["path"].split("/")
-        if len(parts) != len(self.segments):
+        return self.matches_parts(scope["path"].split("/"), scope["method"])
+
+    def matches_parts(self, parts: list[str], method: str) -> tuple[Match, Scope]:
+        """`matches`, for a path already split at its slashes (the router splits it once for every candidate)."""
+        segments = self.segments
+        if len(parts) != len(segments):
             return Match.NONE, {}
-        values = []
-        for wanted, part in zip(self.segments, parts, strict=True):
+        for wanted, part in zip(segments, parts, strict=True):
             if wanted is None:
                 if not part:
                     return Match.NONE, {}
-                values.append(part)
             elif wanted != part:
                 return Match.NONE, {}
-        child = {"endpoint": self.endpoint, "path_params": dict(zip(self.names, values, strict=True))}
-        return (Match.FULL if scope["method"] in self.apps else Match.PARTIAL), child
+        params = dict(zip(self.names, [parts[i] for i in self.parameters], strict=True))
+        child = {"endpoint": self.endpoint, "path_params": params}
+        return (Match.FULL if method in self.apps else Match.PARTIAL), child
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self.apps.get(scope["method"])
@@ -86,7 +91,9 @@ class IndexedRouter(Router):
         self._indexed = -1  # how many routes the index covers
         self._fixed: dict[str, list[BaseRoute]] = {}
         self._templated: dict[int, list[BaseRoute]] = {}
+        self._by_prefix: dict[tuple[int, str, str], list[BaseRoute]] = {}  # (slashes, first two segments) -> templates
         self._mounts: list[tuple[int, str, Mount]] = []  # (position, path prefix with its slash, mount)
+        self._mount_prefixes: tuple[str, ...] = ()
         self._positions: dict[int, int] = {}  # id(route) -> position, to merge a mount with the other candidates
         self._other_http = False
 
@@ -108,6 +115,16 @@ class IndexedRouter(Router):
             else:
                 fixed.setdefault(route.path, []).append((position, route))
         self._templated = {count: [r for _, r in rows] for count, rows in templated.items()}
+        self._by_prefix = {}
+        for count, rows in templated.items():
+            if count < 2:
+                continue
+            shapes = [(route, _shape(route)) for _, route in rows]
+            for key in {(count, shape[1], shape[2]) for _, shape in shapes if shape[1] and shape[2]}:
+                self._by_prefix[key] = [  # the templates whose first two segments are these, or parameters
+                    route for route, shape in shapes if shape[1] in (None, key[1]) and shape[2] in (None, key[2])
+                ]
+        self._mount_prefixes = tuple(prefix for _, prefix, _ in self._mounts)
         self._fixed = {
             path: [r for _, r in sorted(rows + templated.get(path.count("/"), []), key=lambda row: row[0])]
             for path, rows in fixed.items()
@@ -125,16 +142,30 @@ class IndexedRouter(Router):
         if "router" not in scope:
             scope["router"] = self
         path: str = scope["path"]
+        method: str = scope["method"]
+        parts = path.split("/")
         candidates = self._fixed.get(path)
         if candidates is None:
-            candidates = self._templated.get(path.count("/"), [])
-        mounts = [(position, mount) for position, prefix, mount in self._mounts if path.startswith(prefix)]
-        if mounts:
+            slashes = len(parts) - 1
+            if slashes >= 2:
+                candidates = self._by_prefix.get((slashes, parts[1], parts[2]))
+            if candidates is None:
+                candidates = self._templated.get(slashes, [])
+        if path.startswith(self._mount_prefixes):
+            mounts = [(position, mount) for position, prefix, mount in self._mounts if path.startswith(prefix)]
             rows = [(self._positions[id(route)], route) for route in candidates] + mounts
             candidates = [route for _, route in sorted(rows, key=lambda row: row[0])]
         partial: tuple[BaseRoute, Scope] | None = None
         for route in candidates:
-            match, child_scope = route.matches(scope)
+            if type(route) is EndpointRoute:
+                match, child_scope = route.matches_parts(parts, method)
+                if match is Match.FULL:  # straight to the method's app: `handle` would look it up again
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    await route.apps[method](scope, receive, send)
+                    return
+            else:
+                match, child_scope = route.matches(scope)
             if match is Match.FULL:
                 scope["route"] = route
                 scope.update(child_scope)
@@ -149,3 +180,9 @@ class IndexedRouter(Router):
             await route.handle(scope, receive, send)
             return
         await self.default(scope, receive, send)
+
+
+def _shape(route: BaseRoute) -> tuple[str | None, ...]:
+    """A template's segments, None where a parameter may stand."""
+    path: str = getattr(route, "path", "")
+    return tuple(None if "{" in part else part for part in path.split("/"))

@@ -20,9 +20,9 @@ from mockglot.http import (
     JSON,
     Endpoint,
     RawHeaders,
+    RawResponse,
     Reply,
     Request,
-    Response,
     credentials_of,
     decode_json,
     error_response,
@@ -44,6 +44,7 @@ WARNING_HEADER = b"x-mockglot-warning"
 UNKNOWN_FIELDS_WARNING = "ignored unknown field(s): "
 MAX_WARNED_FIELDS = 10
 DELAY_SCOPE_KEY = "mockglot.delay"  # a latency fault's delay, served once the request holds its idempotency key
+KEY_SCOPE_KEY = "mockglot.key"  # the key the request authenticated with, for its record (no second lookup)
 
 __all__ = ["Context", "Endpoint", "PublicEndpoint", "Reply"]
 
@@ -86,7 +87,8 @@ def usage_headers(key: ApiKey, rate: RateStatus) -> list[tuple[bytes, bytes]]:
 
 
 class PublicEndpoint:
-    """The ASGI app of one public endpoint (Starlette's `Route` takes it as it is)."""
+    """The ASGI app of one public endpoint (Starlette's `Route` takes it as it is). What the row says is read
+    once, here, rather than from the row on every request."""
 
     def __init__(self, endpoint: Endpoint[Context], state: ServerState) -> None:
         if endpoint.scope not in SCOPES:
@@ -94,28 +96,35 @@ class PublicEndpoint:
         self.endpoint = endpoint
         self.state = state
         self.has_body = endpoint.method == "POST"
+        self.handler = endpoint.handler
+        self.required_scope = endpoint.scope
+        self.body_required = endpoint.body_required
+        self.idempotent = endpoint.idempotent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.run(Request(scope, receive))
-        await response(scope, receive, send)
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
 
-    async def run(self, request: Request) -> Response:
+    async def run(self, request: Request) -> RawResponse:
         """Raises `ClientDisconnect` (before anything changed) when the client leaves mid-body."""
-        state, endpoint = self.state, self.endpoint
+        state = self.state
+        scope = request.scope
         raw = await read_body(request) if self.has_body else b""
         key: ApiKey | None = None
         rate: RateStatus | None = None
         claimed: tuple[Any, str] | None = None
         try:
-            key = state.keys.authenticate(credentials_of(request.scope))
+            key = state.keys.authenticate(credentials_of(scope))
+            scope[KEY_SCOPE_KEY] = key
             try:
                 rate = state.rate_limiter.hit(key.key, key.rate_limit, state.clock.now())
             except RateLimited as exc:
                 rate = exc.rate
                 raise
-            key.require(endpoint.scope)
-            body = decode_json(request, raw, required=endpoint.body_required) if self.has_body else None
-            idempotency_key = headers_of(request.scope).get("idempotency-key") if endpoint.idempotent else None
+            key.require(self.required_scope)
+            body = decode_json(request, raw, required=self.body_required) if self.has_body else None
+            idempotency_key = headers_of(scope).get("idempotency-key") if self.idempotent else None
             if idempotency_key is not None:
                 fingerprint = _fingerprint(request, body)
                 replay = state.idempotency.begin(key.owner, idempotency_key, fingerprint, state.clock.now())
@@ -123,11 +132,12 @@ class PublicEndpoint:
                     headers = [*usage_headers(key, rate), (b"idempotent-replayed", b"true")]
                     return response(replay.status, replay.body, JSON, headers)
                 claimed = (key.owner, idempotency_key)
-            delay = request.scope.pop(DELAY_SCOPE_KEY, None)
-            if delay:  # a latency fault holds the request here: in flight, its idempotency key claimed
-                await asyncio.sleep(delay)
-            ctx = Context(state=state, key=key, request=request, body=body)
-            reply = await endpoint.handler(ctx)
+            if DELAY_SCOPE_KEY in scope:  # a latency fault holds the request here: in flight, its key claimed
+                delay = scope.pop(DELAY_SCOPE_KEY)
+                if delay:
+                    await asyncio.sleep(delay)
+            ctx = Context(state, key, request, body)
+            reply = await self.handler(ctx)
             content = reply.body if reply.media_type else encode(reply.body)
             if claimed is not None:
                 state.idempotency.complete(*claimed, StoredResponse(reply.status, content))
@@ -140,7 +150,7 @@ class PublicEndpoint:
             return response(reply.status, content, reply.media_type or JSON, headers)
         except ApiError as exc:
             extra: RawHeaders = usage_headers(key, rate) if key is not None and rate is not None else []
-            return error_response(exc, request_id(request.scope), extra)
+            return error_response(exc, request_id(scope), extra)
         finally:
             if claimed is not None:
                 state.idempotency.abandon(*claimed)

@@ -12,7 +12,7 @@ from starlette.types import Scope
 from mockglot import wire
 from mockglot.api.endpoint import UNKNOWN_FIELDS_WARNING, WARNING_HEADER, Endpoint, Reply
 from mockglot.control.endpoint import ControlContext, query_float
-from mockglot.http import Response, headers_of
+from mockglot.http import RawHeaders, headers_of
 from mockglot.state.auth import ApiKey
 from mockglot.state.contract import Ledger, bump
 from mockglot.state.server import ServerState
@@ -22,15 +22,21 @@ SETTLE_POLL_SECONDS = 0.01
 UNKNOWN_ROUTE = "(unknown route)"
 NOT_ALLOWED = "(method not allowed)"
 STRICT_UNKNOWN = "Unknown field `"
+CREATE_SESSION = "POST /v1/sessions"
 
 
 def observe_rest(
-    state: ServerState, scope: Scope, presented: str | None, key: ApiKey | None, response: Response | None
+    state: ServerState,
+    scope: Scope,
+    presented: str,
+    key: ApiKey | None,
+    status: int | None,
+    headers: RawHeaders,
+    body: bytes,
 ) -> None:
     """Count the request in its organization's report, and note what the contract does not allow. `key` is
-    what `state.keys` holds for `presented` (the caller has looked it up already: once a request)."""
-    if presented is None:
-        return  # no key: no organization to count it in
+    what `state.keys` holds for `presented` (the caller has looked it up already: once a request); `status`,
+    `headers` and `body` are the response's (`status` None: the client left before it was answered)."""
     stream_token = presented.startswith("kst_")
     if key is not None:
         organization = key.organization
@@ -39,21 +45,21 @@ def observe_rest(
     else:
         return
     ledger = state.contract.ledger(organization)
-    code, param, message = _error_of(response)
+    code, param, message = _error_of(status, body)
     operation = _operation(scope, code)
     bump(ledger.operations, operation)
     if code is not None:
         bump(ledger.error_codes, code)
     if stream_token:
         ledger.violation("stream_token_on_rest", f"{scope['method']} {scope['path']}")
-    if operation == "POST /v1/sessions" and headers_of(scope).get("idempotency-key") is None:
-        ledger.violation("missing_idempotency_key", "POST /v1/sessions")
+    if operation == CREATE_SESSION and headers_of(scope).get("idempotency-key") is None:
+        ledger.violation("missing_idempotency_key", CREATE_SESSION)
     if code == "invalid_field_value" and param == "provider":
         ledger.violation("top_level_provider", f"{operation}: `provider`")
     elif code == "invalid_field_value" and param is not None and message.startswith(STRICT_UNKNOWN):
         ledger.violation("unknown_field", f"{operation}: `{param}`")
-    if response is not None:
-        _warned_fields(ledger, operation, response)
+    if status is not None:
+        _warned_fields(ledger, operation, headers)
 
 
 def _operation(scope: Scope, code: str | None) -> str:
@@ -62,25 +68,30 @@ def _operation(scope: Scope, code: str | None) -> str:
         return UNKNOWN_ROUTE
     if code == "method_not_allowed":
         return NOT_ALLOWED
+    operations: dict[str, str] | None = getattr(scope.get("route"), "operations", None)
+    if operations is not None:  # an endpoint table's route names its operations
+        operation = operations.get(scope["method"])
+        if operation is not None:
+            return operation
     path: str = scope["path"]
     for name, value in scope.get("path_params", {}).items():
         path = path.replace(f"/{value}", f"/{{{name}}}", 1)
     return f"{scope['method']} {path}"
 
 
-def _error_of(response: Response | None) -> tuple[str | None, str | None, str]:
-    if response is None or response.status_code < 400:
+def _error_of(status: int | None, body: bytes) -> tuple[str | None, str | None, str]:
+    if status is None or status < 400:
         return None, None, ""
     try:
-        error = msgspec.json.decode(response.body)["error"]
+        error = msgspec.json.decode(body)["error"]
         return str(error["code"]), error.get("param"), str(error.get("message") or "")
     except (msgspec.DecodeError, KeyError, TypeError):
         return None, None, ""
 
 
-def _warned_fields(ledger: Ledger, operation: str, response: Response) -> None:
+def _warned_fields(ledger: Ledger, operation: str, headers: RawHeaders) -> None:
     """Lenient mode ignored unknown fields and said so in a warning header: each is a violation."""
-    for name, value in response.raw_headers:
+    for name, value in headers:
         if name != WARNING_HEADER:
             continue
         for warning in value.decode("latin-1").split("; "):

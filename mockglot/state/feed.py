@@ -1,11 +1,12 @@
 """The inspector's feed: what happens on the server (sessions, frames, requests, webhook attempts, faults fired)
 as numbered events, for `/_mockglot/events` and the inspector UI.
 
-Publishing costs a small struct and a deque append (the payload is built lazily, frames are kept as the text the
-journal already holds), so a server nobody watches pays next to nothing. Every event goes into a bounded backlog
-(`BACKLOG_EVENTS`) so a client that reconnects with `Last-Event-ID` misses nothing that is still in it. Each
-subscriber has a bounded queue (`SUBSCRIBER_QUEUE_EVENTS`): a consumer that falls behind loses the oldest events
-and is told so (a `lagged` event), and never slows a stream or a request down.
+Publishing costs a small struct and a deque append (the payload is built lazily: frames are kept as the text the
+journal already holds, requests as their request-journal entry), so a server nobody watches pays next to
+nothing. Every event goes into a bounded backlog (`BACKLOG_EVENTS`) so a client that reconnects with
+`Last-Event-ID` misses nothing that is still in it. Each subscriber has a bounded queue
+(`SUBSCRIBER_QUEUE_EVENTS`): a consumer that falls behind loses the oldest events and is told so (a `lagged`
+event), and never slows a stream or a request down.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import msgspec
 
 from mockglot.state.auth import redact
+from mockglot.state.requests import RequestEntry
 
 BACKLOG_EVENTS = 2048
 SUBSCRIBER_QUEUE_EVENTS = 1024
@@ -44,7 +46,8 @@ _NO_KEY = (None, None)
 
 
 class FeedEvent(msgspec.Struct, gc=False):
-    """One thing that happened. `data` is JSON-ready (frames: the text as sent, wrapped at encoding time)."""
+    """One thing that happened. `data` is JSON-ready, or rendered at encoding time: a frame (the text as sent,
+    wrapped), a request (its journal entry)."""
 
     id: int
     type: str
@@ -165,10 +168,30 @@ def encode(event: FeedEvent) -> bytes:
             "session_id": event.session_id,
             "organization": event.organization,
             "api_key": event.key,
-            "data": _frame(event.data) if isinstance(event.data, Frame) else event.data,
+            "data": _data(event.data),
         }
     )
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), body)
+
+
+def _data(value: Any) -> Any:
+    """What an event says, made JSON-ready when a subscriber reads it."""
+    if isinstance(value, Frame):
+        return _frame(value)
+    if isinstance(value, RequestEntry):
+        return _request(value)
+    return value
+
+
+def _request(entry: RequestEntry) -> dict[str, Any]:
+    """A request event points at its journal entry (publishing copies nothing); this is what it shows."""
+    return {
+        "request_id": entry.request_id,
+        "method": entry.method,
+        "path": entry.path,
+        "status": entry.status,
+        "duration_ms": round(entry.duration_ms, 3),
+    }
 
 
 class Frame(msgspec.Struct, gc=False):

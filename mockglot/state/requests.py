@@ -39,10 +39,19 @@ class RequestEntry(msgspec.Struct, gc=False):
     truncated: bool = False  # the body, a header value or some headers were cut to the journal's limits
 
 
-def _bounded(entry: RequestEntry) -> tuple[RequestEntry, int]:
-    """The entry within the per-entry limits, and its size in bytes."""
+def _bounded(entry: RequestEntry, header_bytes: int | None = None) -> tuple[RequestEntry, int]:
+    """The entry within the per-entry limits, and its size in bytes. `header_bytes`, when the caller measured
+    it, is the size of all header names and values: headers that small cannot have a value over the limit."""
     headers, body = entry.headers, entry.body
     query = entry.query
+    if (
+        header_bytes is not None
+        and header_bytes <= MAX_HEADER_BYTES
+        and len(headers) <= MAX_HEADERS
+        and len(body) <= MAX_BODY_BYTES
+        and len(query) <= MAX_HEADER_BYTES
+    ):
+        return entry, ENTRY_OVERHEAD_BYTES + len(body) + len(query) + header_bytes
     cut = len(headers) > MAX_HEADERS or len(body) > MAX_BODY_BYTES or len(query) > MAX_HEADER_BYTES
     size = ENTRY_OVERHEAD_BYTES + len(body) + len(query)
     for name, value in headers:
@@ -75,8 +84,10 @@ class RequestJournal:
             for _, size, _ in self._by_key.pop(key, ()):
                 self._bytes -= size
 
-    def append(self, entry: RequestEntry) -> None:
-        entry, size = _bounded(entry)
+    def append(self, entry: RequestEntry, header_bytes: int | None = None) -> RequestEntry:
+        """Keep the entry, cut to the limits; returns what is kept. `header_bytes`: the size of the entry's header
+        names and values, when the caller knows it."""
+        entry, size = _bounded(entry, header_bytes)
         self._sequence += 1
         key = entry.api_key
         entries = self._by_key.get(key)
@@ -87,6 +98,7 @@ class RequestJournal:
         self._bytes += size
         while len(self._order) > MAX_REQUESTS or self._bytes > MAX_BYTES:
             self._forget_oldest()
+        return entry
 
     def _forget_oldest(self) -> None:
         sequence, key = self._order.popleft()
