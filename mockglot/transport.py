@@ -228,7 +228,7 @@ def worker_config(settings_json: bytes, options: dict[str, Any]) -> uvicorn.Conf
     settings = msgspec.json.decode(settings_json, type=Settings)
     try:
         app = create_app(settings)
-    except ValueError as exc:
+    except Exception as exc:  # anything: a traceback here would be repeated by every restart
         print(f"mockglot: worker {os.getpid()} cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
     return uvicorn_config(app, settings, **options)

@@ -4,6 +4,7 @@ on one port under uvicorn's supervisor (a killed one replaced, SIGTERM stopping 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import socket
@@ -15,11 +16,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import yaml
+from uvicorn.config import STARTUP_FAILURE
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from mockglot.cli import main
-from mockglot.settings import from_env, redact
+from mockglot.settings import Settings, from_env, redact
+from mockglot.transport import HttpProtocol, WebSocketProtocol, WorkerConfig, worker_config
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +92,23 @@ def test_one_worker_answers_health_with_its_own_pid(server):
     health = httpx.get(f"{server.base_url}/_mockglot/health").json()
     assert health["pid"] == os.getpid() and health["workers"] == 1  # the server thread is in this process
     assert health["hostname"] == socket.gethostname()
+
+
+def test_a_worker_gets_the_settings_and_builds_a_full_mockglot_config_of_its_own():
+    settings = Settings(port=8123, workers=3, state="redis://127.0.0.1:6379/0", max_connections=77)
+    config = pickle.loads(pickle.dumps(WorkerConfig(settings)))  # what the supervisor's spawn does
+    assert issubclass(config.http, HttpProtocol) and config.ws is WebSocketProtocol
+    state = config.app.state.mockglot
+    assert state.settings == settings and state.connections.limit == 77
+
+
+def test_a_worker_that_cannot_build_the_app_exits_with_uvicorns_startup_failure_code(tmp_path, capsys):
+    """So the supervisor stops (and serve exits 1) instead of restarting it forever."""
+    missing = tmp_path / "keys.yaml"
+    with pytest.raises(SystemExit) as exited:
+        worker_config(msgspec.json.encode(Settings(keys=str(missing), workers=2)), {})
+    assert exited.value.code == STARTUP_FAILURE
+    assert f"mockglot: worker {os.getpid()} cannot start: " in capsys.readouterr().err
 
 
 # ---- real processes ------------------------------------------------------------------------------------------
@@ -249,3 +272,42 @@ def test_the_scale_compose_file_puts_every_replica_on_redis_and_behind_the_balan
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docker compose -f docker-compose.scale.yml up --build" in readme
     assert "docs/deploy.md" in readme and (ROOT / "docs/deploy.md").exists()
+
+
+def test_sigterm_ends_a_live_stream_on_a_worker_with_server_shutdown(tmp_path, redis_url):
+    """What SIGTERM does to one process's streams, it does to every worker's: the supervisor passes it on."""
+    with workers(tmp_path, "--workers", "2", "--state", redis_url, "--output-pace", "instant") as running:
+        with _stream_on_some_worker(running) as (ws, session_id):
+            running.process.send_signal(signal.SIGTERM)
+            ended = msgspec.json.decode(ws.recv(WAIT_SECONDS))
+            with pytest.raises(ConnectionClosed):
+                ws.recv(WAIT_SECONDS)
+            close_code = ws.close_code
+        code = running.process.wait(WAIT_SECONDS)
+    assert ended == {"type": "session.ended", "session_id": session_id, "reason": "server_shutdown"}
+    assert close_code == 1001 and code == 0
+    assert "Traceback" not in running.log
+
+
+@contextmanager
+def _stream_on_some_worker(running: Workers) -> Iterator[tuple[ClientConnection, str]]:
+    """A live stream (session.ready received). The session is created on one connection and streamed on another;
+    until the workers share sessions a stream may reach a worker that does not know it, so this tries again."""
+    for _ in range(40):
+        with httpx.Client() as client:
+            response = client.post(
+                f"{running.base_url}/v1/sessions",
+                json={"mode": "bidirectional_translation"},
+                headers={"Authorization": "Bearer sk_test_workersstream1"},
+            )
+        assert response.status_code == 201, response.text
+        session = response.json()
+        with connect(f"{session['stream']['url']}?token={session['stream']['token']}") as ws:
+            try:
+                ready = msgspec.json.decode(ws.recv(WAIT_SECONDS))["type"] == "session.ready"
+            except ConnectionClosed:
+                ready = False
+            if ready:
+                yield ws, session["id"]
+                return
+    raise AssertionError(f"no stream became ready:\n{running.log[-3000:]}")
