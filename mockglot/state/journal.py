@@ -37,7 +37,9 @@ class Journal:
         self.dropped = 0  # the oldest frames forgotten past the caps
         self.bytes = 0  # characters of text kept
         self._next_index = 0
-        self._counts: dict[tuple[Direction | None, str | None], int] = {}  # not a Counter: one is made per session
+        # Frames by (direction, type), not a Counter (one is made per session): one update per frame, and the
+        # other counts are sums over these few keys, made when asked.
+        self._counts: dict[tuple[Direction, str], int] = {}
         self._changed: asyncio.Event | None = None
 
     def append(self, direction: Direction, at: float, type_: str, text: str) -> JournalEntry:
@@ -52,15 +54,19 @@ class Journal:
         while len(entries) > MAX_FRAMES or self.bytes > MAX_BYTES:
             self.bytes -= len(entries.popleft().text)
             self.dropped += 1
-        for key in ((None, None), (direction, None), (None, type_), (direction, type_)):
-            self._counts[key] = self._counts.get(key, 0) + 1
+        key = (direction, type_)
+        self._counts[key] = self._counts.get(key, 0) + 1
         if self._changed is not None:
             self._changed.set()
             self._changed = None
         return entry
 
     def count(self, direction: Direction | None = None, type_: str | None = None) -> int:
-        return self._counts.get((direction, type_), 0)
+        if direction is not None and type_ is not None:
+            return self._counts.get((direction, type_), 0)
+        if direction is None and type_ is None:
+            return self._next_index
+        return sum(n for (d, t), n in self._counts.items() if direction in (None, d) and type_ in (None, t))
 
     async def wait_for(
         self, count: int, timeout: float, direction: Direction | None = None, type_: str | None = None
