@@ -1,14 +1,16 @@
 """Energy voice-activity detection: where each utterance of a speaker's audio starts and ends.
 
 It looks at fixed 20 ms frames and carries leftovers between calls, so the same audio gives the same
-boundaries however it is chunked, and every offset is counted in samples, never read from a clock.
+boundaries however it is chunked, and every offset is counted in samples, never read from a clock. Within one
+`feed`, a run of frames inside an utterance gives one `SpeechProgress`, the furthest (what a recognizer reads of
+progress is how far the speech has got, and a 100 ms chunk would otherwise make five).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mockglot.speech.codec import SAMPLE_RATE_HZ, SAMPLE_WIDTH, rms
+from mockglot.speech.codec import SAMPLE_RATE_HZ, SAMPLE_WIDTH, rms_of_frames
 
 FRAME_MS = 20
 FRAME_BYTES = SAMPLE_RATE_HZ * FRAME_MS // 1000 * SAMPLE_WIDTH
@@ -52,30 +54,36 @@ class EnergyVad:
         usable = len(data) - len(data) % FRAME_BYTES
         self._pending = data[usable:]
         events: list[VadEvent] = []
-        for offset in range(0, usable, FRAME_BYTES):
-            event = self._frame(data[offset : offset + FRAME_BYTES])
-            if event is not None:
-                events.append(event)
+        threshold, silence_ms = self.threshold, self.silence_ms
+        position, start, last_voice = self._position_ms, self._start_ms, self._last_voice_ms
+        progress: int | None = None  # speech_ms of the utterance in progress, not yet reported
+        for level in rms_of_frames(data, FRAME_BYTES):
+            frame_start = position
+            position += FRAME_MS
+            voiced = level >= threshold
+            if start is None:
+                if not voiced:
+                    continue
+                start = frame_start
+                self._voiced_ms = 0
+            if voiced:
+                last_voice = position
+                self._voiced_ms += FRAME_MS
+            elif position - last_voice >= silence_ms:
+                if progress is not None:
+                    events.append(SpeechProgress(start, progress))
+                    progress = None
+                self._start_ms, self._last_voice_ms = start, last_voice
+                start = None
+                end = self._close()
+                if end is not None:
+                    events.append(end)
+                continue
+            progress = position - start
+        if progress is not None and start is not None:
+            events.append(SpeechProgress(start, progress))
+        self._position_ms, self._start_ms, self._last_voice_ms = position, start, last_voice
         return events
-
-    def _frame(self, frame: bytes) -> VadEvent | None:
-        """One 20 ms frame: at most one event."""
-        frame_start = self._position_ms
-        position = self._position_ms = frame_start + FRAME_MS
-        voiced = rms(frame) >= self.threshold
-        start = self._start_ms
-        if start is None:
-            if not voiced:
-                return None
-            start = self._start_ms = frame_start
-            self._voiced_ms = 0
-        if voiced:
-            self._last_voice_ms = position
-            self._voiced_ms += FRAME_MS
-            return SpeechProgress(start, position - start)
-        if position - self._last_voice_ms >= self.silence_ms:
-            return self._close()
-        return SpeechProgress(start, position - start)
 
     def _close(self) -> SpeechEnd | None:
         start, self._start_ms = self._start_ms, None

@@ -37,6 +37,13 @@ def rms(pcm: bytes) -> int:
     return audioop.rms(pcm, SAMPLE_WIDTH)
 
 
+def rms_of_frames(pcm: bytes, frame_bytes: int) -> list[int]:
+    """The RMS of each whole `frame_bytes` frame of the PCM, in one call (the VAD's per-frame energy)."""
+    return [
+        audioop.rms(pcm[i : i + frame_bytes], SAMPLE_WIDTH) for i in range(0, len(pcm) - frame_bytes + 1, frame_bytes)
+    ]
+
+
 def resample(pcm: bytes, from_hz: int, to_hz: int) -> bytes:
     """Resample a whole clip of mono 16-bit PCM."""
     if from_hz == to_hz:
