@@ -49,6 +49,7 @@ class StreamHub:
         self._synthesizer = synthesizer  # the default is found (espeak-ng probed) on first use, not at start
         self.streams: LiveStreams[SessionPipeline] = state.streams  # what is live: kept in the state, reset with it
         self._vosk: VoskEngine | None = None
+        self._rendering: dict[tuple[str, str], asyncio.Future[bytes]] = {}  # clips being synthesized now
         if self.settings.engine == "vosk" or self.settings.vosk_models:
             self.vosk()  # a missing or broken model path fails at start, naming the path
 
@@ -100,10 +101,29 @@ class StreamHub:
             self._synthesizer = default_synthesizer()
         return self._synthesizer
 
+    def cached_clip(self, text: str, language: str | None) -> bytes | None:
+        """The clip `synthesize` would return, if it is at hand now (no thread, no await)."""
+        return self.synthesizer.cached(text, language or "en")
+
     async def synthesize(self, text: str, language: str | None) -> bytes:
-        """A cached clip at once; a new one in a thread (a render takes milliseconds, the loop must not wait)."""
+        """A cached clip at once; a new one in a thread (a render takes milliseconds, the loop must not wait).
+
+        Streams that want the same new clip at once share one render: hundreds of calls on one script reach
+        each new line together, and the renders would otherwise queue up on espeak-ng's lock, each a miss."""
         language = language or "en"
         audio = self.synthesizer.cached(text, language)
-        if audio is None:
-            audio = await asyncio.to_thread(functools.partial(self.synthesizer.synthesize, text, language))
-        return audio
+        if audio is not None:
+            return audio
+        key = (text, language)
+        rendering = self._rendering.get(key)
+        if rendering is None:
+            rendering = self._rendering[key] = asyncio.ensure_future(
+                asyncio.to_thread(functools.partial(self.synthesizer.synthesize, text, language))
+            )
+            rendering.add_done_callback(functools.partial(self._rendered, key))
+        return await asyncio.shield(rendering)
+
+    def _rendered(self, key: tuple[str, str], rendering: asyncio.Future[bytes]) -> None:
+        del self._rendering[key]
+        if not rendering.cancelled():
+            rendering.exception()  # a failure reaches every waiter; none left is no "never retrieved" warning
