@@ -1,8 +1,9 @@
 """The stream: `/v1/sessions/{id}/connect` (kallglot-api.md §7).
 
-One `Connection` per socket: a reader that validates client frames and feeds the session's pipeline, one
-writer that sends frames in order and journals them, and one player per listener that paces translated speech.
-Bad frames get a `session.error` and the stream goes on.
+One `Connection` per socket: a reader that validates client frames and feeds the session's pipeline, and one
+player per listener that paces translated speech. Frames are journaled and sent in the order they are made, at
+once, by whoever makes them (`run_now`); only while the socket's buffer is full does a task finish the send in
+progress and those queued behind it. Bad frames get a `session.error` and the stream goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import binascii
 import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -52,6 +56,32 @@ _client_frame_decoder = msgspec.json.Decoder(wire.ClientFrame)
 def frame_type(frame: wire.ClientFrame | wire.ServerFrame) -> str:
     """The frame's `type` tag, as its wire type declares it."""
     return str(frame.__struct_config__.tag)
+
+
+def run_now(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run `coro` here until it first waits: None if it finished without waiting, else a task that finishes it.
+
+    Sending a frame through uvicorn waits only while the socket's buffer is full, so a frame sent this way costs
+    no task switch. Until `coro` first waits, an exception is raised here, as from a plain call."""
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_finish(coro, waiting_on))
+
+
+async def _finish(coro: Coroutine[Any, Any, None], waiting_on: asyncio.Future[Any] | None) -> None:
+    """Drive a started coroutine as a task would: wait until what it waits on is done (None: it only yielded),
+    then resume it; it reads the outcome itself. (Never cancelled: the connection awaits it to the end.)"""
+    while True:
+        if waiting_on is None:
+            await asyncio.sleep(0)
+        else:
+            await asyncio.wait((waiting_on,))
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
 
 
 def parse_client_frame(text: str) -> wire.ClientFrame:
@@ -113,6 +143,15 @@ def unknown_frame_fields(frame: wire.ClientFrame, text: str) -> list[str]:
     return [f for f in validation.unknown_fields(raw, type(frame)) if f != "type"]
 
 
+def decode_base64(payload: str) -> bytes:
+    """`base64.b64decode(payload, validate=True)`, without its regular-expression pass for a canonical payload:
+    what the strict decoder accepts, the validating one decodes alike; the rest gets the validating one's say."""
+    try:
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return base64.b64decode(payload, validate=True)
+
+
 def audio_bytes(frame: wire.AudioInput) -> bytes:
     """The frame's mu-law audio, after every check §7 names."""
     audio = frame.audio
@@ -137,7 +176,7 @@ def audio_bytes(frame: wire.AudioInput) -> bytes:
             param="audio.payload",
         )
     try:
-        data = base64.b64decode(audio.payload, validate=True)
+        data = decode_base64(audio.payload)
     except (binascii.Error, ValueError):
         raise ApiError("invalid_audio_format", "The payload is not valid base64.", param="audio.payload") from None
     if not data:
@@ -160,9 +199,12 @@ class Connection:
         self.pipeline = pipeline
         self.hub = hub
         self.state = hub.state
-        self.outbox: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
-        self.players: dict[str, asyncio.Queue[SpeechJob | None]] = {}
-        self.player_tasks: list[asyncio.Task[None]] = []
+        # Frames made while a send waits for the socket's buffer to drain, and the task finishing that send;
+        # None in the queue: close the socket after what is before it. `closed`: nothing more goes out.
+        self.backlog: deque[tuple[str, str] | None] = deque()
+        self.writer: asyncio.Task[None] | None = None
+        self.closed = False
+        self.players: dict[str, Player] = {}
         self.instant = hub.settings.output_pace == "instant"
         self.close_code: int | None = None
         self.frames_in = 0
@@ -174,16 +216,16 @@ class Connection:
     # --- Sink ---------------------------------------------------------------------------------------
 
     def send(self, frame: wire.ServerFrame) -> None:
-        self.outbox.put_nowait((frame_type(frame), wire.encode(frame).decode()))
+        self._out((frame_type(frame), wire.encode(frame).decode()))
 
     def send_raw(self, kind: str, text: str) -> None:
         """Send text as it is (the control plane's inject, a malformed-frame fault)."""
-        self.outbox.put_nowait((kind, text))
+        self._out((kind, text))
 
     def abort(self, code: int, message: str) -> None:
         self._error(ApiError("session_not_found", message))
         self.close_code = code
-        self.outbox.put_nowait(None)
+        self._out(None)
 
     async def speak(self, job: SpeechJob) -> None:
         """Say a turn's translated speech. At instant pace it is sent here and now, so every turn's audio
@@ -191,11 +233,10 @@ class Connection:
         if self.instant:
             await self._say(job)
             return
-        queue = self.players.get(job.listener)
-        if queue is None:
-            queue = self.players[job.listener] = asyncio.Queue()
-            self.player_tasks.append(asyncio.create_task(self._play(queue)))
-        queue.put_nowait(job)
+        player = self.players.get(job.listener)
+        if player is None:
+            player = self.players[job.listener] = Player(self)
+        player.add(job)
 
     def _journal(self, direction: Direction, at: float, kind: str, text: str) -> None:
         """Journal a frame and show it to the inspector's feed."""
@@ -206,54 +247,73 @@ class Connection:
 
     # --- tasks --------------------------------------------------------------------------------------
 
-    async def _write(self) -> None:
-        """The only task that sends: frames leave in the order they were produced."""
-        while True:
-            item = await self.outbox.get()
-            if item is None:
-                break
-            kind, text = item
-            self._journal("out", self.state.clock.now(), kind, text)
-            self.observer.frame_out(kind)
-            await self.websocket.send_text(text)
-        if self.websocket.client_state == WebSocketState.CONNECTED:
-            await self.websocket.close(self.close_code or 1000)
+    def _out(self, item: tuple[str, str] | None) -> None:
+        """Journal and send a frame now (None: close the socket), or queue it behind a send that waits."""
+        if self.writer is not None:
+            self.backlog.append(item)
+            return
+        try:
+            self.writer = run_now(self._write(item))
+        except Exception:  # the socket is gone: nothing more goes out
+            self.closed = True
+        if self.writer is not None:
+            self.writer.add_done_callback(self._written)
 
-    async def _play(self, queue: asyncio.Queue[SpeechJob | None]) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while (job := await queue.get()) is not None:
-            due = await self._say(job, max(due, loop.time()))
+    def _written(self, task: asyncio.Task[None]) -> None:
+        """A send that had to wait is done: send what queued behind it, in order."""
+        self.writer = None
+        if not task.cancelled() and task.exception() is not None:
+            self.closed = True
+        while self.backlog and self.writer is None:
+            self._out(self.backlog.popleft())
 
-    async def _say(self, job: SpeechJob, due: float | None = None) -> float:
-        """Send the job's audio in 100 ms frames; with `due` (loop time), one frame per 100 ms from then."""
+    async def _write(self, item: tuple[str, str] | None) -> None:
+        if self.closed:
+            return
+        if item is None:
+            self.closed = True
+            if self.websocket.client_state == WebSocketState.CONNECTED:
+                await self.websocket.close(self.close_code or 1000)
+            return
+        kind, text = item
+        self._journal("out", self.state.clock.now(), kind, text)
+        self.observer.frame_out(kind)
+        await self.websocket.send({"type": "websocket.send", "text": text})
+
+    async def _sent(self) -> None:
+        """Wait until every frame made so far is written (and the socket closed, if that was asked)."""
+        while self.writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.writer)
+
+    async def _say(self, job: SpeechJob) -> None:
+        """Send the job's audio in 100 ms frames, all at once (instant pace)."""
         audio = job.audio if job.audio is not None else await self.hub.synthesize(job.text, job.language)
-        loop = asyncio.get_running_loop()
         for offset in range(0, len(audio), OUTPUT_FRAME_BYTES):
-            chunk = audio[offset : offset + OUTPUT_FRAME_BYTES]
-            if due is not None and not self.ended:
-                await asyncio.sleep(max(due - loop.time(), 0))
-                due += len(chunk) / codec.SAMPLE_RATE_HZ
-            self.send(
-                wire.AudioOutput(
-                    session_id=self.record.id,
-                    turn=job.turn,
-                    speaker=job.speaker,  # type: ignore[arg-type]
-                    listener=job.listener,  # type: ignore[arg-type]
-                    language=job.language,
-                    sequence=self.pipeline.next_output_sequence(job.listener),
-                    audio=wire.OutputAudio(payload=base64.b64encode(chunk).decode()),
-                )
+            self.send_audio(job, audio[offset : offset + OUTPUT_FRAME_BYTES])
+
+    def send_audio(self, job: SpeechJob, chunk: bytes) -> None:
+        self.send(
+            wire.AudioOutput(
+                session_id=self.record.id,
+                turn=job.turn,
+                speaker=job.speaker,  # type: ignore[arg-type]
+                listener=job.listener,  # type: ignore[arg-type]
+                language=job.language,
+                sequence=self.pipeline.next_output_sequence(job.listener),
+                audio=wire.OutputAudio(payload=binascii.b2a_base64(chunk, newline=False).decode()),
             )
-        return due if due is not None else loop.time()
+        )
 
     async def _drain_players(self) -> None:
         """Send what is left to say, at once: the stream is ending."""
         self.ended = True
-        for queue in self.players.values():
-            queue.put_nowait(None)
-        if self.player_tasks:
-            await asyncio.gather(*self.player_tasks, return_exceptions=True)
+        for player in list(self.players.values()):
+            await player.drained()
+
+    def _stop_players(self) -> None:
+        for player in self.players.values():
+            player.stop()
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -263,7 +323,6 @@ class Connection:
         self.state.streams.connect(record, self)
         self.state.feed.publish("session.connected", record.id, record.owner[0], record.api_key, session_data(record))
         self.pipeline.sink = self
-        writer = asyncio.create_task(self._write())
         try:
             self.send(
                 wire.SessionReady(
@@ -279,11 +338,9 @@ class Connection:
             self.state.streams.disconnect(record, self)
             self.pipeline.sink = None
             if not self.ended:
-                for task in self.player_tasks:
-                    task.cancel()
-            self.outbox.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await writer
+                self._stop_players()
+            self._out(None)
+            await self._sent()
             self.state.feed.publish(  # after the last frame written
                 "session.disconnected", record.id, record.owner[0], record.api_key, session_data(record)
             )
@@ -395,12 +452,108 @@ class Connection:
     def session_ended(self) -> None:
         """The hub's word that this session ended (by `session.end`, the REST end, idle, reset or shutdown)."""
         self.ended = True
-        for task in self.player_tasks:
-            task.cancel()
+        self._stop_players()
         reason = self.record.end_reason or "api_end"
         self.send(wire.SessionEnded(session_id=self.record.id, reason=reason))
         self.close_code = 1001 if reason == "server_shutdown" else 1000  # 1001: going away
-        self.outbox.put_nowait(None)
+        self._out(None)
+
+
+class Player:
+    """Paces one listener's translated speech at real time: its jobs in order, each as 100 ms frames, one per
+    100 ms of audio from when the job starts (or the one before it ends). Each frame is sent from a timer
+    callback, so a paced frame costs no task switch; only a clip not synthesized yet is awaited, in a task.
+    Once the connection has `ended`, what is left goes out at once."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.loop = asyncio.get_running_loop()
+        self.jobs: deque[SpeechJob] = deque()
+        self.due = self.loop.time()  # loop time the next frame is due
+        self.job: SpeechJob | None = None  # the job playing, with its audio and the next frame's offset
+        self.audio = b""
+        self.offset = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.rendering: asyncio.Task[None] | None = None
+        self.stopped = False
+        self.idle: asyncio.Future[None] | None = None  # for `drained`: done when nothing is left to say
+
+    def add(self, job: SpeechJob) -> None:
+        self.jobs.append(job)
+        if self.job is None and self.rendering is None and not self.stopped:
+            self._next()
+
+    def _next(self) -> None:
+        """Start the next job (its first frame when due), or become idle."""
+        self.job = None
+        while self.jobs and not self.stopped:
+            job = self.jobs.popleft()
+            if not self.connection.ended:
+                self.due = max(self.due, self.loop.time())
+            audio = job.audio if job.audio is not None else self.connection.hub.cached_clip(job.text, job.language)
+            if audio is None:
+                self.rendering = asyncio.ensure_future(self._render(job))
+                return
+            if audio:
+                self._start(job, audio)
+                return
+        if self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
+
+    async def _render(self, job: SpeechJob) -> None:
+        try:
+            audio = await self.connection.hub.synthesize(job.text, job.language)
+        except BaseException:
+            self.stopped = True  # as when a player task failed: nothing more is said to this listener
+            self._next()
+            raise
+        self.rendering = None
+        if audio:
+            self._start(job, audio)
+        else:
+            self._next()
+
+    def _start(self, job: SpeechJob, audio: bytes) -> None:
+        self.job, self.audio, self.offset = job, audio, 0
+        self.timer = self.loop.call_at(self.due, self._play)
+
+    def _play(self) -> None:
+        """The next frame is due: send it, and set a timer for the one after (once ended: send them all)."""
+        self.timer = None
+        job, audio, connection = self.job, self.audio, self.connection
+        assert job is not None
+        while True:
+            chunk = audio[self.offset : self.offset + OUTPUT_FRAME_BYTES]
+            self.offset += OUTPUT_FRAME_BYTES
+            if not connection.ended:
+                self.due += len(chunk) / codec.SAMPLE_RATE_HZ
+            connection.send_audio(job, chunk)
+            if self.offset >= len(audio):
+                self._next()
+                return
+            if not connection.ended:
+                self.timer = self.loop.call_at(self.due, self._play)
+                return
+
+    async def drained(self) -> None:
+        """Wait until every job added so far has been said (the connection has `ended`: no more waiting)."""
+        if self.stopped or (self.job is None and self.rendering is None):
+            return
+        if self.idle is None or self.idle.done():
+            self.idle = self.loop.create_future()
+        await self.idle
+
+    def stop(self) -> None:
+        """Say nothing more."""
+        self.stopped = True
+        self.jobs.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.rendering is not None:
+            self.rendering.cancel()
+        if self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
 
 
 async def reject(websocket: WebSocket, session_id: str, exc: ApiError) -> None:
