@@ -84,9 +84,9 @@ def headers_of(scope: MutableMapping[str, Any]) -> dict[str, str]:
     hot path reads several, and Starlette's `Headers` scans the raw list for each."""
     headers: dict[str, str] | None = scope.get(HEADERS_SCOPE_KEY)
     if headers is None:
-        headers = scope[HEADERS_SCOPE_KEY] = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
-        }
+        headers = scope[HEADERS_SCOPE_KEY] = {}
+        for name, value in scope["headers"]:  # a loop, not a comprehension: no function call of its own
+            headers[name.decode("latin-1")] = value.decode("latin-1")
     return headers
 
 

@@ -67,17 +67,16 @@ class EdgeMiddleware:
         recorded = not instrumented
         answered = False  # a response start went out: too late for the 500 envelope
 
-        def record(status: int, headers: RawHeaders, body: bytes) -> None:
+        def record(status: int, body: bytes) -> None:
             nonlocal recorded
             recorded = True
-            self.instrumentation.record(scope, started, size or 0, status, headers, body)
+            self.instrumentation.record(scope, started, size or 0, status, body)
 
         async def start(message: Message) -> None:
             nonlocal answered
             answered = True
-            delay = scope.pop(DELAY_SCOPE_KEY, None)
-            if delay:  # a latency fault the endpoint did not serve (it answered before its handler ran)
-                await asyncio.sleep(delay)
+            if DELAY_SCOPE_KEY in scope:  # a latency fault the endpoint did not serve (it answered before its
+                await asyncio.sleep(scope.pop(DELAY_SCOPE_KEY))  # handler ran)
             message["headers"] = [*message["headers"], id_header]
             await send(message)
 
@@ -90,7 +89,7 @@ class EdgeMiddleware:
                     held = message
                 return
             if held is not None:
-                record(held["status"], held["headers"], message.get("body", b""))
+                record(held["status"], message.get("body", b""))
                 first, held = held, None
                 await start(first)
             await send(message)
@@ -106,20 +105,20 @@ class EdgeMiddleware:
             elif instrumented:
                 await self.instrumentation(scope, receive, send_edge)
                 if held is not None:  # a dropped response: started, never completed
-                    record(held["status"], held["headers"], b"")
+                    record(held["status"], b"")
                     first, held = held, None
                     await start(first)
             else:
                 await self.app(scope, receive, send_edge)
         except ClientDisconnect:
             if not recorded:
-                record(CLIENT_CLOSED, (), b"")
+                record(CLIENT_CLOSED, b"")
             # nobody is left to answer; the request changed nothing
         except Exception:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
             if not recorded:
                 try:
-                    record(500, (), b"")
+                    record(500, b"")
                 except Exception:
                     log.exception("could not journal the failed request")
             if not answered:

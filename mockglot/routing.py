@@ -42,7 +42,8 @@ class EndpointRoute(Route):
         parts = path.split("/")
         self.segments = tuple(None if part.startswith("{") else part for part in parts)
         self.names = tuple(part[1:-1] for part in parts if part.startswith("{"))
-        self.parameters = tuple(i for i, wanted in enumerate(self.segments) if wanted is None)
+        at = [i for i, wanted in enumerate(self.segments) if wanted is None]
+        self.parameters = tuple(zip(self.names, at, strict=True))  # (name, index of its segment)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
@@ -60,7 +61,9 @@ class EndpointRoute(Route):
                     return Match.NONE, {}
             elif wanted != part:
                 return Match.NONE, {}
-        params = dict(zip(self.names, [parts[i] for i in self.parameters], strict=True))
+        params = {}
+        for name, i in self.parameters:
+            params[name] = parts[i]
         child = {"endpoint": self.endpoint, "path_params": params}
         return (Match.FULL if method in self.apps else Match.PARTIAL), child
 

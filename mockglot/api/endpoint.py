@@ -45,6 +45,7 @@ UNKNOWN_FIELDS_WARNING = "ignored unknown field(s): "
 MAX_WARNED_FIELDS = 10
 DELAY_SCOPE_KEY = "mockglot.delay"  # a latency fault's delay, served once the request holds its idempotency key
 KEY_SCOPE_KEY = "mockglot.key"  # the key the request authenticated with, for its record (no second lookup)
+WARNINGS_SCOPE_KEY = "mockglot.warnings"  # what the warning header says, for the contract report (no re-parsing)
 
 __all__ = ["Context", "Endpoint", "PublicEndpoint", "Reply"]
 
@@ -146,6 +147,7 @@ class PublicEndpoint:
             if reply.headers:
                 headers += raw_headers(reply.headers)
             if ctx.warnings:
+                scope[WARNINGS_SCOPE_KEY] = ctx.warnings
                 headers.append((WARNING_HEADER, header_safe("; ".join(ctx.warnings)).encode()))
             return response(reply.status, content, reply.media_type or JSON, headers)
         except ApiError as exc:

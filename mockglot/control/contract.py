@@ -10,9 +10,9 @@ import msgspec
 from starlette.types import Scope
 
 from mockglot import wire
-from mockglot.api.endpoint import UNKNOWN_FIELDS_WARNING, WARNING_HEADER, Endpoint, Reply
+from mockglot.api.endpoint import UNKNOWN_FIELDS_WARNING, WARNINGS_SCOPE_KEY, Endpoint, Reply
 from mockglot.control.endpoint import ControlContext, query_float
-from mockglot.http import RawHeaders, headers_of
+from mockglot.http import headers_of
 from mockglot.state.auth import ApiKey
 from mockglot.state.contract import Ledger, bump
 from mockglot.state.server import ServerState
@@ -31,12 +31,11 @@ def observe_rest(
     presented: str,
     key: ApiKey | None,
     status: int | None,
-    headers: RawHeaders,
     body: bytes,
 ) -> None:
     """Count the request in its organization's report, and note what the contract does not allow. `key` is
-    what `state.keys` holds for `presented` (the caller has looked it up already: once a request); `status`,
-    `headers` and `body` are the response's (`status` None: the client left before it was answered)."""
+    what `state.keys` holds for `presented` (the caller has looked it up already: once a request); `status` and
+    `body` are the response's (`status` None: the client left before it was answered)."""
     stream_token = presented.startswith("kst_")
     if key is not None:
         organization = key.organization
@@ -58,8 +57,9 @@ def observe_rest(
         ledger.violation("top_level_provider", f"{operation}: `provider`")
     elif code == "invalid_field_value" and param is not None and message.startswith(STRICT_UNKNOWN):
         ledger.violation("unknown_field", f"{operation}: `{param}`")
-    if status is not None:
-        _warned_fields(ledger, operation, headers)
+    warnings: list[str] | None = scope.get(WARNINGS_SCOPE_KEY)  # what its warning header said, if it had one
+    if warnings and status is not None:
+        _warned_fields(ledger, operation, warnings)
 
 
 def _operation(scope: Scope, code: str | None) -> str:
@@ -89,16 +89,13 @@ def _error_of(status: int | None, body: bytes) -> tuple[str | None, str | None, 
         return None, None, ""
 
 
-def _warned_fields(ledger: Ledger, operation: str, headers: RawHeaders) -> None:
+def _warned_fields(ledger: Ledger, operation: str, warnings: list[str]) -> None:
     """Lenient mode ignored unknown fields and said so in a warning header: each is a violation."""
-    for name, value in headers:
-        if name != WARNING_HEADER:
-            continue
-        for warning in value.decode("latin-1").split("; "):
-            if warning.startswith(UNKNOWN_FIELDS_WARNING):
-                listed = warning.removeprefix(UNKNOWN_FIELDS_WARNING).split(" and ")[0]
-                for field in listed.split(", "):
-                    ledger.violation("unknown_field", f"{operation}: `{field}`")
+    for warning in warnings:
+        if warning.startswith(UNKNOWN_FIELDS_WARNING):
+            listed = warning.removeprefix(UNKNOWN_FIELDS_WARNING).split(" and ")[0]
+            for field in listed.split(", "):
+                ledger.violation("unknown_field", f"{operation}: `{field}`")
 
 
 async def get_report(ctx: ControlContext) -> Reply:

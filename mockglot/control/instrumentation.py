@@ -21,7 +21,6 @@ from mockglot.errors import CATALOGUE, ApiError
 from mockglot.faults import error_code_for, fault_error
 from mockglot.http import (
     BODY_SCOPE_KEY,
-    RawHeaders,
     Request,
     credentials_of,
     error_response,
@@ -95,10 +94,8 @@ class Instrumentation:
         else:  # as nearly every request runs
             await self.app(scope, receive, send)
 
-    def record(
-        self, scope: Scope, started: float, header_bytes: int, status: int, headers: RawHeaders, body: bytes
-    ) -> None:
-        """The request in the journal, the inspector's feed and the contract report. `headers` and `body` are the
+    def record(self, scope: Scope, started: float, header_bytes: int, status: int, body: bytes) -> None:
+        """The request in the journal, the inspector's feed and the contract report. `status` and `body` are the
         response's (`body` empty when it never came); `header_bytes` the request headers' size, as measured."""
         state = self.state
         duration_ms = (time.perf_counter() - started) * 1000
@@ -123,7 +120,7 @@ class Instrumentation:
             found = state.keys.get(key) if key is not None else None
         state.feed.publish("request", session_id, found.organization if found else None, key, entry)
         if key is not None:
-            observe_rest(state, scope, key, found, status if status != CLIENT_CLOSED else None, headers, body)
+            observe_rest(state, scope, key, found, status if status != CLIENT_CLOSED else None, body)
 
     async def _faulted_or_served(self, scope: Scope, receive: Receive, send: Send, prefer: str | None) -> None:
         error = prefer_error(prefer) if prefer else None
