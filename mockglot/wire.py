@@ -6,7 +6,7 @@ follows the contract's examples so responses read the same as the documentation.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -656,10 +656,15 @@ class StreamFault(Struct, kw_only=True, forbid_unknown_fields=True):
         return frames >= (self.after_frames or 0)
 
 
-class FaultRecord(Struct, kw_only=True):
+Rule = TypeVar("Rule", bound=RestFault | StreamFault)
+
+
+class FaultRecord(Struct, Generic[Rule], kw_only=True):
+    """An armed fault: `FaultRecord[RestFault]` or `FaultRecord[StreamFault]` (the rule as it was armed)."""
+
     id: str
     kind: Literal["rest", "stream"]
-    rule: dict[str, Any]
+    rule: Rule
     fired: int
 
 

@@ -7,11 +7,11 @@ from typing import Literal
 from mockglot import wire
 from mockglot.control.endpoint import ControlContext, Endpoint, Reply
 from mockglot.errors import ApiError
-from mockglot.faults import ArmedFault, FaultRegistry, rest_fault_problem, stream_fault_problem
+from mockglot.faults import ArmedFault, rest_fault_problem, stream_fault_problem
 
 
-def record(fault: ArmedFault) -> wire.FaultRecord:
-    return wire.FaultRecord(id=fault.id, kind=fault.kind, rule=FaultRegistry.describe(fault), fired=fault.fired)
+def record(fault: ArmedFault) -> wire.FaultRecord[wire.RestFault | wire.StreamFault]:
+    return wire.FaultRecord(id=fault.id, kind=fault.kind, rule=fault.rule, fired=fault.fired)
 
 
 def _arm(ctx: ControlContext, kind: Literal["rest", "stream"]) -> Reply:
@@ -58,11 +58,11 @@ ENDPOINTS = [
     Endpoint("GET", "/_mockglot/faults", list_faults, "", "List faults", response=wire.ListOf),
     Endpoint(
         "POST", "/_mockglot/faults/rest", arm_rest, "", "Arm a REST fault",
-        status=201, request=wire.RestFault, response=wire.FaultRecord, body_required=True,
+        status=201, request=wire.RestFault, response=wire.FaultRecord[wire.RestFault], body_required=True,
     ),
     Endpoint(
         "POST", "/_mockglot/faults/stream", arm_stream, "", "Arm a stream fault",
-        status=201, request=wire.StreamFault, response=wire.FaultRecord, body_required=True,
+        status=201, request=wire.StreamFault, response=wire.FaultRecord[wire.StreamFault], body_required=True,
     ),
     Endpoint("DELETE", "/_mockglot/faults/{fault_id}", disarm, "", "Disarm a fault", response=wire.Deleted),
     Endpoint("DELETE", "/_mockglot/faults", disarm_all, "", "Disarm every fault", response=wire.Deleted),
