@@ -147,10 +147,10 @@ async def read_body(request: Request) -> bytes:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise too_large()
-        chunks.append(chunk)
         if not message.get("more_body"):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.append(chunk)
+    body = b"".join((*chunks, chunk)) if chunks else chunk  # most bodies come in one message
     request.scope[BODY_SCOPE_KEY] = body
     return body
 

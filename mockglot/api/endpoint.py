@@ -46,6 +46,7 @@ MAX_WARNED_FIELDS = 10
 DELAY_SCOPE_KEY = "mockglot.delay"  # a latency fault's delay, served once the request holds its idempotency key
 KEY_SCOPE_KEY = "mockglot.key"  # the key the request authenticated with, for its record (no second lookup)
 WARNINGS_SCOPE_KEY = "mockglot.warnings"  # what the warning header says, for the contract report (no re-parsing)
+CREATED_SCOPE_KEY = "mockglot.created"  # the ID of what a 201 created, for the journal (no decoding the answer)
 
 __all__ = ["Context", "Endpoint", "PublicEndpoint", "Reply"]
 
@@ -140,6 +141,8 @@ class PublicEndpoint:
             ctx = Context(state, key, request, body)
             reply = await self.handler(ctx)
             content = reply.body if reply.media_type else encode(reply.body)
+            if reply.status == 201:
+                scope[CREATED_SCOPE_KEY] = getattr(reply.body, "id", None)
             if claimed is not None:
                 state.idempotency.complete(*claimed, StoredResponse(reply.status, content))
                 claimed = None

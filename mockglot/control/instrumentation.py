@@ -15,7 +15,7 @@ import time
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mockglot.api.endpoint import DELAY_SCOPE_KEY, KEY_SCOPE_KEY
+from mockglot.api.endpoint import CREATED_SCOPE_KEY, DELAY_SCOPE_KEY, KEY_SCOPE_KEY
 from mockglot.control.contract import observe_rest
 from mockglot.errors import CATALOGUE, ApiError
 from mockglot.faults import error_code_for, fault_error
@@ -73,10 +73,12 @@ def session_of(scope: Scope, status: int, body: bytes) -> str | None:
     params = scope.get("path_params")
     session_id: str | None = params.get("session_id") if params else None
     if session_id is None and status == 201 and scope["path"] == _SESSIONS:
-        try:
-            session_id = _created.decode(body).id
-        except msgspec.DecodeError:
-            return None
+        session_id = scope.get(CREATED_SCOPE_KEY)  # the endpoint says what it created
+        if session_id is None:
+            try:
+                session_id = _created.decode(body).id
+            except msgspec.DecodeError:
+                return None
     return session_id
 
 
