@@ -180,6 +180,8 @@ def _data(value: Any) -> Any:
         return _frame(value)
     if isinstance(value, RequestEntry):
         return _request(value)
+    if isinstance(value, SessionState):
+        return _session(value)
     return value
 
 
@@ -222,13 +224,22 @@ def _frame(value: Frame) -> dict[str, Any]:
     }
 
 
-def session_data(record: Any) -> dict[str, Any]:
-    return {
-        "status": record.status,
-        "mode": record.request.mode,
-        "connected": record.connected,
-        "end_reason": record.end_reason,
-    }
+class SessionState(msgspec.Struct, gc=False):
+    """A session as it was when an event about it was published, made JSON when a subscriber reads it: a
+    struct the collector does not track instead of a dict per event."""
+
+    status: str
+    mode: str
+    connected: bool
+    end_reason: str | None
+
+
+def session_data(record: Any) -> SessionState:
+    return SessionState(record.status, record.request.mode, record.connected, record.end_reason)
+
+
+def _session(value: SessionState) -> dict[str, Any]:
+    return {"status": value.status, "mode": value.mode, "connected": value.connected, "end_reason": value.end_reason}
 
 
 def lifecycle_listener(feed: Feed) -> Callable[[Any], None]:
@@ -236,7 +247,7 @@ def lifecycle_listener(feed: Feed) -> Callable[[Any], None]:
 
     def listen(event: Any) -> None:
         record = event.session
-        data: dict[str, Any]
+        data: Any
         if event.turn is not None:
             turn = event.turn
             data = {
