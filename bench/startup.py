@@ -62,9 +62,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_once(kind: str, cpu: int | None) -> tuple[float, float]:
-    """(wall seconds to the first 200, the server's CPU seconds by then)."""
+def start_once(kind: str, cpu: int | None, checkouts: dict[str, Path] | None = None) -> tuple[float, float]:
+    """(wall seconds to the first 200, the server's CPU seconds by then); `checkouts`: where each mockglot kind
+    other than this checkout's is imported from."""
     port = free_port()
+    checkout = (checkouts or {}).get(kind, ROOT)
     if kind == "bare":
         command = [sys.executable, __file__, "bare", str(port)]
         path = "/health"
@@ -76,8 +78,9 @@ def start_once(kind: str, cpu: int | None) -> tuple[float, float]:
     # Bytecode is written (the warm-up start does it): an installed package has its .pyc files, and a stale
     # one recompiled at every start would measure the checkout, not the server.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(checkout)
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(command, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         if not first_200(port, path, start + 30):
             raise SystemExit(f"{kind} never answered 200: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
@@ -95,18 +98,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--starts", type=int, default=10)
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="leave CPU placement to the scheduler")
+    parser.add_argument(
+        "--compare-to",
+        metavar="DIR",
+        type=Path,
+        help="analysis: also start the mockglot of another checkout (e.g. a worktree of main), in the same rotation",
+    )
     args = parser.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0)) if args.pin and hasattr(os, "sched_getaffinity") else []
     server_cpu = cpus[-1] if len(cpus) >= 2 else None
     if server_cpu is not None:
         os.sched_setaffinity(0, {cpus[0]})
-    times: dict[str, list[float]] = {"bare": [], "mockglot": []}
-    cpu: dict[str, list[float]] = {"bare": [], "mockglot": []}
+    kinds = ["bare", "mockglot"]
+    checkouts = {}
+    if args.compare_to is not None:
+        kinds.append(f"mockglot at {args.compare_to}")
+        checkouts[kinds[-1]] = args.compare_to.resolve()
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
     for kind in times:  # one warm-up each: the page cache, not the code, would decide the first start
-        start_once(kind, server_cpu)
+        start_once(kind, server_cpu, checkouts)
     for _ in range(args.starts):
         for kind, series in times.items():
-            wall, used = start_once(kind, server_cpu)
+            wall, used = start_once(kind, server_cpu, checkouts)
             series.append(wall)
             cpu[kind].append(used)
     bare = statistics.median(times["bare"])

@@ -18,7 +18,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from mockglot import asyncapi
 from mockglot.api import agents, analyses, dial, recordings, sessions, stream
 from mockglot.api.endpoint import Context, PublicEndpoint
 from mockglot.control import contract, faults, keys, requests, scenarios, system, webhooks
@@ -30,7 +29,6 @@ from mockglot.inspector import events
 from mockglot.inspector.events import EventStream
 from mockglot.inspector.ui import Inspector
 from mockglot.middleware import EXCEPTION_HANDLERS, EdgeMiddleware
-from mockglot.openapi import document
 from mockglot.routing import IndexedRouter, endpoint_routes
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
@@ -66,13 +64,26 @@ def serve_document(build: Callable[[], dict[str, Any]]) -> Callable[[Request], A
     return endpoint
 
 
+def stream_document() -> dict[str, Any]:
+    from mockglot import asyncapi
+
+    return asyncapi.document()
+
+
 def create_app(settings: Settings | None = None, state: ServerState | None = None) -> Starlette:
     settings = settings or Settings()
     state = state or ServerState(settings)
     hub = StreamHub(state, state.scenarios)
     webhooks = Dispatcher(state.settings, state.clock, state.events, state.webhooks, state.feed)  # lifespan starts it
 
+    def public_document() -> dict[str, Any]:
+        from mockglot.openapi import document
+
+        return document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS)
+
     def control_document() -> dict[str, Any]:
+        from mockglot.openapi import document
+
         control_doc = document("mockglot control plane", [*CONTROL_ENDPOINTS, events.ENDPOINT], security=False)
         control_doc["paths"][events.ENDPOINT.path]["get"]["description"] = events.DESCRIPTION
         return control_doc
@@ -81,9 +92,9 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
     routes: list[BaseRoute] = [
         *endpoint_routes(PUBLIC_ENDPOINTS, lambda endpoint: PublicEndpoint(endpoint, state)),
         *endpoint_routes(CONTROL_ENDPOINTS, lambda endpoint: ControlEndpoint(endpoint, state, webhooks)),
-        Route("/openapi.json", serve_document(lambda: document("Kallglot API (mockglot)", PUBLIC_ENDPOINTS))),
+        Route("/openapi.json", serve_document(public_document)),
         Route("/_mockglot/openapi.json", serve_document(control_document)),
-        Route("/_mockglot/asyncapi.json", serve_document(asyncapi.document)),  # the stream protocol
+        Route("/_mockglot/asyncapi.json", serve_document(stream_document)),  # the stream protocol
         WebSocketRoute("/v1/sessions/{session_id}/connect", stream.connect),
         Route("/_mockglot/events", EventStream(state)),
         Route("/_mockglot/ui", inspector),

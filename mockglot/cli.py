@@ -11,11 +11,9 @@ import sys
 from collections.abc import Sequence
 
 import msgspec
-import uvicorn
 
-from mockglot import __version__, conformance, stream_cli
+from mockglot import __version__
 from mockglot import settings as settings_module
-from mockglot.proxy import cli as proxy_cli
 from mockglot.settings import Settings
 
 
@@ -72,11 +70,17 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_only: bool = False) -> argparse.ArgumentParser:
+    """Every subcommand's parser; `serve_only`: just serve's, so a server's start imports no client side."""
     parser = argparse.ArgumentParser(prog="mockglot", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mockglot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    if serve_only:
+        return parser
+    from mockglot import conformance, stream_cli
+    from mockglot.proxy import cli as proxy_cli
+
     stream_cli.add_parser(sub)
     proxy_cli.add_parsers(sub)
     conformance.add_parser(sub)
@@ -135,6 +139,8 @@ def banner(settings: Settings, port: int) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
     from mockglot.app import create_app
     from mockglot.logs import uvicorn_log_config
     from mockglot.shared import connect
@@ -187,12 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mockglot import models
 
         return models.run(argv[1:])
-    parser = build_parser()
+    parser = build_parser(serve_only=argv[:1] == ["serve"])
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would report them with the top-level usage; the subcommand's own is the useful one
         _subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "serve":
         return serve(args)
+    from mockglot import conformance, stream_cli
+    from mockglot.proxy import cli as proxy_cli
+
     if args.command == "stream":
         return stream_cli.run(args)
     if args.command == "proxy":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import os
 import stat
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-import yaml
 from msgspec import Meta, Struct
 
 from mockglot import validation
@@ -29,6 +29,8 @@ from mockglot.speech import codec
 from mockglot.wire import Language, StreamFault
 
 if TYPE_CHECKING:
+    import yaml
+
     from mockglot.proxy.recording import LoadedRecording
 
 BUILTIN_DIR = Path(__file__).parent / "builtin" / "scenarios"
@@ -75,24 +77,33 @@ MAX_DOCUMENT_BYTES = 512 * 1024  # a scenario file or uploaded YAML (the request
 MAX_AUDIO_BYTES = 16 * 1024 * 1024  # a turn's audio file (about 30 minutes of mu-law)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without anchors and aliases: a 15 KB document of `&a` / `*a` can expand to gigabytes."""
+@functools.cache
+def _no_alias_loader() -> type[yaml.SafeLoader]:
+    """The YAML loader, made on first use: YAML is imported by the first scenario parsed, not at server start."""
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()  # type: ignore[no-untyped-call,unused-ignore]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(
-                None, None, "anchors (&name) and aliases (*name) are not accepted in scenarios", event.start_mark
-            )
-        return super().compose_node(parent, index)
+    class NoAliasLoader(yaml.SafeLoader):
+        """YAML without anchors and aliases: a 15 KB document of `&a` / `*a` can expand to gigabytes."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()  # type: ignore[no-untyped-call,unused-ignore]
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors (&name) and aliases (*name) are not accepted in scenarios", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def load_yaml(text: str, source: str) -> object:
     """A scenario document (YAML or JSON) from text, size-limited, without aliases; errors name the source."""
+    import yaml
+
     if len(text) > MAX_DOCUMENT_BYTES // 4 and len(text.encode()) > MAX_DOCUMENT_BYTES:
         raise ValueError(f"scenario {source} is larger than {MAX_DOCUMENT_BYTES // 1024} KiB")
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)
+        return yaml.load(text, Loader=_no_alias_loader())
     except yaml.YAMLError as exc:
         raise ValueError(f"scenario {source} does not parse: {exc}") from None
     except RecursionError:
@@ -231,8 +242,12 @@ class ScenarioLibrary:
 
     def __init__(self, folders: Sequence[str | Path] = ()) -> None:
         self._files: dict[str, LoadedScenario] = {}
-        self.roots: list[Path] = []  # folders whose audio files an upload may name
-        for root in [BUILTIN_DIR.parent, *(Path(f) for f in folders)]:
+        # Built-ins, parsed on first use (a start parses no YAML); each file is named after its scenario.
+        self._builtin: dict[str, Path] = {
+            path.stem: path for path in sorted(BUILTIN_DIR.iterdir()) if path.suffix.lower() in SUFFIXES
+        }
+        self.roots: list[Path] = [BUILTIN_DIR.parent]  # folders whose audio files an upload may name
+        for root in (Path(f) for f in folders):
             folder = root / "scenarios" if (root / "scenarios").is_dir() else root
             if not folder.is_dir():
                 raise ValueError(f"fixtures folder {root} does not exist")
@@ -243,13 +258,24 @@ class ScenarioLibrary:
                     self._files[loaded.name] = loaded
             for loaded in load_recordings(folder):
                 self._files[loaded.name] = loaded
+        for name in self._files:  # an operator's scenario of a built-in's name replaces it
+            self._builtin.pop(name, None)
         self._uploads: dict[tuple[str | None, str], LoadedScenario] = {}  # (organization or None, name)
         self._next_for_key: dict[str, tuple[str, int | None]] = {}  # key -> (scenario, sessions left or None)
+
+    def _file(self, name: str) -> LoadedScenario | None:
+        """A built-in or operator's scenario; a built-in is parsed here the first time it is asked for."""
+        if (found := self._files.get(name)) is None and (path := self._builtin.pop(name, None)) is not None:
+            found = self._files[name] = load_file(path, BUILTIN_DIR.parent)
+            if found.name != name:
+                raise ValueError(f"built-in scenario {path.name} is named {found.name!r}: name the file after it")
+        return found
 
     def add_file(self, path: Path) -> str:
         """The operator's `--scenario PATH`: loaded once, then known by its name."""
         loaded = load_file(path)
         self._files[loaded.name] = loaded
+        self._builtin.pop(loaded.name, None)
         return loaded.name
 
     def reset(self, api_keys: set[str] | None = None, organization: str | None = None) -> None:
@@ -268,12 +294,13 @@ class ScenarioLibrary:
     def names(self, organization: str | None = None) -> list[str]:
         """The names a session of `organization` can choose."""
         visible = {name for (owner, name) in self._uploads if owner is None or owner == organization}
-        return sorted({*self._files, *visible})
+        return sorted({*self._files, *self._builtin, *visible})
 
     def all(self) -> list[tuple[str | None, LoadedScenario]]:
         """Every scenario with the organization it is scoped to (None: every organization)."""
         uploads = sorted(self._uploads.items(), key=lambda item: (item[0][1], item[0][0] or ""))
-        return [(None, self._files[name]) for name in sorted(self._files)] + [
+        files = [self._file(name) for name in sorted({*self._files, *self._builtin})]
+        return [(None, loaded) for loaded in files if loaded is not None] + [
             (owner, loaded) for (owner, _), loaded in uploads
         ]
 
@@ -281,7 +308,7 @@ class ScenarioLibrary:
         """The scenario `name` as a session of `organization` sees it; KeyError when there is none (a name is
         never read as a path)."""
         found = (
-            self._files.get(name)
+            self._file(name)
             or (self._uploads.get((organization, name)) if organization is not None else None)
             or self._uploads.get((None, name))
         )
@@ -290,7 +317,7 @@ class ScenarioLibrary:
         return found
 
     def upload(self, loaded: LoadedScenario, organization: str | None = None) -> None:
-        if loaded.name in self._files:
+        if loaded.name in self._files or loaded.name in self._builtin:
             raise ValueError(
                 f"{loaded.name!r} is a built-in or fixtures scenario, and uploads never replace those "
                 "(other tests and tenants rely on them): give the upload another name"

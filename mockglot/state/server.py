@@ -43,15 +43,13 @@ class ServerState:
         retention = Retention(settings.retain_sessions, settings.retain_minutes, settings.retain_mb)
         self.sessions = SessionStore(self.clock, self.randomness, self.events, retention)
         self.scenarios = ScenarioLibrary(settings.fixtures)
-        try:
-            self.scenarios.get(settings.scenario)  # an unknown default fails at start, not at the first session
-        except KeyError:
+        if settings.scenario not in self.scenarios.names():  # an unknown default fails at start, not later
             path = Path(settings.scenario)
             if path.suffix.lower() not in SUFFIXES or not path.is_file():
                 raise ValueError(
                     f"unknown scenario {settings.scenario!r}: give a scenario file's path or one of "
                     f"{', '.join(self.scenarios.names())} (add folders with --fixtures)"
-                ) from None
+                )
             settings.scenario = self.scenarios.add_file(path)  # the operator's file; sessions know it by name
         self.faults = FaultRegistry(self.randomness, self.feed)
         self.requests = RequestJournal()
