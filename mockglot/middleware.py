@@ -11,6 +11,7 @@ adds to the app (`app.add_middleware(CORSMiddleware, ...)`) wraps HTTP and WebSo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -117,10 +118,8 @@ class EdgeMiddleware:
         except Exception:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
             if not recorded:
-                try:
+                with contextlib.suppress(Exception):  # the failure itself is logged just above
                     record(500, b"")
-                except Exception:
-                    log.exception("could not journal the failed request")
             if not answered:
                 held = None
                 await internal_error(rid)(scope, receive, send_edge)
