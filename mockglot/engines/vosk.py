@@ -236,6 +236,10 @@ def _load(language: str, path: Path) -> vosk.Model:
 
 # Decoding pool, shared by every recognizer. Each recognizer runs one call at a time, so a stream holds at most
 # one worker and streams only queue behind each other when there are more busy streams than workers.
+# One worker per CPU (at least two, so a model's first load never stops every other stream): decoding is CPU
+# work outside the GIL, so more workers decode no faster, and each one that runs Kaldi spreads live recognizers
+# over one more malloc arena (~2 MiB a session with the I/O default of CPUs + 4, bench/vosk_memory.py).
+DECODING_WORKERS = max(2, os.cpu_count() or 1)
 _executor: ThreadPoolExecutor | None = None
 _executor_guard = threading.Lock()
 
@@ -244,9 +248,7 @@ def _decoding_pool() -> ThreadPoolExecutor:
     global _executor
     with _executor_guard:
         if _executor is None:
-            _executor = ThreadPoolExecutor(
-                max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="mockglot-vosk"
-            )
+            _executor = ThreadPoolExecutor(max_workers=DECODING_WORKERS, thread_name_prefix="mockglot-vosk")
         return _executor
 
 
