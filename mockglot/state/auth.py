@@ -16,6 +16,7 @@ from typing import Literal
 import msgspec
 
 from mockglot.errors import ApiError
+from mockglot.state.replica import DocTracker
 
 KEY_PATTERN = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{8,}$")
 SCOPES = (  # (r2) the documented names, then the emulator's own
@@ -197,7 +198,48 @@ class KeyStore:
         self._balances: dict[str, Balance] = {}  # organization -> its credits
         self._by_org: dict[str, set[str]] = {}
         self._seen: dict[str, None] = {}  # open-mode keys that may be forgotten for space, oldest first
+        self.tracker: DocTracker | None = None  # shared between workers: one document per organization
         self.reset()
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "keys"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _touch(self, organization: str) -> None:
+        if self.tracker is not None:
+            self.tracker.touch(organization)
+
+    def _encode(self, organization: str) -> bytes | None:
+        secrets = self._by_org.get(organization)
+        balance = self._balances.get(organization)
+        if not secrets and balance is None:
+            return None
+        keys = [_KeyDoc.of(self._keys[secret]) for secret in sorted(secrets or ())]
+        balance = balance or Balance()
+        return _ORG_ENCODER.encode(_OrgDoc(keys, balance.credits, balance.used))
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, organization: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(organization, data)
+        for secret in self._by_org.pop(organization, ()):
+            self._keys.pop(secret, None)
+            self._seen.pop(secret, None)
+        if data is None:
+            self._balances.pop(organization, None)
+            return
+        doc = _ORG_DECODER.decode(data)
+        balance = self.balance(organization)  # in place: keys of this organization hold it
+        balance.credits, balance.used = doc.credits, doc.used
+        for entry in doc.keys:
+            key = self._add(entry.to_key(balance))
+            if not key.pinned:
+                self._seen[key.key] = None
 
     @property
     def open_mode(self) -> bool:
@@ -211,6 +253,7 @@ class KeyStore:
             self._by_org.clear()
             self._seen.clear()
         else:
+            self._touch(organization)
             for secret in self._by_org.pop(organization, ()):
                 self._keys.pop(secret, None)
                 self._seen.pop(secret, None)
@@ -222,6 +265,7 @@ class KeyStore:
                     key.balance.credits = entry.credits
 
     def _add(self, key: ApiKey) -> ApiKey:
+        self._touch(key.organization)
         self._keys[key.key] = key
         self._by_org.setdefault(key.organization, set()).add(key.key)
         return key
@@ -230,6 +274,7 @@ class KeyStore:
         key = self._keys.pop(secret, None)
         self._seen.pop(secret, None)
         if key is not None:
+            self._touch(key.organization)
             secrets = self._by_org.get(key.organization)
             if secrets is not None:
                 secrets.discard(secret)
@@ -262,6 +307,7 @@ class KeyStore:
                     "keys file (--keys); add this one there or use a listed key.",
                 )
             key = self.ensure(secret)
+        self._touch(key.organization)  # the request may spend its organization's credits
         if key.revoked:
             raise ApiError(
                 "revoked_api_key",
@@ -297,6 +343,7 @@ class KeyStore:
         balance = self._balances.get(organization)
         if balance is None:
             balance = self._balances[organization] = Balance()
+        self._touch(organization)
         return balance
 
     def move(self, key: ApiKey, organization: str) -> None:
@@ -305,10 +352,57 @@ class KeyStore:
         key.balance = self.balance(organization)
 
     def get(self, secret: str) -> ApiKey | None:
-        return self._keys.get(secret)
+        key = self._keys.get(secret)
+        if key is not None:
+            self._touch(key.organization)  # the control plane may change it
+        return key
 
     def all(self) -> list[ApiKey]:
+        if self.tracker is not None:
+            for organization in self._by_org:
+                self.tracker.touch(organization)
         return list(self._keys.values())
+
+
+class _KeyDoc(msgspec.Struct, array_like=True):
+    key: str
+    organization: str
+    environment: Environment
+    scopes: list[str]
+    revoked: bool
+    inactive: bool
+    rate_limit: int | None
+    pinned: bool
+
+    @classmethod
+    def of(cls, key: ApiKey) -> _KeyDoc:
+        scopes = sorted(key.scopes)
+        return cls(key.key, key.organization, key.environment, scopes, key.revoked, key.inactive, key.rate_limit, key.pinned)
+
+    def to_key(self, balance: Balance) -> ApiKey:
+        return ApiKey(
+            key=self.key,
+            organization=self.organization,
+            environment=self.environment,
+            balance=balance,
+            scopes=frozenset(self.scopes),
+            revoked=self.revoked,
+            inactive=self.inactive,
+            rate_limit=self.rate_limit,
+            pinned=self.pinned,
+        )
+
+
+class _OrgDoc(msgspec.Struct, array_like=True):
+    """An organization's keys and its credits, as workers share them."""
+
+    keys: list[_KeyDoc]
+    credits: int | None
+    used: int
+
+
+_ORG_ENCODER = msgspec.msgpack.Encoder()
+_ORG_DECODER = msgspec.msgpack.Decoder(_OrgDoc)
 
 
 def _key_from_config(entry: KeyConfig, balance: Balance) -> ApiKey:

@@ -21,6 +21,7 @@ from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.journal import Journal
 from mockglot.state.randomness import Randomness
+from mockglot.state.replica import DocTracker, Elsewhere
 from mockglot.wire import EndReason, Provider, SessionCreate, Status
 
 TOKEN_LIFETIME_SECONDS = 5 * 60
@@ -87,6 +88,7 @@ class SessionRecord(msgspec.Struct, gc=False):
     # speaker -> (last accepted sequence, digests of the payloads accepted at it, at most SAME_SEQUENCE_MEMORY)
     last_sequence: dict[str, tuple[int, tuple[bytes, ...]]] = msgspec.field(default_factory=dict)
     connected: bool = False
+    worker: str = ""  # with several workers (`--state redis://`): the one holding its socket while connected
     scenario: str = "order-change"
     engine: str = "scripted"
     past_tokens: tuple[str, ...] = ()  # expired tokens still answering expired_token; forgotten with the session
@@ -166,6 +168,101 @@ class SessionStore:
         self.after_start: tuple[Callable[[SessionRecord], None], ...] = ()
         self.after_end: tuple[Callable[[SessionRecord], None], ...] = ()
         self.evicted = 0  # since start: how many ended sessions retention has forgotten
+        # Shared between workers (`share()`); alone these stay None and cost nothing.
+        self.tracker: DocTracker | None = None
+        self.worker = ""  # this worker's name
+        self.alive: Callable[[str], bool] = lambda worker: True  # whether a worker still holds its sockets
+        self.on_change: Callable[[], None] = lambda: None  # a stream changed a session: share it soon
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "sessions"
+
+    def share(self, worker: str) -> None:
+        """Track what changes, for a state shared between workers; `worker` names this one."""
+        self.worker = worker
+        self.tracker = DocTracker(self._encode)
+
+    def _encode(self, session_id: str) -> bytes | None:
+        """A session as other workers see it: all but its audio and frame journal (they stay where the stream
+        ran)."""
+        record = self._sessions.get(session_id)
+        if record is None:
+            return None
+        return _ENCODER.encode(msgspec.structs.replace(record, audio={}, _journal=None))
+
+    def _touch(self, record: SessionRecord) -> None:
+        if self.tracker is not None:
+            self.tracker.touch(record.id)
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def streaming_here(self, record: SessionRecord) -> bool:
+        return record.connected and record.worker == self.worker
+
+    def streaming_elsewhere(self, record: SessionRecord) -> bool:
+        """Connected to another worker that is still alive: only that worker can act on its stream."""
+        return record.connected and record.worker != self.worker and self.alive(record.worker)
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        """Another worker's version of a session. One whose stream this worker holds stays this worker's own
+        (it alone changes it), except for its stream token, which any worker may reissue."""
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        record = self._sessions.get(doc)
+        if data is None:
+            if record is not None:
+                self._remove(record)
+            return
+        new = _DECODER.decode(data)
+        if record is not None and self.streaming_here(record):
+            for token in (record.token.token, *record.past_tokens):
+                self._tokens.pop(token, None)
+            record.token, record.past_tokens = new.token, new.past_tokens
+            self._index_tokens(record)
+            return
+        if record is not None:
+            new.audio, new._journal = record.audio, record._journal  # kept by the worker the stream ran on
+            self._remove(record)
+        self._sessions[new.id] = new
+        self._by_org.setdefault(new.owner[0], {})[new.id] = new
+        if new.status == "ended":
+            new.ended_wall = self._monotonic()
+            new.retained_bytes = new.kept_bytes()
+            self._ended[new.id] = new
+            self._ended_bytes += new.retained_bytes
+        else:
+            self._live[new.id] = new
+        self._index_tokens(new)
+
+    def _index_tokens(self, record: SessionRecord) -> None:
+        self._tokens[record.token.token] = record.token
+        now = record.token.expires_at - TOKEN_LIFETIME_SECONDS
+        for past in record.past_tokens:
+            self._tokens[past] = StreamToken(past, record.id, now)  # expired: answers expired_token
+
+    def _remove(self, record: SessionRecord) -> None:
+        self._forget(record)
+        by_org = self._by_org.get(record.owner[0])
+        if by_org is not None:
+            by_org.pop(record.id, None)
+            if not by_org:
+                del self._by_org[record.owner[0]]
+
+    def attach(self, record: SessionRecord) -> None:
+        """A stream opened on this worker."""
+        record.connected = True
+        record.worker = self.worker
+        self._touch(record)
+
+    def detach(self, record: SessionRecord) -> None:
+        record.connected = False
+        self._touch(record)
+
+    def streaming_sessions(self) -> list[SessionRecord]:
+        """The live sessions whose streams this worker holds (what it writes back while they run)."""
+        return [record for record in self._live.values() if self.streaming_here(record)]
 
     def on_evict(self, listener: Callable[[list[SessionRecord]], None]) -> None:
         """Called with the sessions retention forgot, so what hangs off them (recordings, analyses) goes too."""
@@ -185,6 +282,7 @@ class SessionStore:
             self._forget(record)
 
     def _forget(self, record: SessionRecord) -> None:
+        self._touch(record)
         self._sessions.pop(record.id, None)
         self._live.pop(record.id, None)
         if self._ended.pop(record.id, None) is not None:
@@ -197,9 +295,11 @@ class SessionStore:
         return len(self._sessions)
 
     def all(self, organization: str | None = None) -> list[SessionRecord]:
-        if organization is None:
-            return list(self._sessions.values())
-        return list(self._by_org.get(organization, {}).values())
+        records = list(self._sessions.values() if organization is None else self._by_org.get(organization, {}).values())
+        if self.tracker is not None:
+            for record in records:
+                self.tracker.touch(record.id)
+        return records
 
     def evict(self) -> None:
         """Forget ended sessions, oldest first, while any retention limit is passed."""
@@ -258,6 +358,7 @@ class SessionStore:
         )
         self._sessions[session_id] = self._live[session_id] = record
         self._by_org.setdefault(owner[0], {})[session_id] = record
+        self._touch(record)
         self.events.publish(Event("session.created", record))
         self.evict()
         return record
@@ -266,6 +367,7 @@ class SessionStore:
         """The owner's session, or 404: another owner's session is indistinguishable from none."""
         record = self._sessions.get(session_id)
         if record is not None:
+            self._touch(record)
             self._expire_if_idle(record)
         if record is None or record.owner != owner:
             raise ApiError(
@@ -277,12 +379,15 @@ class SessionStore:
         return record
 
     def find(self, session_id: str) -> SessionRecord | None:
-        return self._sessions.get(session_id)
+        record = self._sessions.get(session_id)
+        if record is not None:
+            self._touch(record)
+        return record
 
     def for_token(self, token: str) -> SessionRecord | None:
         """The session a stream token was issued for (expired or not)."""
         issued = self._tokens.get(token)
-        return self._sessions.get(issued.session_id) if issued is not None else None
+        return self.find(issued.session_id) if issued is not None else None
 
     # --- stream tokens ---------------------------------------------------------------------------------
 
@@ -316,7 +421,7 @@ class SessionStore:
                 param="token",
             )
         issued = self._tokens.get(token)
-        record = self._sessions.get(session_id)
+        record = self.find(session_id)
         if record is None:
             raise ApiError("session_not_found", f"No session {session_id!r}.", status=4004)
         self._expire_if_idle(record)
@@ -336,7 +441,7 @@ class SessionStore:
             )
         if record.status == "ended":
             raise ApiError("session_ended", f"Session {session_id} has ended.", status=4009)
-        if record.connected:
+        if record.connected and (record.worker == self.worker or self.alive(record.worker)):
             raise ApiError(
                 "session_already_connected",
                 "Another stream is already open on this session. Close it before connecting again.",
@@ -394,6 +499,7 @@ class SessionStore:
         if received < MAX_AUDIO_BYTES:
             record.audio.setdefault(speaker, bytearray()).extend(mulaw[: MAX_AUDIO_BYTES - received])
         if record.status == "created":
+            self._changed(record)
             record.status = "active"
             record.started_at = now
             self.events.publish(Event("session.started", record))
@@ -402,6 +508,7 @@ class SessionStore:
 
     def add_turn(self, record: SessionRecord, turn: Turn) -> None:
         record.turns = tuple(sorted((*record.turns, turn), key=lambda t: t.sequence))
+        self._changed(record)
         self.events.publish(Event("transcript.segment", record, turn))
 
     def end(self, record: SessionRecord, reason: EndReason, at: float | None = None) -> bool:
@@ -413,6 +520,9 @@ class SessionStore:
         `transcript.ready` is announced, and the session counts against retention."""
         if record.status == "ended":
             return False
+        if self.tracker is not None and self.streaming_elsewhere(record):
+            raise Elsewhere(record.worker)  # only the worker holding its stream can end it
+        self._changed(record)
         record.status = "ended"
         record.ended_at = self.clock.now() if at is None else at
         self._live.pop(record.id, None)
@@ -429,10 +539,17 @@ class SessionStore:
             self.evict()
         return True
 
+    def _changed(self, record: SessionRecord) -> None:
+        """A change to share now: it may come from a stream, outside any request."""
+        if self.tracker is not None:
+            self.tracker.touch(record.id)
+            self.on_change()
+
     def sweep(self) -> None:
         """End every session idle for 30 minutes of the server clock."""
         for record in list(self._live.values()):
-            self._expire_if_idle(record)
+            if not self.streaming_elsewhere(record):  # that worker's own sweep ends it
+                self._expire_if_idle(record)
 
     def _expire_if_idle(self, record: SessionRecord) -> None:
         if record.status != "ended" and self.clock.now() - record.last_activity >= IDLE_TIMEOUT_SECONDS:
@@ -441,3 +558,7 @@ class SessionStore:
 
 def _digest(mulaw: bytes) -> bytes:
     return hashlib.blake2b(mulaw, digest_size=16).digest()
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(SessionRecord)
