@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -24,6 +25,7 @@ from mockglot.control import contract, faults, keys, requests, scenarios, system
 from mockglot.control import sessions as control_sessions
 from mockglot.control.endpoint import ControlContext, ControlEndpoint
 from mockglot.engines.hub import StreamHub
+from mockglot.errors import ApiError
 from mockglot.http import Endpoint, Request, Response, response
 from mockglot.inspector import events
 from mockglot.inspector.events import EventStream
@@ -33,6 +35,11 @@ from mockglot.routing import IndexedRouter, endpoint_routes
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
 from mockglot.webhooks.dispatcher import Dispatcher
+
+if TYPE_CHECKING:
+    from mockglot.shared.coordinator import RedisCoordinator
+
+log = logging.getLogger("mockglot.app")
 
 PUBLIC_ENDPOINTS: list[Endpoint[Context]] = [
     *sessions.ENDPOINTS,
@@ -73,6 +80,7 @@ def stream_document() -> dict[str, Any]:
 def create_app(settings: Settings | None = None, state: ServerState | None = None) -> Starlette:
     settings = settings or Settings()
     state = state or ServerState(settings)
+    coordinator = _shared(settings, state)
     hub = StreamHub(state, state.scenarios)
     webhooks = Dispatcher(state.settings, state.clock, state.events, state.webhooks, state.feed)  # lifespan starts it
 
@@ -106,8 +114,14 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         async def sweep_forever() -> None:
             while True:
                 await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
-                state.sweep()
+                try:
+                    async with state.coordinator.hold():
+                        state.sweep()
+                except ApiError as exc:  # the shared state is away; the next sweep tries again
+                    log.warning("sweep skipped: %s", exc.message)
 
+        if coordinator is not None:
+            await coordinator.start()
         sweeper = asyncio.create_task(sweep_forever())
         webhooks.start()
         try:
@@ -115,13 +129,34 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         finally:
             sweeper.cancel()
             await webhooks.stop()
+            if coordinator is not None:
+                await coordinator.stop()
 
+    middleware = [Middleware(EdgeMiddleware, state=state)]
+    if coordinator is not None:  # around everything that reads or changes the state
+        from mockglot.shared.middleware import HoldSharedState
+
+        middleware.insert(0, Middleware(HoldSharedState, coordinator=coordinator))
     app = Starlette(
-        middleware=[Middleware(EdgeMiddleware, state=state)],
+        middleware=middleware,
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.router = IndexedRouter(routes, lifespan=lifespan)
     app.state.mockglot = state
     app.state.hub = hub
     app.state.webhooks = webhooks
+    if coordinator is not None:
+        coordinator.app = app
     return app
+
+
+def _shared(settings: Settings, state: ServerState) -> RedisCoordinator | None:
+    """With `--state redis://...`: the coordinator through which this worker shares the state."""
+    url: str = getattr(settings, "state", "memory")
+    if url == "memory":
+        return None
+    from mockglot.shared.coordinator import RedisCoordinator
+
+    coordinator = RedisCoordinator(url, state)
+    state.share(coordinator, coordinator.worker, coordinator.alive)
+    return coordinator

@@ -137,7 +137,7 @@ class PublicEndpoint:
             if DELAY_SCOPE_KEY in scope:  # a latency fault holds the request here: in flight, its key claimed
                 delay = scope.pop(DELAY_SCOPE_KEY)
                 if delay:
-                    await asyncio.sleep(delay)
+                    await state.coordinator.outside(asyncio.sleep(delay))
             ctx = Context(state, key, request, body)
             reply = await self.handler(ctx)
             content = reply.body if reply.media_type else encode(reply.body)

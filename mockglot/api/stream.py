@@ -334,7 +334,8 @@ class Connection:
             )
             await self._read()
         finally:
-            record.connected = False
+            self.state.sessions.detach(record)
+            self.state.coordinator.changed()
             self.state.streams.disconnect(record, self)
             self.pipeline.sink = None
             if not self.ended:
@@ -586,7 +587,7 @@ async def admit(hub: StreamHub, session_id: str, token: str | None) -> SessionRe
         except ApiError as exc:
             if exc.code != "session_already_connected" or loop.time() >= deadline:
                 raise
-        await asyncio.sleep(0.02)
+        await hub.state.coordinator.outside(asyncio.sleep(0.02))  # the old socket's close may need the state
 
 
 async def connect(websocket: WebSocket) -> None:
@@ -594,7 +595,9 @@ async def connect(websocket: WebSocket) -> None:
     session_id = websocket.path_params["session_id"]
     await websocket.accept()
     try:
-        record = await admit(hub, session_id, presented_token(websocket))
+        async with hub.state.coordinator.hold():  # with several workers: the session is connected here, once
+            record = await admit(hub, session_id, presented_token(websocket))
+            hub.state.sessions.attach(record)
     except ApiError as exc:
         await reject(websocket, session_id, exc)
         observe_refused(hub.state, session_id, exc)
@@ -603,7 +606,7 @@ async def connect(websocket: WebSocket) -> None:
         await Connection(websocket, record, hub.pipeline(record), hub).run()
     except Exception:
         log.exception("stream on session %s failed", session_id)
-        record.connected = False
+        hub.state.sessions.detach(record)
         if websocket.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await reject(websocket, session_id, ApiError("internal_error", "mockglot hit an internal error."))

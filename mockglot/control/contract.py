@@ -113,7 +113,7 @@ async def get_report(ctx: ControlContext) -> Reply:
     while loop.time() < deadline and any(
         organization is None or c.record.owner[0] == organization for c in ctx.state.streams.connections.values()
     ):
-        await asyncio.sleep(SETTLE_POLL_SECONDS)
+        await ctx.state.coordinator.outside(asyncio.sleep(SETTLE_POLL_SECONDS))
     return Reply(200, ctx.state.contract.report(organization))
 
 

@@ -133,7 +133,7 @@ class Instrumentation:
                 error = fault_error(rule)
                 if rule.drop or error is not None:
                     if rule.latency_ms:
-                        await asyncio.sleep(rule.latency_ms / 1000)
+                        await self.state.coordinator.outside(asyncio.sleep(rule.latency_ms / 1000))
                     if rule.drop:
                         await journal_body(scope, receive)
                         headers = [(b"content-length", DROPPED_BODY_LENGTH)]

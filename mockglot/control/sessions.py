@@ -72,13 +72,15 @@ def _direction(ctx: ControlContext) -> str | None:
 async def frames(ctx: ControlContext) -> Reply:
     """The journal; `?wait_for=N` blocks until N matching frames exist (or `timeout` seconds pass)."""
     record = find(ctx)
+    ctx.state.sessions.read_where_streamed(record)
     direction = _direction(ctx)
     type_ = ctx.query("type")
     wait_for = int(query_float(ctx, "wait_for", 0, 0, 1_000_000))
     timeout = query_float(ctx, "timeout", 10, 0, 300)
     complete = True
     if wait_for:
-        complete = await record.journal.wait_for(wait_for, timeout, direction, type_)  # type: ignore[arg-type]
+        waiting = record.journal.wait_for(wait_for, timeout, direction, type_)  # type: ignore[arg-type]
+        complete = await ctx.state.coordinator.outside(waiting)
     entries = [
         e
         for e in record.journal.entries
@@ -118,6 +120,7 @@ def _decoded(text: str) -> object:
 
 async def audio(ctx: ControlContext) -> Reply:
     record = find(ctx)
+    ctx.state.sessions.read_where_streamed(record)
     speaker = ctx.path("speaker")
     if speaker not in ("customer", "agent"):
         raise ApiError("invalid_field_value", "The speaker is `customer` or `agent`.", param="speaker")
@@ -132,6 +135,7 @@ async def audio(ctx: ControlContext) -> Reply:
 
 async def inject(ctx: ControlContext) -> Reply:
     record = find(ctx)
+    ctx.state.sessions.read_where_streamed(record)
     request = ctx.parse(wire.InjectRequest)
     if (request.frame is None) == (request.raw is None):
         raise ApiError("invalid_field_value", "Give exactly one of `frame` (a JSON object) or `raw` (text).")

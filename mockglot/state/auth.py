@@ -376,8 +376,16 @@ class _KeyDoc(msgspec.Struct, array_like=True):
 
     @classmethod
     def of(cls, key: ApiKey) -> _KeyDoc:
-        scopes = sorted(key.scopes)
-        return cls(key.key, key.organization, key.environment, scopes, key.revoked, key.inactive, key.rate_limit, key.pinned)
+        return cls(
+            key.key,
+            key.organization,
+            key.environment,
+            sorted(key.scopes),
+            key.revoked,
+            key.inactive,
+            key.rate_limit,
+            key.pinned,
+        )
 
     def to_key(self, balance: Balance) -> ApiKey:
         return ApiKey(

@@ -85,6 +85,10 @@ class DocTracker:
     def known(self) -> set[str]:
         return set(self._hashes)
 
+    def forget_hashes(self) -> None:
+        """Report every touched document as changed next time (an emptied Redis is filled again)."""
+        self._hashes.clear()
+
 
 class Coordinator(Protocol):
     """How a request holds the shared state (the lock and an up-to-date copy) and lets it go."""

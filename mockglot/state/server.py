@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from mockglot.state.provider import ProviderLegs
 from mockglot.state.randomness import Randomness
 from mockglot.state.ratelimit import RateLimiter
 from mockglot.state.recordings import RecordingStore
+from mockglot.state.replica import Coordinator, LocalCoordinator, Replica
 from mockglot.state.requests import RequestJournal
 from mockglot.state.sessions import Retention, SessionStore
 from mockglot.state.streams import LiveStreams
@@ -71,6 +73,25 @@ class ServerState:
         self.sessions.on_evict(self.analyses.evict)
         self.clock.on_change(self.sweep)
         self.connections: ConnectionGauge | None = None  # open sockets and their limit, when served by uvicorn
+        self.coordinator: Coordinator = LocalCoordinator()  # how requests hold the state (shared: `share()`)
+        self.shared = False
+        self.markers: list[str | None] = []  # resets since the last save (shared): organizations, None for all
+
+    def replicas(self) -> list[Replica]:
+        """The stores several workers share (see state/replica.py); the rest stay with each worker."""
+        return [store for store in vars(self).values() if callable(getattr(store, "share", None))]
+
+    def share(self, coordinator: Coordinator, worker: str, alive: Callable[[str], bool]) -> None:
+        """Share the state with other workers through `coordinator` (`--state redis://`)."""
+        self.coordinator = coordinator
+        self.shared = True
+        for store in self.replicas():
+            if store is self.sessions:
+                self.sessions.share(worker)
+            else:
+                store.share()  # type: ignore[attr-defined]
+        self.sessions.alive = alive
+        self.sessions.on_change = coordinator.changed
 
     def sweep(self) -> None:
         """Whatever the clock made due: idle sessions end, analyses finish, old idempotency keys go."""
@@ -106,3 +127,5 @@ class ServerState:
         self.webhooks.reset(organization)
         self.scenarios.reset(keys, organization)
         self.feed.publish("reset", None, organization, None, {"organization": organization})
+        if self.shared:
+            self.markers.append(organization)

@@ -250,6 +250,12 @@ class SessionStore:
             if not by_org:
                 del self._by_org[record.owner[0]]
 
+    def read_where_streamed(self, record: SessionRecord) -> None:
+        """With several workers, what stays with a stream (its frame journal, its audio, the open socket) is read
+        on the worker it ran on, while that worker lives."""
+        if self.tracker is not None and record.worker not in ("", self.worker) and self.alive(record.worker):
+            raise Elsewhere(record.worker)
+
     def attach(self, record: SessionRecord) -> None:
         """A stream opened on this worker."""
         record.connected = True

@@ -1,0 +1,583 @@
+"""The state shared through Redis: one lock, a versioned set of documents, and messages between workers.
+
+Every worker keeps the whole state in memory, as a single worker does. Redis holds the authoritative copy as
+documents (`mockglot:docs`, a hash: `<store>/<id>` -> msgpack) and a change log (`mockglot:log`, a sorted set:
+each document's name scored by the version that last wrote it). A request runs while its worker holds the lock
+(`mockglot:lock`, with a lease): taking it also returns every document written since the version this worker has
+seen, in one Lua script, so a worker that is up to date pays one round trip. On the way out, the documents the
+request changed are written, the version is raised and the lock is let go, in a second script. Between requests
+a worker catches up when told (`mockglot:changed`), so streams it holds see faults armed elsewhere.
+
+A session's stream stays on the worker holding its socket; that worker alone changes the session while it is
+connected, and writes it back as it changes (`changed()`). A request that needs such a session's stream (ending
+it, injecting into it) raises `Elsewhere` on another worker, which forwards the whole request to the worker
+holding the stream and answers with its response (`mockglot:w:<worker>` and `mockglot:r:<worker>`, pub/sub).
+
+An empty Redis (new, or restarted without persistence) gets the copy of the first worker that reaches it; a
+worker that finds Redis holds another generation of the state (`mockglot:epoch`) reloads it whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from mockglot.errors import ApiError
+from mockglot.state.replica import Elsewhere, Replica
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from mockglot.state.server import ServerState
+
+T = TypeVar("T")
+log = logging.getLogger("mockglot.shared")
+
+PREFIX = "mockglot"
+LOCK_LEASE_MS = 10_000  # a worker that dies holding the lock holds it this long at most
+LOCK_WAIT_SECONDS = 5.0  # then the request answers 503
+FLUSH_DELAY_SECONDS = 0.05  # a stream's changes are written back at most this late (coalesced)
+HEARTBEAT_SECONDS = 1.0
+WORKER_TIMEOUT_SECONDS = 5.0  # a worker not heard from for this long no longer holds its streams
+FORWARD_TIMEOUT_SECONDS = 5.0
+LOG_KEEP_VERSIONS = 2_000  # deleted documents' entries kept in the log; a worker further behind reloads whole
+RESET_ALL = "!reset/*"
+RESET_PREFIX = "!reset/"
+FORWARDED_HEADER = b"x-mockglot-forwarded"
+
+_holding: contextvars.ContextVar[bool] = contextvars.ContextVar("mockglot_holding", default=False)
+
+# KEYS: lock, ver, log, docs, epoch, floor. ARGV: token, lease, seen version, seen epoch, new epoch.
+# Returns {-1} (busy), {-2, epoch} (empty store: restore it), {-3, epoch, ver, doc, data, ...} (reload whole),
+# or {ver, doc, version, data-or-false, ...} (the documents written since the seen version).
+_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1} end
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  redis.call('SET', KEYS[5], ARGV[5])
+  return {-2, ARGV[5]}
+end
+local ver = tonumber(redis.call('GET', KEYS[2]) or '0')
+local floor = tonumber(redis.call('GET', KEYS[6]) or '0')
+local since = tonumber(ARGV[3])
+if epoch ~= ARGV[4] or since < floor then
+  local out = {-3, epoch, ver}
+  local all = redis.call('HGETALL', KEYS[4])
+  for i = 1, #all do out[#out + 1] = all[i] end
+  return out
+end
+local out = {ver}
+if since >= ver then return out end
+local changed = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. since, '+inf', 'WITHSCORES')
+for i = 1, #changed, 2 do
+  out[#out + 1] = changed[i]
+  out[#out + 1] = changed[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[4], changed[i]) or false
+end
+return out
+"""
+
+# The same read without the lock (a catch-up between requests). KEYS: ver, log, docs, epoch, floor.
+_READ = """
+local epoch = redis.call('GET', KEYS[4])
+local ver = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(redis.call('GET', KEYS[5]) or '0')
+local since = tonumber(ARGV[1])
+if epoch ~= ARGV[2] or since < floor then return {-3} end
+local out = {ver}
+if since >= ver then return out end
+local changed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. since, '+inf', 'WITHSCORES')
+for i = 1, #changed, 2 do
+  out[#out + 1] = changed[i]
+  out[#out + 1] = changed[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[3], changed[i]) or false
+end
+return out
+"""
+
+# KEYS: lock, ver, log, docs, floor. ARGV: token, markers..., '', deleted..., '', (doc, data)...
+# Returns the new version (or the current one when nothing changed), or -1 when the lease was lost.
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if #ARGV == 3 then
+  redis.call('DEL', KEYS[1])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+local ver = redis.call('INCR', KEYS[2])
+local i = 2
+while ARGV[i] ~= '' do
+  if ARGV[i] == '!reset/*' then redis.call('DEL', KEYS[3], KEYS[4]) end
+  redis.call('ZADD', KEYS[3], ver, ARGV[i])
+  i = i + 1
+end
+i = i + 1
+while ARGV[i] ~= '' do
+  redis.call('HDEL', KEYS[4], ARGV[i])
+  redis.call('ZADD', KEYS[3], ver, ARGV[i])
+  i = i + 1
+end
+i = i + 1
+while i < #ARGV do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], ver, ARGV[i])
+  i = i + 2
+end
+if ver % 1000 == 0 then
+  local floor = ver - KEEP
+  if floor > 0 then
+    local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', floor)
+    for j = 1, #old do
+      if redis.call('HEXISTS', KEYS[4], old[j]) == 0 then redis.call('ZREM', KEYS[3], old[j]) end
+    end
+    redis.call('SET', KEYS[5], floor)
+  end
+end
+redis.call('DEL', KEYS[1])
+return ver
+""".replace("KEEP", str(LOG_KEEP_VERSIONS))
+
+
+class Unavailable(ApiError):
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            "service_unavailable",
+            f"mockglot's state store (Redis) {why}. Retry shortly; the request changed nothing.",
+            retry_after=1,
+        )
+
+
+class _Forward(msgspec.Struct, array_like=True):
+    """A request run on the worker holding a stream, and the worker waiting for its answer."""
+
+    id: str
+    reply_to: str
+    method: str
+    path: str
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class _Answer(msgspec.Struct, array_like=True):
+    id: str
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class RedisCoordinator:
+    """The `Coordinator` of several workers sharing a Redis (see `mockglot.state.replica`)."""
+
+    def __init__(self, url: str, state: ServerState, worker: str | None = None) -> None:
+        self.url = url
+        self.state = state
+        self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.replicas: dict[str, Replica] = {replica.name: replica for replica in state.replicas()}
+        self.app: Callable[..., Awaitable[None]] | None = None  # the ASGI app a forwarded request runs through
+        self.version = 0
+        self.epoch = ""
+        self._redis: redis.asyncio.Redis | None = None
+        self._local = asyncio.Lock()  # one hold at a time in this worker
+        self._token = ""
+        self._flush_due = asyncio.Event()
+        self._catch_up_due = asyncio.Event()
+        self._dead: set[str] = set()  # workers not heard from lately, or that no longer listen
+        self._waiting: dict[str, asyncio.Future[_Answer]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pubsub: Any = None
+        self._serving: set[asyncio.Task[None]] = set()  # requests forwarded here, running
+        self.forwarded = 0  # requests this worker sent to another (for health)
+
+    # --- keys -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return f"{PREFIX}:{name}"
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        import redis.asyncio
+
+        self._redis = redis.asyncio.Redis.from_url(
+            self.url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
+        )
+        self._acquire_script = self._redis.register_script(_ACQUIRE)
+        self._read_script = self._redis.register_script(_READ)
+        self._commit_script = self._redis.register_script(_COMMIT)
+        async with self.hold():  # loads what is there (or fills an empty Redis with this worker's copy)
+            pass
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.subscribe(self._key(f"w:{self.worker}"), self._key(f"r:{self.worker}"), self._key("changed"))
+        await self._heartbeat()
+        self._tasks = [
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self._flush_forever()),
+            asyncio.create_task(self._heartbeat_forever()),
+            asyncio.create_task(self._catch_up_forever()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            async with self.hold():  # what the streams changed last
+                pass
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.zrem(self._key("workers"), self.worker)
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()
+            await self._redis.aclose()
+
+    # --- holding the state ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        if _holding.get():  # already held by this request
+            yield
+            return
+        await self._enter()
+        reset = _holding.set(True)
+        try:
+            yield
+        except Elsewhere:  # run on another worker instead: what it changed here must not count
+            _holding.reset(reset)
+            self.discard()
+            await self._leave()
+            raise
+        except BaseException:
+            _holding.reset(reset)
+            await self._leave()
+            raise
+        _holding.reset(reset)
+        await self._leave()
+
+    async def _enter(self) -> None:
+        await self._local.acquire()
+        try:
+            await self._acquire()
+        except BaseException:
+            self._local.release()
+            raise
+
+    async def _leave(self) -> None:
+        try:
+            await self._commit()
+        finally:
+            self._local.release()
+
+    async def outside(self, waiting: Awaitable[T]) -> T:
+        if not _holding.get():
+            return await waiting
+        await self._leave()
+        _holding.set(False)
+        try:
+            return await waiting
+        finally:
+            await self._enter()
+            _holding.set(True)
+
+    def changed(self) -> None:
+        self._flush_due.set()
+
+    def alive(self, worker: str) -> bool:
+        """Unknown workers count as alive until a heartbeat or an unanswered message says otherwise."""
+        return worker not in self._dead
+
+    async def _acquire(self) -> None:
+        assert self._redis is not None
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        pause = 0.0005
+        while True:
+            try:
+                reply = await self._acquire_script(
+                    keys=[self._key(k) for k in ("lock", "ver", "log", "docs", "epoch", "floor")],
+                    args=[token, LOCK_LEASE_MS, self.version, self.epoch, secrets.token_hex(8)],
+                )
+            except Exception as exc:  # redis.ConnectionError, TimeoutError, ...
+                raise Unavailable(f"at {_redacted(self.url)} cannot be reached ({type(exc).__name__})") from None
+            if reply[0] != -1:
+                break
+            if time.monotonic() >= deadline:
+                raise Unavailable("stayed locked by another worker for 5 s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        self._token = token
+        if reply[0] == -2:  # an empty store: this worker's copy becomes the state
+            self.epoch = reply[1].decode()
+            self.version = 0
+            self._restore()
+        elif reply[0] == -3:
+            self.epoch = reply[1].decode()
+            self._reload(int(reply[2]), reply[3:])
+        else:
+            self._apply(int(reply[0]), reply[1:])
+
+    def _apply(self, version: int, entries: list[Any]) -> None:
+        """Load what other workers wrote since this worker's version, in the order they wrote it."""
+        if version <= self.version:
+            return
+        changes = sorted(
+            (
+                (int(float(entries[i + 1])), not entries[i].startswith(b"!"), entries[i], entries[i + 2])
+                for i in range(0, len(entries), 3)
+            ),
+            key=lambda change: (change[0], change[1]),
+        )
+        for written, _, name, data in changes:
+            if written <= self.version:
+                continue
+            self._load(name.decode(), data if data else None)
+        self.version = version
+        self.state.markers.clear()  # resets loaded from others are not this worker's to announce
+
+    def _load(self, name: str, data: bytes | None) -> None:
+        if name.startswith(RESET_PREFIX):
+            organization = name[len(RESET_PREFIX) :]
+            self.state.reset(None if organization == "*" else organization)
+            return
+        store, _, doc = name.partition("/")
+        replica = self.replicas.get(store)
+        if replica is not None:
+            replica.load(doc, data)
+
+    def _reload(self, version: int, flat: list[Any]) -> None:
+        """Another generation of the state (or this worker fell too far behind): load it whole."""
+        docs = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        for name, replica in self.replicas.items():
+            tracker = getattr(replica, "tracker", None)
+            known = tracker.known() if tracker is not None else set()
+            for doc in known:
+                if f"{name}/{doc}" not in docs:
+                    replica.load(doc, None)
+        for name, data in docs.items():
+            self._load(name, data)
+        self.version = version
+        self.state.markers.clear()
+
+    def _restore(self) -> None:
+        """Touch every document this worker knows, so the commit writes all of them."""
+        for replica in self.replicas.values():
+            tracker = getattr(replica, "tracker", None)
+            if tracker is not None:
+                for doc in tracker.known():
+                    tracker.touch(doc)
+                tracker.forget_hashes()
+
+    async def _commit(self) -> None:
+        assert self._redis is not None
+        markers = [RESET_PREFIX + (organization or "*") for organization in self.state.markers]
+        self.state.markers.clear()
+        deleted: list[str] = []
+        written: list[bytes | str] = []
+        for name, replica in self.replicas.items():
+            for doc, data in replica.changes().items():
+                if data is None:
+                    deleted.append(f"{name}/{doc}")
+                else:
+                    written += [f"{name}/{doc}", data]
+        args: list[bytes | str] = [self._token, *markers, "", *deleted, "", *written]
+        try:
+            version = await self._commit_script(
+                keys=[self._key(k) for k in ("lock", "ver", "log", "docs", "floor")], args=args
+            )
+        except Exception as exc:
+            self.version = -1  # this worker's copy may now differ from Redis: reload it whole next time
+            raise Unavailable(f"at {_redacted(self.url)} failed while saving ({type(exc).__name__})") from None
+        if version == -1:
+            self.version = -1
+            raise Unavailable("lease ran out before the request finished")
+        if int(version) > self.version + 1 and (markers or deleted or written):
+            self.version = -1  # someone wrote in between (a lost lease): reload
+        else:
+            self.version = int(version)
+        if markers or deleted or written:
+            with contextlib.suppress(Exception):
+                await self._redis.publish(self._key("changed"), self.worker)
+
+    def discard(self) -> None:
+        """Forget this request's changes (it is run on another worker instead): reload from Redis next time."""
+        for replica in self.replicas.values():
+            replica.changes()
+        self.state.markers.clear()
+        self.version = -1
+
+    # --- background -----------------------------------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        """Write back what streams changed, coalesced; every heartbeat, the live sessions' progress too."""
+        last_progress = time.monotonic()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._flush_due.wait(), HEARTBEAT_SECONDS)
+            await asyncio.sleep(FLUSH_DELAY_SECONDS)
+            self._flush_due.clear()
+            if time.monotonic() - last_progress >= HEARTBEAT_SECONDS:
+                last_progress = time.monotonic()
+                sessions = self.state.sessions
+                if sessions.tracker is not None:
+                    for record in sessions.streaming_sessions():
+                        sessions.tracker.touch(record.id)
+            try:
+                async with self.hold():
+                    pass
+            except ApiError as exc:
+                log.warning("could not write back stream changes: %s", exc.message)
+            except Exception:
+                log.exception("could not write back stream changes")
+
+    async def _heartbeat(self) -> None:
+        assert self._redis is not None
+        now = time.time()
+        key = self._key("workers")
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(key, {self.worker: now})
+        pipe.zremrangebyscore(key, "-inf", now - 10 * WORKER_TIMEOUT_SECONDS)
+        pipe.zrangebyscore(key, "-inf", now - WORKER_TIMEOUT_SECONDS)
+        results = await pipe.execute()
+        self._dead = {worker.decode() for worker in results[2]} - {self.worker}
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(Exception):
+                await self._heartbeat()
+
+    async def _catch_up_forever(self) -> None:
+        """Load other workers' changes between requests, so streams held here see them (a fault armed)."""
+        while True:
+            await self._catch_up_due.wait()
+            self._catch_up_due.clear()
+            if _holding.get() or self.version < 0:
+                continue
+            async with self._local:
+                with contextlib.suppress(Exception):
+                    reply = await self._read_script(
+                        keys=[self._key(k) for k in ("ver", "log", "docs", "epoch", "floor")],
+                        args=[self.version, self.epoch],
+                    )
+                    if reply[0] != -3:
+                        self._apply(int(reply[0]), reply[1:])
+
+    async def _listen(self) -> None:
+        assert self._pubsub is not None
+        requests, replies = self._key(f"w:{self.worker}").encode(), self._key(f"r:{self.worker}").encode()
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.5)  # Redis gone: redis-py reconnects and resubscribes
+                continue
+            if message is None or message["type"] != "message":
+                continue
+            channel, data = message["channel"], message["data"]
+            if channel == requests:
+                task = asyncio.create_task(self._serve_forwarded(msgspec.msgpack.decode(data, type=_Forward)))
+                self._serving.add(task)
+                task.add_done_callback(self._serving.discard)
+            elif channel == replies:
+                answer = msgspec.msgpack.decode(data, type=_Answer)
+                waiter = self._waiting.pop(answer.id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(answer)
+            elif data != self.worker.encode():
+                self._catch_up_due.set()
+
+    # --- requests run on another worker ---------------------------------------------------------------
+
+    async def forward(self, worker: str, scope: dict[str, Any], body: bytes) -> _Answer | None:
+        """Run the request on `worker`; None when no worker of that name listens any more."""
+        assert self._redis is not None
+        request = _Forward(
+            id=secrets.token_hex(8),
+            reply_to=self._key(f"r:{self.worker}"),
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            headers=[(name, value) for name, value in scope["headers"]],
+            body=body,
+        )
+        waiter: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[request.id] = waiter
+        try:
+            receivers = await self._redis.publish(self._key(f"w:{worker}"), msgspec.msgpack.encode(request))
+            if not receivers:
+                self._dead.add(worker)
+                return None
+            self.forwarded += 1
+            return await asyncio.wait_for(waiter, FORWARD_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise Unavailable(f"forwarded this request to worker {worker}, which did not answer in 5 s") from None
+        finally:
+            self._waiting.pop(request.id, None)
+
+    async def _serve_forwarded(self, request: _Forward) -> None:
+        assert self._redis is not None and self.app is not None
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": "http",
+            "path": request.path,
+            "raw_path": request.path.encode(),
+            "query_string": request.query,
+            "root_path": "",
+            "headers": [*request.headers, (FORWARDED_HEADER, b"1")],
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 0),
+            "state": {},
+        }
+        sent = False
+        status, headers, chunks = 500, [], []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await asyncio.Event().wait()  # never another message: the "client" does not leave
+            sent = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status, headers = message["status"], list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            log.exception("a request forwarded from another worker failed")
+        answer = _Answer(request.id, status, [(bytes(n), bytes(v)) for n, v in headers], b"".join(chunks))
+        with contextlib.suppress(Exception):
+            await self._redis.publish(request.reply_to, msgspec.msgpack.encode(answer))
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

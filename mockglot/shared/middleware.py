@@ -1,0 +1,124 @@
+"""With several workers, each request runs holding the shared state, and is answered once what it changed is
+saved: a client is never told of a change that a lost Redis then forgets.
+
+A request that needs a stream held by another worker (`Elsewhere`) changes nothing here: it is run on that
+worker, and its answer is this one's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mockglot.errors import ApiError
+from mockglot.http import MAX_BODY_BYTES, error_response, request_id
+from mockglot.shared.coordinator import FORWARDED_HEADER, RedisCoordinator, Unavailable
+from mockglot.state.replica import Elsewhere
+
+# What never waits for the lock: health (a probe must answer while Redis is away), the inspector's pages and
+# its endless event stream, and the API documents.
+UNHELD_PATHS = (
+    "/_mockglot/health",
+    "/_mockglot/events",
+    "/_mockglot/ui",
+    "/_mockglot/openapi.json",
+    "/_mockglot/asyncapi.json",
+)
+
+
+def held(path: str) -> bool:
+    if path.startswith("/v1/"):
+        return True
+    return path.startswith("/_mockglot/") and not path.startswith(UNHELD_PATHS)
+
+
+class _Replay:
+    """The request's messages as read once, for each time the app is run; then the client's own."""
+
+    def __init__(self, messages: list[Message], receive: Receive) -> None:
+        self.messages = messages
+        self.receive = receive
+
+    def fresh(self) -> Receive:
+        pending = list(self.messages)
+
+        async def receive() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await self.receive()
+
+        return receive
+
+
+async def _read(receive: Receive) -> tuple[list[Message], bytes]:
+    """The body's messages, up to a little past the body limit (the app answers 413 beyond it)."""
+    messages: list[Message] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return messages, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+
+
+class HoldSharedState:
+    def __init__(self, app: ASGIApp, coordinator: RedisCoordinator) -> None:
+        self.app = app
+        self.coordinator = coordinator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not held(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        messages, body = await _read(receive)
+        replay = _Replay(messages, receive)
+        forwarded = any(name == FORWARDED_HEADER for name, _ in scope["headers"])
+        for _ in range(3):
+            start: Message | None = None
+            chunks: list[bytes] = []
+
+            async def capture(message: Message, chunks: list[bytes] = chunks) -> None:
+                nonlocal start
+                if message["type"] == "http.response.start":
+                    start = message
+                elif message["type"] == "http.response.body":
+                    chunks.append(message.get("body", b""))
+
+            try:
+                async with self.coordinator.hold():
+                    await self.app(scope, replay.fresh(), capture)
+            except Elsewhere as where:
+                if forwarded:
+                    await self._error(scope, receive, send, Unavailable("moved this session's stream meanwhile"))
+                    return
+                answer = await self.coordinator.forward(where.worker, dict(scope), body)
+                if answer is None:  # that worker is gone: its streams are no longer held; run it here
+                    continue
+                headers = [(name, value) for name, value in answer.headers]
+                await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+                await send({"type": "http.response.body", "body": answer.body})
+                return
+            except ApiError as exc:  # the state store failed: nothing this request did was kept
+                await self._error(scope, receive, send, exc)
+                return
+            if start is not None:
+                await send(start)
+                await send({"type": "http.response.body", "body": b"".join(chunks)})
+            return
+        await self._error(scope, receive, send, Unavailable("could not settle where this session's stream is"))
+
+    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
+        """The envelope, with a request ID of its own when the request never reached the edge that gives one."""
+        rid = request_id(scope)
+        headers: list[tuple[bytes, bytes]] = []
+        if rid is None:
+            state = self.coordinator.state
+            rid = state.randomness.new_id("req", "request", state.clock.now())
+            headers.append((b"x-request-id", rid.encode()))
+        response: Any = error_response(exc, rid, headers)
+        await response(scope, receive, send)
