@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from typing import Literal
+
+import msgspec
 
 from mockglot.errors import ApiError
 from mockglot.state.auth import Owner
 from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.randomness import Randomness
+from mockglot.state.replica import DocTracker
 from mockglot.state.sessions import SessionRecord, Turn
 from mockglot.wire import ANALYSIS_RESULTS, Compliance, ComplianceFlag, Performance, Sentiment, SentimentLabel
 
@@ -101,6 +104,50 @@ class AnalysisStore:
         self._processing: dict[str, AnalysisRecord] = {}  # not yet finished: all the sweep has to look at
         self._by_org: dict[str, dict[str, AnalysisRecord]] = {}  # so one organization's reset costs only its own
         self._by_session: dict[str, list[AnalysisRecord]] = {}  # what goes when retention forgets a session
+        self.tracker: DocTracker | None = None  # shared between workers (`share()`)
+
+    # --- shared between workers (see state/replica.py): a document per analysis ----------------------------
+
+    name = "analyses"
+
+    def share(self, session: Callable[[str], SessionRecord | None]) -> None:
+        self.tracker = DocTracker(self._encode)
+        self._session = session
+
+    def _touch(self, record: AnalysisRecord) -> None:
+        if self.tracker is not None:
+            self.tracker.touch(record.id)
+
+    def _encode(self, analysis_id: str) -> bytes | None:
+        record = self._analyses.get(analysis_id)
+        if record is None:
+            return None
+        values = {name: getattr(record, name) for name in _FIELDS}
+        return _ANALYSIS_ENCODER.encode(_AnalysisDoc(session_id=record.session.id, **values))
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        old = self._analyses.pop(doc, None)
+        if old is not None:
+            self._processing.pop(old.id, None)
+            self._by_org.get(old.owner[0], {}).pop(old.id, None)
+            self._by_session[old.session.id] = [r for r in self._by_session.get(old.session.id, ()) if r is not old]
+        if data is None:
+            return
+        loaded = _ANALYSIS_DECODER.decode(data)
+        session = self._session(loaded.session_id)
+        if session is None:
+            return
+        record = AnalysisRecord(session=session, **{name: getattr(loaded, name) for name in _FIELDS})
+        self._analyses[record.id] = record
+        if record.status == "processing":
+            self._processing[record.id] = record
+        self._by_org.setdefault(session.owner[0], {})[record.id] = record
+        self._by_session.setdefault(session.id, []).append(record)
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
@@ -110,6 +157,7 @@ class AnalysisStore:
             self._by_session.clear()
             return
         for record in self._by_org.pop(organization, {}).values():
+            self._touch(record)
             self._analyses.pop(record.id, None)
             self._processing.pop(record.id, None)
             self._by_session.pop(record.session.id, None)
@@ -118,6 +166,7 @@ class AnalysisStore:
         """Forget the analyses of sessions that retention forgot (one still processing never finishes)."""
         for session in sessions:
             for record in self._by_session.pop(session.id, ()):
+                self._touch(record)
                 self._analyses.pop(record.id, None)
                 self._processing.pop(record.id, None)
                 by_org = self._by_org.get(record.owner[0])
@@ -160,6 +209,7 @@ class AnalysisStore:
             include=ANALYSIS_RESULTS if include is None else tuple(r for r in ANALYSIS_RESULTS if r in include),
         )
         self._analyses[record.id] = self._processing[record.id] = record
+        self._touch(record)
         self._by_org.setdefault(session.owner[0], {})[record.id] = record
         self._by_session.setdefault(session.id, []).append(record)
         return record
@@ -186,6 +236,7 @@ class AnalysisStore:
         if record.status != "processing" or self.clock.now() < record.due_at:
             return
         self._processing.pop(record.id, None)
+        self._touch(record)
         record.completed_at = record.due_at
         if record.fail:
             record.status = "failed"
@@ -272,3 +323,29 @@ def summary(turns: list[Turn]) -> str:
     plural = "s" if len(turns) != 1 else ""
     mood = _label(_score(turns))
     return f"The {first.speaker} said: {said}. {len(turns)} turn{plural} ({parts}); sentiment {mood}."
+
+
+class _AnalysisDoc(msgspec.Struct, kw_only=True):
+    """An analysis as workers share it: its session by id."""
+
+    session_id: str
+    id: str
+    turns: list[Turn]
+    created_at: float
+    due_at: float
+    fail: bool
+    profile: str
+    include: tuple[str, ...]
+    status: Literal["processing", "completed", "failed"]
+    completed_at: float | None
+    summary: str | None
+    sentiment: Sentiment | None
+    compliance: Compliance | None
+    keywords: list[str] | None
+    performance: Performance | None
+    failure_reason: str | None
+
+
+_FIELDS = tuple(f.name for f in fields(AnalysisRecord) if f.name != "session")
+_ANALYSIS_ENCODER = msgspec.msgpack.Encoder()
+_ANALYSIS_DECODER = msgspec.msgpack.Decoder(_AnalysisDoc)

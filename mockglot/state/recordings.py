@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from mockglot.errors import ApiError
 from mockglot.speech.codec import SAMPLE_RATE_HZ
@@ -25,6 +28,7 @@ from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.pagination import Page, paginate
 from mockglot.state.randomness import Randomness
+from mockglot.state.replica import DocTracker, Elsewhere
 from mockglot.state.sessions import SessionRecord
 
 CHANNELS = ("customer", "agent")  # left, right
@@ -42,6 +46,7 @@ class RecordingRecord:
     created_at: float
     failure_reason: str | None = None
     encoding: asyncio.Future[bytes] | None = None  # the MP3 being made off the loop
+    worker: str = ""  # with several workers: the one making the MP3
 
     @property
     def owner(self) -> Owner:
@@ -60,6 +65,61 @@ class RecordingStore:
         self._recordings: dict[str, RecordingRecord] = {}
         self._by_session: dict[str, list[RecordingRecord]] = {}
         self._by_org: dict[str, dict[str, RecordingRecord]] = {}  # so one organization's reset costs only its own
+        self.tracker: DocTracker | None = None  # shared between workers (`share()`)
+
+    # --- shared between workers (see state/replica.py): a document per recording, its MP3 included ------
+
+    name = "recordings"
+
+    def share(
+        self,
+        worker: str,
+        session: Callable[[str], SessionRecord | None],
+        alive: Callable[[str], bool],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.tracker = DocTracker(self._encode)
+        self.worker, self._session, self._alive, self._on_change = worker, session, alive, on_change
+
+    def _touch(self, record: RecordingRecord) -> None:
+        if self.tracker is not None:
+            self.tracker.touch(record.id)
+
+    def _encode(self, recording_id: str) -> bytes | None:
+        record = self._recordings.get(recording_id)
+        if record is None:
+            return None
+        doc = _RecordingDoc(
+            record.id, record.session.id, record.status, record.audio, record.duration_seconds,
+            record.created_at, record.failure_reason, record.worker,
+        )  # fmt: skip
+        return _RECORDING_ENCODER.encode(doc)
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        old = self._recordings.pop(doc, None)
+        if old is not None:
+            self._unindex(old)
+            self._by_session[old.session.id] = [r for r in self._by_session.get(old.session.id, ()) if r is not old]
+        if data is None:
+            return
+        loaded = _RECORDING_DECODER.decode(data)
+        session = self._session(loaded.session_id)
+        if session is None:  # its session is gone here (evicted): so is the recording
+            return
+        record = RecordingRecord(
+            loaded.id, session, loaded.status, loaded.audio, loaded.duration_seconds, loaded.created_at,
+            loaded.failure_reason, None, loaded.worker,
+        )  # fmt: skip
+        if old is not None and old.encoding is not None and loaded.status == "processing":
+            record.encoding = old.encoding  # still being made here
+        self._recordings[record.id] = record
+        self._by_session.setdefault(session.id, []).append(record)
+        self._by_org.setdefault(session.owner[0], {})[record.id] = record
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
@@ -68,6 +128,7 @@ class RecordingStore:
             self._by_org.clear()
             return
         for record in self._by_org.pop(organization, {}).values():
+            self._touch(record)
             self._recordings.pop(record.id, None)
             self._by_session.pop(record.session.id, None)
 
@@ -75,6 +136,7 @@ class RecordingStore:
         """Forget the recordings of sessions that retention forgot."""
         for session in sessions:
             for record in self._by_session.pop(session.id, ()):
+                self._touch(record)
                 self._recordings.pop(record.id, None)
                 self._unindex(record)
 
@@ -111,6 +173,9 @@ class RecordingStore:
     async def settled(self, records: list[RecordingRecord]) -> None:
         """Wait until none of `records` is still being encoded."""
         for record in records:
+            elsewhere = record.worker != self.worker and record.encoding is None and record.status == "processing"
+            if self.tracker is not None and elsewhere and self._alive(record.worker):
+                raise Elsewhere(record.worker)  # being made there: that worker answers once it is made
             if record.encoding is not None:
                 with contextlib.suppress(Exception):  # a failed encoding has already marked the record
                     await asyncio.shield(record.encoding)
@@ -119,6 +184,7 @@ class RecordingStore:
     def delete(self, owner: Owner, recording_id: str) -> RecordingRecord:
         """[emulator] Forget a recording (and its audio); its id is a 404 from then on."""
         record = self.get(owner, recording_id)
+        self._touch(record)
         del self._recordings[record.id]
         remaining = [r for r in self._by_session.get(record.session.id, ()) if r is not record]
         self._by_session[record.session.id] = remaining
@@ -139,6 +205,9 @@ class RecordingStore:
         recording_id = self.randomness.new_id("rec", "recording", at, session.api_key)
         duration = round(longest / SAMPLE_RATE_HZ, 1)
         record = RecordingRecord(recording_id, session, "processing", b"", duration, at)
+        if self.tracker is not None:
+            record.worker = self.worker
+            self.tracker.touch(record.id)
         self._recordings[record.id] = record
         self._by_session[session.id] = [record]
         self._by_org.setdefault(session.owner[0], {})[record.id] = record
@@ -167,4 +236,22 @@ class RecordingStore:
             record.status, record.failure_reason = "failed", failure
         else:
             record.status, record.audio = "ready", mp3
+        if self.tracker is not None:  # made off the loop, outside any request: share it now
+            self.tracker.touch(record.id)
+            self._on_change()
         self.events.publish(Event(f"recording.{record.status}", record.session, resource=record))
+
+
+class _RecordingDoc(msgspec.Struct, array_like=True):
+    id: str
+    session_id: str
+    status: Literal["processing", "ready", "failed"]
+    audio: bytes
+    duration_seconds: float
+    created_at: float
+    failure_reason: str | None
+    worker: str
+
+
+_RECORDING_ENCODER = msgspec.msgpack.Encoder()
+_RECORDING_DECODER = msgspec.msgpack.Decoder(_RecordingDoc)

@@ -79,19 +79,18 @@ class ServerState:
 
     def replicas(self) -> list[Replica]:
         """The stores several workers share (see state/replica.py); the rest stay with each worker."""
-        return [store for store in vars(self).values() if callable(getattr(store, "share", None))]
+        return [self.keys, self.sessions, self.recordings, self.analyses]
 
     def share(self, coordinator: Coordinator, worker: str, alive: Callable[[str], bool]) -> None:
         """Share the state with other workers through `coordinator` (`--state redis://`)."""
         self.coordinator = coordinator
         self.shared = True
-        for store in self.replicas():
-            if store is self.sessions:
-                self.sessions.share(worker)
-            else:
-                store.share()  # type: ignore[attr-defined]
+        self.keys.share()
+        self.sessions.share(worker)
         self.sessions.alive = alive
         self.sessions.on_change = coordinator.changed
+        self.recordings.share(worker, self.sessions.lookup, alive, coordinator.changed)
+        self.analyses.share(self.sessions.lookup)
 
     def sweep(self) -> None:
         """Whatever the clock made due: idle sessions end, analyses finish, old idempotency keys go."""

@@ -374,6 +374,8 @@ class SessionStore:
         record = self._sessions.get(session_id)
         if record is not None:
             self._touch(record)
+            if self.tracker is not None and record.owner == owner and self.streaming_elsewhere(record):
+                raise Elsewhere(record.worker)  # that worker has it as it is now, and alone may change it
             self._expire_if_idle(record)
         if record is None or record.owner != owner:
             raise ApiError(
@@ -383,6 +385,10 @@ class SessionStore:
                 param="id",
             )
         return record
+
+    def lookup(self, session_id: str) -> SessionRecord | None:
+        """The session, for another store (no change to share)."""
+        return self._sessions.get(session_id)
 
     def find(self, session_id: str) -> SessionRecord | None:
         record = self._sessions.get(session_id)

@@ -1,0 +1,250 @@
+"""Several workers sharing one real Redis (`--state redis://`): what a client sees must not depend on which
+worker answers. Each worker is a real uvicorn server; a round-robin balancer sends each request to the next."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mockglot.conformance.runner import run_checks
+from mockglot.settings import Settings
+from mockglot.testing.client import Client, audio_frame, utterance
+from mockglot.testing.server import AppThread, ServerThread
+from tests.ports import free_port
+from tests.roundrobin import RoundRobin
+
+KEY = "sk_test_sharedstate01"
+BODY = {"mode": "bidirectional_translation", "source_language": "en", "target_language": "es"}
+
+
+class RedisServer:
+    """A real redis-server on a free port, without persistence (a restart empties it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: apt-get install redis-server"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            assert sock.recv(16).startswith(b"+OK")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[str]:
+    """An empty Redis for each test."""
+    redis_server.flush()
+    yield redis_server.url
+
+
+def workers(url: str, n: int = 2, **settings: Any) -> list[ServerThread]:
+    return [ServerThread(Settings(port=0, state=url, output_pace="instant", **settings)).start() for _ in range(n)]
+
+
+@pytest.fixture
+def pair(redis: str) -> Iterator[list[ServerThread]]:
+    servers = workers(redis)
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def auth(key: str = KEY, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", **extra}
+
+
+def test_a_session_made_on_one_worker_is_the_same_session_on_the_other(pair: list[ServerThread]) -> None:
+    a, b = pair
+    with httpx.Client() as http:
+        made = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "one"}))
+        assert made.status_code == 201
+        session = made.json()
+        seen = http.get(f"{b.base_url}/v1/sessions/{session['id']}", headers=auth())
+        assert seen.status_code == 200 and seen.json()["status"] == "created"
+        assert seen.json()["stream"]["token"] == session["stream"]["token"]
+        ended = http.post(f"{b.base_url}/v1/sessions/{session['id']}/end", headers=auth())
+        assert ended.status_code == 200 and ended.json()["status"] == "ended"
+        again = http.get(f"{a.base_url}/v1/sessions/{session['id']}", headers=auth())
+        assert again.json()["status"] == "ended"
+        transcript = http.get(f"{a.base_url}/v1/sessions/{session['id']}/transcript", headers=auth())
+        assert transcript.status_code == 200
+        # another organization sees none of it, on either worker
+        other = http.get(f"{b.base_url}/v1/sessions/{session['id']}", headers=auth("sk_test_someoneelse01"))
+        assert other.status_code == 404
+
+
+def test_sixty_four_identical_creates_across_two_workers_make_one_session_and_one_charge(
+    pair: list[ServerThread],
+) -> None:
+    a, b = pair
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            headers = auth(**{"Idempotency-Key": "the-same-key"})
+            return await asyncio.gather(
+                *(http.post(f"{(a, b)[i % 2].base_url}/v1/sessions", json=BODY, headers=headers) for i in range(64))
+            )
+
+    answers = asyncio.run(race())
+    made = {r.json()["id"] for r in answers if r.status_code == 201}
+    assert len(made) == 1, [r.status_code for r in answers]
+    assert all(r.status_code in (201, 409) for r in answers), {r.status_code for r in answers}
+    with httpx.Client() as http:
+        after = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "next"}))
+    assert after.headers["x-api-credits-used"] == "2"  # the race's one session, and this one
+
+
+def test_credits_never_go_below_zero_when_workers_race(redis: str, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [{"key": KEY, "organization": "org_race", "credits": 10}]}))
+    servers = workers(redis, keys=str(keys))
+    try:
+
+        async def race() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as http:
+                return await asyncio.gather(
+                    *(
+                        http.post(
+                            f"{servers[i % 2].base_url}/v1/sessions",
+                            json=BODY,
+                            headers=auth(**{"Idempotency-Key": f"k{i}"}),
+                        )
+                        for i in range(40)
+                    )
+                )
+
+        answers = asyncio.run(race())
+    finally:
+        for server in servers:
+            server.stop()
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses.count(201) == 10 and statuses.count(402) == 30, statuses
+    assert min(int(r.headers["x-api-credits-remaining"]) for r in answers) == 0
+
+
+def test_a_rest_end_on_one_worker_closes_the_stream_held_by_the_other(pair: list[ServerThread]) -> None:
+    a, b = pair
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        async with Client(a.base_url, KEY) as on_a, Client(b.base_url, KEY) as on_b:
+            session = await on_a.create_session(**BODY)
+            stream = await on_b.open_stream(session)
+            await stream.until("session.ready")
+            await stream.send_audio("customer", utterance())
+            await stream.until("transcript.final", timeout=20)
+            # the worker without the socket refuses a second one, and forwards what only the socket's worker has
+            second = await on_a.open_stream(session)
+            refused = await second.until("session.error")
+            http = on_a.http
+            frames = (await http.get(f"{a.base_url}/_mockglot/sessions/{session['id']}/frames")).json()
+            assert frames["count"] > 2  # the journal, kept by the worker the stream runs on
+            ended = await on_a.end_session(session["id"])
+            told = await stream.until("session.ended")
+            return refused, ended, told
+
+    refused, ended, told = asyncio.run(scenario())
+    assert refused["error"]["code"] == "session_already_connected"
+    assert ended["status"] == "ended"
+    assert told["reason"] == "api_end"
+
+
+def test_the_conformance_suite_passes_against_two_workers_with_every_request_alternating(
+    pair: list[ServerThread],
+) -> None:
+    balancer = RoundRobin([server.base_url for server in pair])
+    with AppThread(balancer) as front:
+        report = asyncio.run(run_checks(front.base_url, "sk_test_conformance1"))
+    failed = [(r.id, r.reason) for r in report.results if r.status == "FAIL"]
+    assert not failed
+    assert sum(1 for r in report.results if r.status == "PASS") >= 40
+    assert set(balancer.sent) == {0, 1} and len(balancer.sent) > 100
+
+
+def test_a_lost_redis_answers_503_and_service_resumes_when_it_is_back(
+    pair: list[ServerThread], redis_server: RedisServer
+) -> None:
+    a, b = pair
+    with httpx.Client(timeout=20) as http:
+        made = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "before"}))
+        assert made.status_code == 201
+        redis_server.stop()
+        try:
+            lost = http.post(f"{b.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "during"}))
+            assert lost.status_code == 503
+            assert lost.json()["error"]["code"] == "service_unavailable"
+            assert "Redis" in lost.json()["error"]["message"]
+            assert http.get(f"{a.base_url}/_mockglot/health").status_code == 200  # probes still answer
+        finally:
+            redis_server.start()  # empty: it was not persisting
+        for server in (a, b):  # service resumes by itself, and what was confirmed before is still there
+            seen = http.get(f"{server.base_url}/v1/sessions/{made.json()['id']}", headers=auth())
+            assert seen.status_code == 200, seen.text
+
+
+def test_a_worker_that_goes_away_lets_its_sessions_reconnect_on_another(pair: list[ServerThread]) -> None:
+    a, b = pair
+
+    async def scenario() -> dict[str, Any]:
+        async with Client(a.base_url, KEY) as on_a, Client(b.base_url, KEY) as on_b:
+            session = await on_a.create_session(**BODY)
+            stream = await on_b.open_stream(session)
+            await stream.until("session.ready")
+            await stream.send_json(json.loads(audio_frame("customer", 1, b"\xff" * 160)))
+            b.stop()  # the worker goes; its client sees the socket close
+            with pytest.raises(Exception):  # noqa: B017  (closed, whichever way the library says it)
+                await stream.until("never", timeout=10)
+            fresh = await on_a.get_session(session["id"])
+            again = await on_a.open_stream(fresh)
+            return await again.until("session.ready")
+
+    ready = asyncio.run(scenario())
+    assert ready["type"] == "session.ready"
