@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 
 from mockglot.conformance.runner import run_checks
 from mockglot.settings import Settings
-from mockglot.testing.client import Client, audio_frame, utterance
+from mockglot.testing.client import Client, utterance
 from mockglot.testing.server import AppThread, ServerThread
 from tests.ports import free_port
 from tests.roundrobin import RoundRobin
@@ -43,8 +46,19 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is missing: apt-get install redis-server"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -96,6 +110,13 @@ def pair(redis: str) -> Iterator[list[ServerThread]]:
     yield servers
     for server in servers:
         server.stop()
+
+
+def on(server_url: str, session: dict[str, Any]) -> dict[str, Any]:
+    """The session with its stream URL on `server_url` (a worker's own URL, as a balancer would route it)."""
+    path = session["stream"]["url"].split("/v1/", 1)[1]
+    ws = "ws" + server_url.removeprefix("http")
+    return {**session, "stream": {**session["stream"], "url": f"{ws}/v1/{path}"}}
 
 
 def auth(key: str = KEY, **extra: str) -> dict[str, str]:
@@ -177,12 +198,13 @@ def test_a_rest_end_on_one_worker_closes_the_stream_held_by_the_other(pair: list
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         async with Client(a.base_url, KEY) as on_a, Client(b.base_url, KEY) as on_b:
             session = await on_a.create_session(**BODY)
-            stream = await on_b.open_stream(session)
+            stream = await on_b.open_stream(on(b.base_url, session))
             await stream.until("session.ready")
+            assert b.state.sessions.lookup(session["id"]).worker == b.state.sessions.worker
             await stream.send_audio("customer", utterance())
             await stream.until("transcript.final", timeout=20)
             # the worker without the socket refuses a second one, and forwards what only the socket's worker has
-            second = await on_a.open_stream(session)
+            second = await on_a.open_stream(on(a.base_url, session))
             refused = await second.until("session.error")
             http = on_a.http
             frames = (await http.get(f"{a.base_url}/_mockglot/sessions/{session['id']}/frames")).json()
@@ -230,21 +252,53 @@ def test_a_lost_redis_answers_503_and_service_resumes_when_it_is_back(
             assert seen.status_code == 200, seen.text
 
 
-def test_a_worker_that_goes_away_lets_its_sessions_reconnect_on_another(pair: list[ServerThread]) -> None:
-    a, b = pair
+def test_a_killed_worker_lets_its_sessions_reconnect_on_another(redis: str, tmp_path: Path) -> None:
+    """Killed (SIGKILL) with a live stream: the client sees the socket close and reconnects on another worker."""
+    port = free_port()
+    env = {**os.environ, "MOCKGLOT_STATE": redis, "MOCKGLOT_PORT": str(port), "MOCKGLOT_OUTPUT_PACE": "instant"}
+    other = subprocess.Popen([sys.executable, "-m", "mockglot", "serve"], env=env, stdout=subprocess.PIPE)
+    (a,) = workers(redis, 1)
+    b_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(b_url)
 
-    async def scenario() -> dict[str, Any]:
-        async with Client(a.base_url, KEY) as on_a, Client(b.base_url, KEY) as on_b:
-            session = await on_a.create_session(**BODY)
-            stream = await on_b.open_stream(session)
-            await stream.until("session.ready")
-            await stream.send_json(json.loads(audio_frame("customer", 1, b"\xff" * 160)))
-            b.stop()  # the worker goes; its client sees the socket close
-            with pytest.raises(Exception):  # noqa: B017  (closed, whichever way the library says it)
-                await stream.until("never", timeout=10)
-            fresh = await on_a.get_session(session["id"])
-            again = await on_a.open_stream(fresh)
-            return await again.until("session.ready")
+        async def scenario() -> dict[str, Any]:
+            async with Client(a.base_url, KEY) as on_a, Client(b_url, KEY) as on_b:
+                session = await on_a.create_session(**BODY)
+                stream = await on_b.open_stream(on(b_url, session))
+                await stream.until("session.ready")
+                await stream.send_audio("customer", utterance())
+                await stream.until("transcript.final", timeout=20)
+                await asyncio.sleep(0.5)  # a stream's progress is saved within FLUSH_DELAY_SECONDS (0.05 s)
+                other.send_signal(signal.SIGKILL)
+                with pytest.raises(Exception):  # noqa: B017  (closed, whichever way the library says it)
+                    await stream.until("never", timeout=10)
+                for _ in range(50):  # the other worker notices within a heartbeat or two
+                    fresh = await on_a.get_session(session["id"])
+                    again = await on_a.open_stream(on(a.base_url, fresh))
+                    first = await again.recv()
+                    if first["type"] == "session.ready":
+                        transcript = await on_a.transcript(session["id"])
+                        return {"ready": first, "transcript": transcript}
+                    await asyncio.sleep(0.2)
+                raise AssertionError(f"never reconnected: {first}")
 
-    ready = asyncio.run(scenario())
-    assert ready["type"] == "session.ready"
+        outcome = asyncio.run(scenario())
+    finally:
+        other.kill()
+        other.wait(10)
+        a.stop()
+    assert outcome["ready"]["type"] == "session.ready"
+    assert outcome["transcript"]["turns"]  # what the killed worker had saved is still there
+
+
+def wait_for_health(url: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/_mockglot/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not start"
+        time.sleep(0.1)

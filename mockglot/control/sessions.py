@@ -59,7 +59,9 @@ async def list_sessions(ctx: ControlContext) -> Reply:
 
 
 async def get_session(ctx: ControlContext) -> Reply:
-    return Reply(200, describe(find(ctx), ctx.state.clock.now()))
+    record = find(ctx)
+    ctx.state.sessions.read_where_streamed(record)
+    return Reply(200, describe(record, ctx.state.clock.now()))
 
 
 def _direction(ctx: ControlContext) -> str | None:

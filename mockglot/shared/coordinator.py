@@ -208,9 +208,17 @@ class RedisCoordinator:
 
     async def start(self) -> None:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError, TimeoutError
 
         self._redis = redis.asyncio.Redis.from_url(
-            self.url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
+            self.url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=1,  # a pooled connection idle a second is checked: Redis may have restarted
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 3),
+            retry_on_error=[ConnectionError, TimeoutError],
         )
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._read_script = self._redis.register_script(_READ)
@@ -311,6 +319,7 @@ class RedisCoordinator:
                     args=[token, LOCK_LEASE_MS, self.version, self.epoch, secrets.token_hex(8)],
                 )
             except Exception as exc:  # redis.ConnectionError, TimeoutError, ...
+                log.warning("state store unreachable: %s: %s", type(exc).__name__, exc)
                 raise Unavailable(f"at {_redacted(self.url)} cannot be reached ({type(exc).__name__})") from None
             if reply[0] != -1:
                 break
@@ -450,8 +459,14 @@ class RedisCoordinator:
         pipe.zadd(key, {self.worker: now})
         pipe.zremrangebyscore(key, "-inf", now - 10 * WORKER_TIMEOUT_SECONDS)
         pipe.zrangebyscore(key, "-inf", now - WORKER_TIMEOUT_SECONDS)
+        pipe.zrange(key, 0, -1)
         results = await pipe.execute()
-        self._dead = {worker.decode() for worker in results[2]} - {self.worker}
+        dead = {worker.decode() for worker in results[2]}
+        others = [worker.decode() for worker in results[3] if worker.decode() != self.worker]
+        if others:  # a killed worker's subscriptions end with its connection: it is gone at once
+            listening = await self._redis.pubsub_numsub(*(self._key(f"w:{worker}") for worker in others))
+            dead |= {worker for worker, (_, count) in zip(others, listening, strict=True) if not count}
+        self._dead = dead - {self.worker}
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -523,9 +538,16 @@ class RedisCoordinator:
                 self._dead.add(worker)
                 return None
             self.forwarded += 1
-            return await asyncio.wait_for(waiter, FORWARD_TIMEOUT_SECONDS)
-        except TimeoutError:
-            raise Unavailable(f"forwarded this request to worker {worker}, which did not answer in 5 s") from None
+            deadline = time.monotonic() + FORWARD_TIMEOUT_SECONDS
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(waiter), 0.25)
+                (_, listening), *_ = await self._redis.pubsub_numsub(self._key(f"w:{worker}"))
+                if not listening:  # it died after taking the message (or before Redis noticed): not held there
+                    self._dead.add(worker)
+                    return None
+                if time.monotonic() >= deadline:
+                    raise Unavailable(f"forwarded this request to worker {worker}, which did not answer in 5 s")
         finally:
             self._waiting.pop(request.id, None)
 

@@ -96,7 +96,11 @@ class HoldSharedState:
                 if forwarded:
                     await self._error(scope, receive, send, Unavailable("moved this session's stream meanwhile"))
                     return
-                answer = await self.coordinator.forward(where.worker, dict(scope), body)
+                try:
+                    answer = await self.coordinator.forward(where.worker, dict(scope), body)
+                except ApiError as exc:
+                    await self._error(scope, receive, send, exc)
+                    return
                 if answer is None:  # that worker is gone: its streams are no longer held; run it here
                     continue
                 headers = [(name, value) for name, value in answer.headers]

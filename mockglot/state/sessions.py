@@ -201,9 +201,10 @@ class SessionStore:
     def streaming_here(self, record: SessionRecord) -> bool:
         return record.connected and record.worker == self.worker
 
-    def streaming_elsewhere(self, record: SessionRecord) -> bool:
-        """Connected to another worker that is still alive: only that worker can act on its stream."""
-        return record.connected and record.worker != self.worker and self.alive(record.worker)
+    def held_elsewhere(self, record: SessionRecord) -> bool:
+        """Streamed on another worker that is still alive: that worker has the session as it is now (the stream
+        changes it between the moments it is saved), and only it can act on the stream."""
+        return self.tracker is not None and record.worker not in ("", self.worker) and self.alive(record.worker)
 
     def load(self, doc: str, data: bytes | None) -> None:
         """Another worker's version of a session. One whose stream this worker holds stays this worker's own
@@ -216,7 +217,7 @@ class SessionStore:
                 self._remove(record)
             return
         new = _DECODER.decode(data)
-        if record is not None and self.streaming_here(record):
+        if record is not None and record.worker == new.worker == self.worker:
             for token in (record.token.token, *record.past_tokens):
                 self._tokens.pop(token, None)
             record.token, record.past_tokens = new.token, new.past_tokens
@@ -253,7 +254,7 @@ class SessionStore:
     def read_where_streamed(self, record: SessionRecord) -> None:
         """With several workers, what stays with a stream (its frame journal, its audio, the open socket) is read
         on the worker it ran on, while that worker lives."""
-        if self.tracker is not None and record.worker not in ("", self.worker) and self.alive(record.worker):
+        if self.held_elsewhere(record):
             raise Elsewhere(record.worker)
 
     def attach(self, record: SessionRecord) -> None:
@@ -374,7 +375,7 @@ class SessionStore:
         record = self._sessions.get(session_id)
         if record is not None:
             self._touch(record)
-            if self.tracker is not None and record.owner == owner and self.streaming_elsewhere(record):
+            if record.owner == owner and self.held_elsewhere(record):
                 raise Elsewhere(record.worker)  # that worker has it as it is now, and alone may change it
             self._expire_if_idle(record)
         if record is None or record.owner != owner:
@@ -532,7 +533,7 @@ class SessionStore:
         `transcript.ready` is announced, and the session counts against retention."""
         if record.status == "ended":
             return False
-        if self.tracker is not None and self.streaming_elsewhere(record):
+        if self.held_elsewhere(record):
             raise Elsewhere(record.worker)  # only the worker holding its stream can end it
         self._changed(record)
         record.status = "ended"
@@ -560,7 +561,7 @@ class SessionStore:
     def sweep(self) -> None:
         """End every session idle for 30 minutes of the server clock."""
         for record in list(self._live.values()):
-            if not self.streaming_elsewhere(record):  # that worker's own sweep ends it
+            if not self.held_elsewhere(record):  # that worker's own sweep ends it
                 self._expire_if_idle(record)
 
     def _expire_if_idle(self, record: SessionRecord) -> None:
