@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import msgspec
+
 from mockglot.errors import ApiError
+from mockglot.state.replica import DocTracker
 
 NOMINAL_LIMIT = 1000  # reported in the headers when no limit is configured
 WINDOW_SECONDS = 60
@@ -22,14 +25,46 @@ class RateLimiter:
     def __init__(self, default_limit: int | None = None) -> None:
         self.default_limit = default_limit
         self._windows: dict[str, tuple[int, int]] = {}  # key -> (window index, requests in it)
-        self._window = 0  # the window the counts are for: a new one forgets every count (bounded by the keys
-        # that made requests within one minute)
+        self._window = 0  # the newest window seen: a new one forgets the counts of older ones (bounded by the
+        # keys that made requests within one minute). Per key, not all at once: a count another worker made in
+        # the current window (`load`) must survive this worker's own move to it.
+        self.tracker: DocTracker | None = None  # shared between workers: one document per API key
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "ratelimit"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _encode(self, key: str) -> bytes | None:
+        entry = self._windows.get(key)
+        return None if entry is None else _ENCODER.encode(entry)
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, key: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(key, data)
+        if data is None:
+            self._windows.pop(key, None)
+        else:
+            self._windows[key] = _DECODER.decode(data)
+
+    def _touch_all(self) -> None:
+        if self.tracker is not None:
+            self.tracker.touched.update(self._windows)
+            self.tracker.touched.update(self.tracker.known())
 
     def reset(self, keys: set[str] | None = None) -> None:
         if keys is None:
+            self._touch_all()
             self._windows.clear()
         else:
             for key in keys:
+                if self.tracker is not None:
+                    self.tracker.touch(key)
                 self._windows.pop(key, None)
 
     def hit(self, key: str, key_limit: int | None, now: float) -> RateStatus:
@@ -37,8 +72,9 @@ class RateLimiter:
         limit = key_limit if key_limit is not None else self.default_limit
         window = int(now // WINDOW_SECONDS)
         if window != self._window:
-            self._windows.clear()
-            self._window = window
+            self._new_window(window)
+        if self.tracker is not None:
+            self.tracker.touch(key)
         current, count = self._windows.get(key, (window, 0))
         if current != window:
             count = 0
@@ -51,6 +87,22 @@ class RateLimiter:
             retry_after = max(math.ceil(reset - now), 1)
             raise RateLimited(status, retry_after)
         return status
+
+    def _new_window(self, window: int) -> None:
+        """Forget the counts of windows before `window` (a clock set back: of windows other than it)."""
+        if window > self._window:
+            stale = [key for key, (current, _) in self._windows.items() if current < window]
+        else:
+            stale = [key for key, (current, _) in self._windows.items() if current != window]
+        for key in stale:
+            del self._windows[key]
+            if self.tracker is not None:
+                self.tracker.touch(key)
+        self._window = window
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(tuple[int, int])
 
 
 class RateLimited(ApiError):
