@@ -7,6 +7,10 @@ What a tenant owns (session IDs, stream tokens, recording, analysis and agent ID
 API key (or organization). Seeded, each scope has its own sequence derived from the seed, the scope and a
 per-scope counter, so a tenant's IDs repeat run after run whatever other tenants do, and knowing the seed is not
 enough to compute another key's session IDs or stream tokens: that takes the key itself.
+
+Shared between workers (`share()`), a seeded server's draws are documents: one per scope (its counters), one per
+purpose (its counter and its stream's state), and the seed itself, so two workers sharing a seed never draw the
+same ID and together draw what one server would have. Unseeded, IDs are random and nothing but the seed is shared.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import functools
 import hashlib
 import random
 import secrets
+
+import msgspec
+
+from mockglot.state.replica import DocTracker
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the time part of seeded IDs counts from here
@@ -26,8 +34,72 @@ class Randomness:
         self._streams: dict[str, random.Random] = {}
         self._counters: dict[str, int] = {}
         self._scoped: dict[str, dict[str, int]] = {}  # scope -> purpose -> draws so far (seeded only)
+        self.tracker: DocTracker | None = None  # shared between workers: `seed`, `scope:S`, `purpose:P`
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "randomness"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _encode(self, doc: str) -> bytes | None:
+        kind, _, name = doc.partition(":")
+        if kind == "seed":
+            return _ENCODER.encode(self.seed)
+        if self.seed is None:  # unseeded draws are random: nothing to agree on
+            return None
+        if kind == "scope":
+            counters = self._scoped.get(name)
+            return None if counters is None else _ENCODER.encode(counters)
+        count = self._counters.get(name)
+        rng = self._streams.get(name)
+        if count is None and rng is None:
+            return None
+        return _ENCODER.encode(_PurposeDoc(count, None if rng is None else rng.getstate()))
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        kind, _, name = doc.partition(":")
+        if kind == "seed":
+            self.seed = None if data is None else _SEED_DECODER.decode(data)
+        elif kind == "scope":
+            if data is None:
+                self._scoped.pop(name, None)
+            else:
+                self._scoped[name] = _SCOPE_DECODER.decode(data)
+        elif data is None:
+            self._counters.pop(name, None)
+            self._streams.pop(name, None)
+        else:
+            purpose = _PURPOSE_DECODER.decode(data)
+            if purpose.count is None:
+                self._counters.pop(name, None)
+            else:
+                self._counters[name] = purpose.count
+            if purpose.state is None:
+                self._streams.pop(name, None)
+            else:
+                version, internal, gauss = purpose.state
+                rng = self._streams.get(name) or random.Random()
+                rng.setstate((version, tuple(internal), gauss))
+                self._streams[name] = rng
+
+    def _touch_all(self) -> None:
+        """Every document this worker has or shared: a reseed changes or removes them all."""
+        if self.tracker is not None:
+            touched = self.tracker.touched
+            touched.update(self.tracker.known())
+            touched.add("seed")
+            touched.update("scope:" + scope for scope in self._scoped)
+            touched.update("purpose:" + purpose for purpose in (*self._counters, *self._streams))
 
     def reseed(self, seed: int | None) -> None:
+        self._touch_all()
         self.seed = seed
         self._streams.clear()
         self._counters.clear()
@@ -36,11 +108,15 @@ class Randomness:
     def forget(self, scopes: set[str]) -> None:
         """Start these scopes' sequences over (their organization was reset: what they named is gone)."""
         for scope in scopes:
+            if self.tracker is not None:
+                self.tracker.touch("scope:" + scope)
             self._scoped.pop(scope, None)
 
     def _scoped_bytes(self, scope: str, purpose: str, nbytes: int) -> tuple[int, bytes]:
         """Seeded: the scope's next draw for this purpose, as (its count, `nbytes` bytes from the seed, the scope,
         the purpose and the count). A hash, not a Random per scope: a scope costs a few integers."""
+        if self.tracker is not None:
+            self.tracker.touch("scope:" + scope)
         counters = self._scoped.get(scope)
         if counters is None:
             counters = self._scoped[scope] = {}
@@ -50,6 +126,8 @@ class Randomness:
         return count, digest[:nbytes]
 
     def stream(self, purpose: str) -> random.Random:
+        if self.tracker is not None and self.seed is not None:
+            self.tracker.touch("purpose:" + purpose)
         rng = self._streams.get(purpose)
         if rng is None:
             if self.seed is None:
@@ -74,7 +152,7 @@ class Randomness:
         if self.seed is not None and scope is not None:
             count, random_part = self._scoped_bytes(scope, purpose, 16)
             return _time_text(_ID_EPOCH_MS + count) + random_part.translate(_BYTE_TO_CHARACTER).decode()
-        if self.seed is not None:
+        if self.seed is not None:  # (shared: `stream` below touches the purpose's document)
             count = self._counters.get(purpose, 0) + 1
             self._counters[purpose] = count
             now_ms = _ID_EPOCH_MS + count
@@ -88,6 +166,18 @@ class Randomness:
     def random(self, purpose: str) -> float:
         return self.stream(purpose).random()
 
+
+class _PurposeDoc(msgspec.Struct, array_like=True):
+    """A purpose's seeded counter (the time part of its IDs) and its stream's `getstate()` (about 3 KB)."""
+
+    count: int | None
+    state: tuple[int, list[int], float | None] | None
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_SEED_DECODER = msgspec.msgpack.Decoder(int | None)
+_SCOPE_DECODER = msgspec.msgpack.Decoder(dict[str, int])
+_PURPOSE_DECODER = msgspec.msgpack.Decoder(_PurposeDoc)
 
 _BYTE_TO_CHARACTER = bytes(CROCKFORD[byte % 32].encode()[0] for byte in range(256))  # uniform: 256 = 8 * 32
 
