@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from mockglot.errors import ApiError
-from mockglot.state.auth import Owner
+from mockglot.state.auth import Environment, Owner
+from mockglot.state.replica import DocTracker
 
 LIFETIME_SECONDS = 24 * 60 * 60
 MAX_KEY_LENGTH = 255
@@ -28,16 +31,68 @@ class IdempotencyStore:
     def __init__(self) -> None:
         self._records: dict[tuple[Owner, str], _Record] = {}  # oldest first
         self._by_org: dict[str, set[tuple[Owner, str]]] = {}  # so one organization's reset costs only its own
+        self.tracker: DocTracker | None = None  # shared between workers: one document per (owner, key)
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "idempotency"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _touch(self, key: tuple[Owner, str]) -> None:
+        if self.tracker is not None:
+            self.tracker.touch(_doc_id(key))
+
+    def _encode(self, doc: str) -> bytes | None:
+        record = self._records.get(_key_of(doc))
+        if record is None:
+            return None
+        response = record.response
+        return _ENCODER.encode(
+            _RecordDoc(
+                record.fingerprint,
+                record.created_at,
+                None if response is None else response.status,
+                None if response is None else response.body,
+            )
+        )
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        key = _key_of(doc)
+        record = self._records.get(key)
+        if data is None:
+            if record is not None:
+                self._forget(key)
+            return
+        new = _DECODER.decode(data)
+        response = None if new.status is None or new.body is None else StoredResponse(new.status, new.body)
+        if record is not None and record.created_at == new.created_at:
+            record.fingerprint, record.response = new.fingerprint, response  # the same claim: it keeps its place
+            return
+        self._records.pop(key, None)  # a new claim is the newest (`purge` goes oldest first)
+        self._records[key] = _Record(new.fingerprint, new.created_at, response)
+        self._by_org.setdefault(key[0][0], set()).add(key)
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
+            if self.tracker is not None:
+                self.tracker.touched.update(self.tracker.known())
+                self.tracker.touched.update(_doc_id(key) for key in self._records)
             self._records.clear()
             self._by_org.clear()
         else:
             for key in self._by_org.pop(organization, ()):
+                self._touch(key)
                 self._records.pop(key, None)
 
     def _forget(self, key: tuple[Owner, str]) -> None:
+        self._touch(key)
         del self._records[key]
         keys = self._by_org.get(key[0][0])
         if keys is not None:
@@ -74,6 +129,7 @@ class IdempotencyStore:
                     retry_after=1,
                 )
             return record.response
+        self._touch((owner, key))
         self._records.pop((owner, key), None)  # an expired record: the new one goes to the end (newest)
         self._records[(owner, key)] = _Record(fingerprint=fingerprint, created_at=now)
         self._by_org.setdefault(owner[0], set()).add((owner, key))
@@ -89,6 +145,7 @@ class IdempotencyStore:
     def complete(self, owner: Owner, key: str, response: StoredResponse) -> None:
         record = self._records.get((owner, key))
         if record is not None:
+            self._touch((owner, key))
             record.response = response
 
     def abandon(self, owner: Owner, key: str) -> None:
@@ -96,3 +153,28 @@ class IdempotencyStore:
         record = self._records.get((owner, key))
         if record is not None and record.response is None:
             self._forget((owner, key))
+
+
+class _RecordDoc(msgspec.Struct, array_like=True):
+    """A claimed key as workers share it: the response (status and body) once the first request completed."""
+
+    fingerprint: str
+    created_at: float
+    status: int | None
+    body: bytes | None
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_RecordDoc)
+_ID_DECODER = msgspec.json.Decoder(tuple[str, Environment, str])
+
+
+def _doc_id(key: tuple[Owner, str]) -> str:
+    """`["org","test","key"]`: JSON, so any character in a key or an organization splits back."""
+    (organization, environment), name = key
+    return msgspec.json.encode((organization, environment, name)).decode()
+
+
+def _key_of(doc: str) -> tuple[Owner, str]:
+    organization, environment, name = _ID_DECODER.decode(doc)
+    return (organization, environment), name
