@@ -7,6 +7,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import msgspec
+
+from mockglot.state.replica import DocTracker
+
 EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z: the server clock never goes before this...
 LATEST = 4_102_444_800.0  # 2100-01-01T00:00:00Z: ...nor past this, so every timestamp and ID stays representable
 
@@ -22,6 +26,33 @@ class Clock:
         self._wall = wall
         self._offset = 0.0
         self._listeners: list[Callable[[], None]] = []
+        self.tracker: DocTracker | None = None  # shared between workers: one document, `offset`
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "clock"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _encode(self, doc: str) -> bytes | None:
+        return msgspec.msgpack.encode(self._offset) if doc == "offset" else None
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        """Another worker moved the clock: what became due happens here too, as after a local move."""
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        if doc == "offset":
+            self._offset = 0.0 if data is None else msgspec.msgpack.decode(data, type=float)
+            self._notify()
+
+    def _changed(self) -> None:
+        if self.tracker is not None:
+            self.tracker.touch("offset")
+        self._notify()
 
     def now(self) -> float:
         """Unix seconds on the server's clock."""
@@ -31,13 +62,13 @@ class Clock:
         """Raises ValueError (and changes nothing) for a time outside EARLIEST..LATEST."""
         self._check(unix_seconds)
         self._offset = unix_seconds - self._wall()
-        self._notify()
+        self._changed()
 
     def advance(self, seconds: float) -> None:
         """Raises ValueError (and changes nothing) when the clock would leave EARLIEST..LATEST."""
         self._check(self.now() + seconds)
         self._offset += seconds
-        self._notify()
+        self._changed()
 
     @staticmethod
     def _check(unix_seconds: float) -> None:
@@ -49,7 +80,7 @@ class Clock:
 
     def reset(self) -> None:
         self._offset = 0.0
-        self._notify()
+        self._changed()
 
     @property
     def offset(self) -> float:
