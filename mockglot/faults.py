@@ -13,6 +13,7 @@ from mockglot.errors import CATALOGUE, ApiError
 from mockglot.state.auth import redact
 from mockglot.state.feed import Feed
 from mockglot.state.randomness import Randomness
+from mockglot.state.replica import DocTracker
 from mockglot.wire import RestFault, StreamFault
 
 MAX_FAULTS = 1000  # armed at once, across organizations
@@ -84,12 +85,53 @@ class FaultRegistry:
         self.randomness = randomness
         self.feed = feed
         self._faults: dict[str, ArmedFault] = {}
+        self.tracker: DocTracker | None = None  # shared between workers: one document per fault
+        self.on_change: Callable[[], None] = lambda: None  # a stream fired a fault: share it soon
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "faults"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _touch(self, fault_id: str) -> None:
+        if self.tracker is not None:
+            self.tracker.touch(fault_id)
+
+    def _encode(self, fault_id: str) -> bytes | None:
+        fault = self._faults.get(fault_id)
+        return None if fault is None else _ENCODER.encode((fault.kind, fault.fired, fault.rule))
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, fault_id: str, data: bytes | None) -> None:
+        """Another worker's version of a fault. One this worker knows changes in place: a live stream holds it."""
+        if self.tracker is not None:
+            self.tracker.loaded(fault_id, data)
+        if data is None:
+            self._faults.pop(fault_id, None)
+            return
+        kind, fired, raw = _DOC_DECODER.decode(data)
+        rule: RestFault | StreamFault = (_REST_DECODER if kind == "rest" else _STREAM_DECODER).decode(raw)
+        fault = self._faults.get(fault_id)
+        if fault is None:
+            self._faults[fault_id] = ArmedFault(fault_id, kind, rule, fired)
+        else:
+            fault.kind, fault.rule, fault.fired = kind, rule, fired
 
     def reset(self, api_keys: set[str] | None = None) -> None:
         if api_keys is None:
+            if self.tracker is not None:
+                self.tracker.touched.update(self.tracker.known())
+                self.tracker.touched.update(self._faults)
             self._faults.clear()
         else:
-            self._faults = {k: f for k, f in self._faults.items() if f.rule.api_key not in api_keys}
+            kept = {k: f for k, f in self._faults.items() if f.rule.api_key not in api_keys}
+            if self.tracker is not None:
+                self.tracker.touched.update(k for k in self._faults if k not in kept)
+            self._faults = kept
 
     def add(self, kind: Literal["rest", "stream"], rule: RestFault | StreamFault, now: float) -> ArmedFault:
         if len(self._faults) >= MAX_FAULTS:
@@ -100,12 +142,17 @@ class FaultRegistry:
             )
         fault = ArmedFault(self.randomness.new_id("flt", "fault", now), kind, rule)
         self._faults[fault.id] = fault
+        self._touch(fault.id)
         return fault
 
     def remove(self, fault_id: str) -> bool:
+        self._touch(fault_id)
         return self._faults.pop(fault_id, None) is not None
 
     def all(self) -> list[ArmedFault]:
+        """Every armed fault (the caller may change them: shared, each counts as touched)."""
+        if self.tracker is not None:
+            self.tracker.touched.update(self._faults)
         return list(self._faults.values())
 
     @property
@@ -124,6 +171,9 @@ class FaultRegistry:
         if probability < 1 and self.randomness.random("faults") >= probability:
             return False
         fault.fired += 1
+        if self.tracker is not None and fault.id in self._faults:  # (a scenario's faults stay with its stream)
+            self.tracker.touch(fault.id)
+            self.on_change()
         if self.feed is not None:
             session_id, organization, key = session or (None, None, api_key)
             rule = self.describe(fault)
@@ -174,3 +224,9 @@ class FaultRegistry:
     def describe(fault: ArmedFault) -> dict[str, object]:
         described: dict[str, object] = msgspec.to_builtins(fault.rule)
         return described
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DOC_DECODER = msgspec.msgpack.Decoder(tuple[Literal["rest", "stream"], int, msgspec.Raw])  # kind, fired, rule
+_REST_DECODER = msgspec.msgpack.Decoder(RestFault)
+_STREAM_DECODER = msgspec.msgpack.Decoder(StreamFault)
