@@ -3,6 +3,11 @@
 A delivery is one event for one endpoint, with every attempt made. The retry schedule is part of the state,
 on the server clock, so a test that advances the clock makes retries due. (r2) The documented delays are
 between attempts: each retry is due its delay after the attempt before it, give or take RETRY_JITTER of it.
+
+Shared between workers (`WebhookStore.share()`), only the endpoints the control plane registered are documents:
+every worker delivers to them. Deliveries stay with the worker whose event made them (each event happens on one
+worker, so it is delivered once), and so do endpoints from the settings: every worker registers its own from the
+same settings, so sharing them would deliver each event once per worker.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from mockglot.errors import ApiError
 from mockglot.state.clock import Clock
 from mockglot.state.randomness import Randomness
+from mockglot.state.replica import DocTracker
 from mockglot.wire import WEBHOOK_EVENTS, WebhookStatus
 
 RETRY_DELAYS_SECONDS = (60, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 24 * 3600)  # each after the one before
@@ -126,6 +134,55 @@ class WebhookStore:
         self._by_org: dict[str, dict[str, Delivery]] = {}  # so one organization's reset costs only its own
         self._finished: deque[str] = deque()
         self._drop_listeners: list[Callable[[list[Delivery]], None]] = []
+        self.tracker: DocTracker | None = None  # shared between workers: one document per control endpoint
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "webhooks"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _encode(self, endpoint_id: str) -> bytes | None:
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.source != "control":
+            return None
+        events = None if endpoint.events is None else sorted(endpoint.events)
+        return _ENCODER.encode(
+            _EndpointDoc(
+                endpoint.url,
+                events,
+                endpoint.secret,
+                endpoint.organization,
+                endpoint.created_at,
+                endpoint.generated_secret,
+            )
+        )
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, endpoint_id: str, data: bytes | None) -> None:
+        """Another worker's version of an endpoint; one deleted there takes this worker's deliveries to it too."""
+        if self.tracker is not None:
+            self.tracker.loaded(endpoint_id, data)
+        endpoint = self.endpoints.get(endpoint_id)
+        if data is None:
+            if endpoint is not None and endpoint.source == "control":
+                del self.endpoints[endpoint_id]
+                self._dropped(self._drop(lambda d: d.endpoint.id == endpoint_id))
+            return
+        doc = _DECODER.decode(data)
+        events = None if doc.events is None else frozenset(doc.events)
+        if endpoint is None:
+            self.endpoints[endpoint_id] = WebhookEndpoint(
+                endpoint_id, doc.url, events, doc.secret, doc.organization, "control", doc.created_at,
+                doc.generated_secret,
+            )  # fmt: skip
+        else:  # in place: this worker's deliveries hold it
+            endpoint.url, endpoint.events, endpoint.secret = doc.url, events, doc.secret
+            endpoint.organization, endpoint.created_at = doc.organization, doc.created_at
+            endpoint.generated_secret = doc.generated_secret
 
     def on_drop(self, listener: Callable[[list[Delivery]], None]) -> None:
         """Called with the deliveries a reset or an endpoint's removal dropped (the dispatcher stops sending)."""
@@ -167,10 +224,14 @@ class WebhookStore:
             generated_secret=not secret,
         )
         self.endpoints[endpoint.id] = endpoint
+        if self.tracker is not None:
+            self.tracker.touch(endpoint.id)
         return endpoint
 
     def remove(self, endpoint_id: str) -> list[Delivery] | None:
         """Delete an endpoint and its deliveries (returned, cancelled); None if there is no such endpoint."""
+        if self.tracker is not None:
+            self.tracker.touch(endpoint_id)
         if self.endpoints.pop(endpoint_id, None) is None:
             return None
         return self._dropped(self._drop(lambda d: d.endpoint.id == endpoint_id))
@@ -247,10 +308,15 @@ class WebhookStore:
         """Forget deliveries and the control plane's endpoints (all, or one organization's); endpoints from
         the settings stay, with their secrets. Returns the dropped deliveries, cancelled."""
         if organization is None:
+            if self.tracker is not None:  # those removed are reported gone
+                self.tracker.touched.update(self.endpoints)
+                self.tracker.touched.update(self.tracker.known())
             self.endpoints = {k: e for k, e in self.endpoints.items() if e.source == "settings"}
             self._finished.clear()
             return self._dropped(self._drop(lambda d: True))
         # An organization's endpoints only receive its own events, so its deliveries are all that goes.
+        if self.tracker is not None:
+            self.tracker.touched.update(k for k, e in self.endpoints.items() if e.organization == organization)
         self.endpoints = {k: e for k, e in self.endpoints.items() if e.organization != organization}
         dropped = list(self._by_org.pop(organization, {}).values())
         for delivery in dropped:
@@ -272,6 +338,21 @@ class WebhookStore:
             by_org.pop(delivery.id, None)
             if not by_org:
                 del self._by_org[delivery.organization]
+
+
+class _EndpointDoc(msgspec.Struct, array_like=True):
+    """An endpoint registered through the control plane, as workers share it."""
+
+    url: str
+    events: list[str] | None
+    secret: str
+    organization: str | None
+    created_at: float
+    generated_secret: bool
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_EndpointDoc)
 
 
 def _check_events(events: list[str] | None) -> frozenset[str] | None:
