@@ -26,6 +26,7 @@ from mockglot import validation
 from mockglot.errors import ApiError
 from mockglot.faults import stream_fault_problem
 from mockglot.speech import codec
+from mockglot.state.replica import DocTracker
 from mockglot.wire import Language, StreamFault
 
 if TYPE_CHECKING:
@@ -262,6 +263,50 @@ class ScenarioLibrary:
             self._builtin.pop(name, None)
         self._uploads: dict[tuple[str | None, str], LoadedScenario] = {}  # (organization or None, name)
         self._next_for_key: dict[str, tuple[str, int | None]] = {}  # key -> (scenario, sessions left or None)
+        self.tracker: DocTracker | None = None  # shared between workers: `next:KEY` and `upload:["org","name"]`
+
+    # --- shared between workers (see state/replica.py) ---------------------------------------------------
+
+    name = "scenarios"
+
+    def share(self) -> None:
+        """Share the keys' choices and the uploads. Files (built-in, fixtures, --scenario) are every worker's
+        own, from the same settings. An upload's document is its scenario and its decoded audio: at most a
+        MAX_DOCUMENT_BYTES document and MAX_AUDIO_BYTES of audio per turn (an upload may name fixtures files),
+        written once per upload."""
+        self.tracker = DocTracker(self._encode)
+
+    def _encode(self, doc: str) -> bytes | None:
+        kind, _, name = doc.partition(":")
+        if kind == "next":
+            chosen = self._next_for_key.get(name)
+            return None if chosen is None else _ENCODER.encode(chosen)
+        loaded = self._uploads.get(_UPLOAD_ID_DECODER.decode(name))
+        return None if loaded is None else _ENCODER.encode(_UploadDoc(loaded.scenario, loaded.source, loaded.audio))
+
+    def changes(self) -> dict[str, bytes | None]:
+        return self.tracker.changes() if self.tracker is not None else {}
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        kind, _, name = doc.partition(":")
+        if kind == "next":
+            if data is None:
+                self._next_for_key.pop(name, None)
+            else:
+                self._next_for_key[name] = _NEXT_DECODER.decode(data)
+            return
+        scope = _UPLOAD_ID_DECODER.decode(name)
+        if data is None:
+            self._uploads.pop(scope, None)
+        else:
+            upload = _UPLOAD_DECODER.decode(data)
+            self._uploads[scope] = LoadedScenario(upload.scenario, upload.source, upload.audio)
+
+    def _touch_upload(self, scope: tuple[str | None, str]) -> None:
+        if self.tracker is not None:
+            self.tracker.touch("upload:" + msgspec.json.encode(scope).decode())
 
     def _file(self, name: str) -> LoadedScenario | None:
         """A built-in or operator's scenario; a built-in is parsed here the first time it is asked for."""
@@ -282,13 +327,21 @@ class ScenarioLibrary:
         """Forget uploads and choices; with `api_keys` (and `organization`), only those keys' choices and that
         organization's uploads."""
         if api_keys is None:
+            if self.tracker is not None:
+                self.tracker.touched.update(self.tracker.known())
+                self.tracker.touched.update("next:" + key for key in self._next_for_key)
+                for scope in self._uploads:
+                    self._touch_upload(scope)
             self._uploads.clear()
             self._next_for_key.clear()
             return
         for key in api_keys:
+            if self.tracker is not None:
+                self.tracker.touch("next:" + key)
             self._next_for_key.pop(key, None)
         if organization is not None:
             for scope in [scope for scope in self._uploads if scope[0] == organization]:
+                self._touch_upload(scope)
                 del self._uploads[scope]
 
     def names(self, organization: str | None = None) -> list[str]:
@@ -323,10 +376,13 @@ class ScenarioLibrary:
                 "(other tests and tenants rely on them): give the upload another name"
             )
         self._uploads[(organization, loaded.name)] = loaded
+        self._touch_upload((organization, loaded.name))
 
     def use_next(self, api_key: str, name: str, sessions: int | None = 1, organization: str | None = None) -> None:
         """The key's next `sessions` sessions (None: all, until reset) use this scenario."""
         self._next_for_key[api_key] = (self.get(name, organization).name, sessions)
+        if self.tracker is not None:
+            self.tracker.touch("next:" + api_key)
 
     def choose(self, api_key: str, metadata: dict[str, str], default: str, organization: str | None = None) -> str:
         """Most specific first: the session's metadata, the key's next-session choice, the server default."""
@@ -352,8 +408,24 @@ class ScenarioLibrary:
             return self.get(default).name
         name, left = chosen
         if left is not None:
+            if self.tracker is not None:
+                self.tracker.touch("next:" + api_key)
             if left <= 1:
                 del self._next_for_key[api_key]
             else:
                 self._next_for_key[api_key] = (name, left - 1)
         return name
+
+
+class _UploadDoc(Struct, array_like=True):
+    """An uploaded scenario as workers share it (never a recording: those come from fixtures folders)."""
+
+    scenario: Scenario
+    source: str
+    audio: dict[str, bytes]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_NEXT_DECODER = msgspec.msgpack.Decoder(tuple[str, int | None])
+_UPLOAD_DECODER = msgspec.msgpack.Decoder(_UploadDoc)
+_UPLOAD_ID_DECODER = msgspec.json.Decoder(tuple[str | None, str])
