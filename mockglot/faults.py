@@ -69,6 +69,7 @@ class ArmedFault:
     kind: Literal["rest", "stream"]
     rule: RestFault | StreamFault
     fired: int = 0
+    order: int = 0  # when it was armed, among the registry's faults: the first that matches fires
 
     @property
     def times(self) -> int | None:
@@ -84,7 +85,8 @@ class FaultRegistry:
     def __init__(self, randomness: Randomness, feed: Feed | None = None) -> None:
         self.randomness = randomness
         self.feed = feed
-        self._faults: dict[str, ArmedFault] = {}
+        self._faults: dict[str, ArmedFault] = {}  # in the order they were armed
+        self._armed = 0  # the last fault's order
         self.tracker: DocTracker | None = None  # shared between workers: one document per fault
         self.on_change: Callable[[], None] = lambda: None  # a stream fired a fault: share it soon
 
@@ -101,7 +103,7 @@ class FaultRegistry:
 
     def _encode(self, fault_id: str) -> bytes | None:
         fault = self._faults.get(fault_id)
-        return None if fault is None else _ENCODER.encode((fault.kind, fault.fired, fault.rule))
+        return None if fault is None else _ENCODER.encode((fault.kind, fault.fired, fault.order, fault.rule))
 
     def changes(self) -> dict[str, bytes | None]:
         return self.tracker.changes() if self.tracker is not None else {}
@@ -113,13 +115,16 @@ class FaultRegistry:
         if data is None:
             self._faults.pop(fault_id, None)
             return
-        kind, fired, raw = _DOC_DECODER.decode(data)
+        kind, fired, order, raw = _DOC_DECODER.decode(data)
         rule: RestFault | StreamFault = (_REST_DECODER if kind == "rest" else _STREAM_DECODER).decode(raw)
         fault = self._faults.get(fault_id)
-        if fault is None:
-            self._faults[fault_id] = ArmedFault(fault_id, kind, rule, fired)
-        else:
+        if fault is not None:
             fault.kind, fault.rule, fault.fired = kind, rule, fired
+            return
+        self._faults[fault_id] = ArmedFault(fault_id, kind, rule, fired, order)
+        if order < self._armed:  # documents load in any order: keep the order they were armed in
+            self._faults = dict(sorted(self._faults.items(), key=lambda item: item[1].order))
+        self._armed = max(self._armed, order)
 
     def reset(self, api_keys: set[str] | None = None) -> None:
         if api_keys is None:
@@ -140,7 +145,8 @@ class FaultRegistry:
                 f"{MAX_FAULTS} faults are armed already, the most this server keeps. Delete some "
                 "(DELETE /_mockglot/faults/{id}) or reset the organization.",
             )
-        fault = ArmedFault(self.randomness.new_id("flt", "fault", now), kind, rule)
+        self._armed += 1
+        fault = ArmedFault(self.randomness.new_id("flt", "fault", now), kind, rule, order=self._armed)
         self._faults[fault.id] = fault
         self._touch(fault.id)
         return fault
@@ -227,6 +233,8 @@ class FaultRegistry:
 
 
 _ENCODER = msgspec.msgpack.Encoder()
-_DOC_DECODER = msgspec.msgpack.Decoder(tuple[Literal["rest", "stream"], int, msgspec.Raw])  # kind, fired, rule
+_DOC_DECODER = msgspec.msgpack.Decoder(
+    tuple[Literal["rest", "stream"], int, int, msgspec.Raw]
+)  # kind, fired, order, rule
 _REST_DECODER = msgspec.msgpack.Decoder(RestFault)
 _STREAM_DECODER = msgspec.msgpack.Decoder(StreamFault)

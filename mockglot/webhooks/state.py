@@ -45,6 +45,7 @@ class WebhookEndpoint:
     source: Source
     created_at: float
     generated_secret: bool = False
+    order: int = 0  # when it was registered: endpoints are listed and sent to in this order
 
     def wants(self, event_type: str, organization: str) -> bool:
         return (self.events is None or event_type in self.events) and self.organization in (None, organization)
@@ -129,7 +130,8 @@ class WebhookStore:
     def __init__(self, clock: Clock, randomness: Randomness) -> None:
         self.clock = clock
         self.randomness = randomness
-        self.endpoints: dict[str, WebhookEndpoint] = {}
+        self.endpoints: dict[str, WebhookEndpoint] = {}  # in the order they were registered
+        self._registered = 0  # the last endpoint's order
         self._deliveries: dict[str, Delivery] = {}
         self._by_org: dict[str, dict[str, Delivery]] = {}  # so one organization's reset costs only its own
         self._finished: deque[str] = deque()
@@ -156,6 +158,7 @@ class WebhookStore:
                 endpoint.organization,
                 endpoint.created_at,
                 endpoint.generated_secret,
+                endpoint.order,
             )
         )
 
@@ -177,8 +180,11 @@ class WebhookStore:
         if endpoint is None:
             self.endpoints[endpoint_id] = WebhookEndpoint(
                 endpoint_id, doc.url, events, doc.secret, doc.organization, "control", doc.created_at,
-                doc.generated_secret,
+                doc.generated_secret, doc.order,
             )  # fmt: skip
+            if doc.order < self._registered:  # documents load in any order: keep the order of registration
+                self.endpoints = dict(sorted(self.endpoints.items(), key=lambda item: item[1].order))
+            self._registered = max(self._registered, doc.order)
         else:  # in place: this worker's deliveries hold it
             endpoint.url, endpoint.events, endpoint.secret = doc.url, events, doc.secret
             endpoint.organization, endpoint.created_at = doc.organization, doc.created_at
@@ -213,6 +219,7 @@ class WebhookStore:
         # Settings endpoints draw from their own streams: a reset reseeds the others, and must not repeat them.
         suffix = ":settings" if source == "settings" else ""
         now = self.clock.now()
+        self._registered += 1
         endpoint = WebhookEndpoint(
             id=self.randomness.new_id("wh_ep", "webhook_endpoint" + suffix, now),
             url=url,
@@ -222,6 +229,7 @@ class WebhookStore:
             source=source,
             created_at=now,
             generated_secret=not secret,
+            order=self._registered,
         )
         self.endpoints[endpoint.id] = endpoint
         if self.tracker is not None:
@@ -349,6 +357,7 @@ class _EndpointDoc(msgspec.Struct, array_like=True):
     organization: str | None
     created_at: float
     generated_secret: bool
+    order: int
 
 
 _ENCODER = msgspec.msgpack.Encoder()
