@@ -34,6 +34,7 @@ from mockglot.http import (
     raw_headers,
     request_id,
 )
+from mockglot.state.replica import Elsewhere
 from mockglot.state.server import ServerState
 
 log = logging.getLogger("mockglot")
@@ -77,7 +78,7 @@ class EdgeMiddleware:
             nonlocal answered
             answered = True
             if DELAY_SCOPE_KEY in scope:  # a latency fault the endpoint did not serve (it answered before its
-                await asyncio.sleep(scope.pop(DELAY_SCOPE_KEY))  # handler ran)
+                await self.state.coordinator.outside(asyncio.sleep(scope.pop(DELAY_SCOPE_KEY)))  # handler ran)
             message["headers"] = [*message["headers"], id_header]
             await send(message)
 
@@ -115,6 +116,8 @@ class EdgeMiddleware:
             if not recorded:
                 record(CLIENT_CLOSED, b"")
             # nobody is left to answer; the request changed nothing
+        except Elsewhere:
+            raise  # run on the worker holding the session's stream (mockglot/shared/middleware.py), journaled there
         except Exception:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
             if not recorded:

@@ -183,6 +183,7 @@ class RedisCoordinator:
         self.state = state
         self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.replicas: dict[str, Replica] = {replica.name: replica for replica in state.replicas()}
+        self._order = {name.encode(): index for index, name in enumerate(self.replicas)}
         self.app: Callable[..., Awaitable[None]] | None = None  # the ASGI app a forwarded request runs through
         self.version = 0
         self.epoch = ""
@@ -342,9 +343,10 @@ class RedisCoordinator:
         """Load what other workers wrote since this worker's version, in the order they wrote it."""
         if version <= self.version:
             return
+        rank = self._rank
         changes = sorted(
             (
-                (int(float(entries[i + 1])), not entries[i].startswith(b"!"), entries[i], entries[i + 2])
+                (int(float(entries[i + 1])), rank(entries[i]), entries[i], entries[i + 2])
                 for i in range(0, len(entries), 3)
             ),
             key=lambda change: (change[0], change[1]),
@@ -355,6 +357,12 @@ class RedisCoordinator:
             self._load(name.decode(), data if data else None)
         self.version = version
         self.state.markers.clear()  # resets loaded from others are not this worker's to announce
+
+    def _rank(self, name: bytes) -> int:
+        """Resets first, then the stores in the order the state lists them (a recording after its session)."""
+        if name.startswith(b"!"):
+            return -1
+        return self._order.get(name.partition(b"/")[0], len(self._order))
 
     def _load(self, name: str, data: bytes | None) -> None:
         if name.startswith(RESET_PREFIX):
@@ -375,7 +383,7 @@ class RedisCoordinator:
             for doc in known:
                 if f"{name}/{doc}" not in docs:
                     replica.load(doc, None)
-        for name, data in docs.items():
+        for name, data in sorted(docs.items(), key=lambda item: self._rank(item[0].encode())):
             self._load(name, data)
         self.version = version
         self.state.markers.clear()

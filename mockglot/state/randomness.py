@@ -26,6 +26,7 @@ from mockglot.state.replica import DocTracker
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the time part of seeded IDs counts from here
+WORKER_PURPOSES = frozenset({"request"})  # with several workers: drawn by each on its own (see `share`)
 
 
 class Randomness:
@@ -35,13 +36,17 @@ class Randomness:
         self._counters: dict[str, int] = {}
         self._scoped: dict[str, dict[str, int]] = {}  # scope -> purpose -> draws so far (seeded only)
         self.tracker: DocTracker | None = None  # shared between workers: `seed`, `scope:S`, `purpose:P`
+        self._worker = ""
 
     # --- shared between workers (see state/replica.py) ---------------------------------------------------
 
     name = "randomness"
 
-    def share(self) -> None:
+    def share(self, worker: str = "") -> None:
+        """`worker` names this worker: the purposes drawn on every request (request IDs) are its own, so they
+        stay unique without a document written per request (and, seeded, are not repeatable across runs)."""
         self.tracker = DocTracker(self._encode)
+        self._worker = worker
 
     def _encode(self, doc: str) -> bytes | None:
         kind, _, name = doc.partition(":")
@@ -52,6 +57,8 @@ class Randomness:
         if kind == "scope":
             counters = self._scoped.get(name)
             return None if counters is None else _ENCODER.encode(counters)
+        if name in WORKER_PURPOSES:
+            return None
         count = self._counters.get(name)
         rng = self._streams.get(name)
         if count is None and rng is None:
@@ -72,6 +79,8 @@ class Randomness:
                 self._scoped.pop(name, None)
             else:
                 self._scoped[name] = _SCOPE_DECODER.decode(data)
+        elif name in WORKER_PURPOSES:
+            pass  # each worker's own
         elif data is None:
             self._counters.pop(name, None)
             self._streams.pop(name, None)
@@ -126,14 +135,16 @@ class Randomness:
         return count, digest[:nbytes]
 
     def stream(self, purpose: str) -> random.Random:
-        if self.tracker is not None and self.seed is not None:
+        local = self.tracker is not None and purpose in WORKER_PURPOSES
+        if self.tracker is not None and self.seed is not None and not local:
             self.tracker.touch("purpose:" + purpose)
         rng = self._streams.get(purpose)
         if rng is None:
             if self.seed is None:
                 rng = random.Random(secrets.randbits(128))
             else:
-                digest = hashlib.sha256(f"{self.seed}:{purpose}".encode()).digest()
+                salt = f":{self._worker}" if local else ""
+                digest = hashlib.sha256(f"{self.seed}:{purpose}{salt}".encode()).digest()
                 rng = random.Random(int.from_bytes(digest, "big"))
             self._streams[purpose] = rng
         return rng

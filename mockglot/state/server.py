@@ -78,17 +78,36 @@ class ServerState:
         self.markers: list[str | None] = []  # resets since the last save (shared): organizations, None for all
 
     def replicas(self) -> list[Replica]:
-        """The stores several workers share (see state/replica.py); the rest stay with each worker."""
-        return [self.keys, self.sessions, self.recordings, self.analyses]
+        """The stores several workers share (see state/replica.py). What stays with each worker: the request
+        journal, the inspector's feed, the contract report, webhook deliveries, agents, provider legs, and what a
+        stream holds (its pipeline, frame journal and audio: read on the worker it ran on)."""
+        return [
+            self.clock,
+            self.randomness,
+            self.keys,
+            self.rate_limiter,
+            self.idempotency,
+            self.faults,
+            self.scenarios,
+            self.webhooks,
+            self.sessions,
+            self.recordings,
+            self.analyses,
+        ]
 
     def share(self, coordinator: Coordinator, worker: str, alive: Callable[[str], bool]) -> None:
         """Share the state with other workers through `coordinator` (`--state redis://`)."""
         self.coordinator = coordinator
         self.shared = True
-        self.keys.share()
+        self.randomness.share(worker)
+        for store in (self.clock, self.keys, self.rate_limiter, self.idempotency, self.faults):
+            store.share()
+        self.scenarios.share()
+        self.webhooks.share()
         self.sessions.share(worker)
         self.sessions.alive = alive
         self.sessions.on_change = coordinator.changed
+        self.faults.on_change = coordinator.changed
         self.recordings.share(worker, self.sessions.lookup, alive, coordinator.changed)
         self.analyses.share(self.sessions.lookup)
 
