@@ -16,6 +16,7 @@ from mockglot.settings import Settings
 from mockglot.state.clock import Clock
 from mockglot.state.idempotency import LIFETIME_SECONDS, StoredResponse
 from mockglot.state.ratelimit import WINDOW_SECONDS, RateLimited
+from mockglot.state.replica import LocalCoordinator
 from mockglot.state.server import ServerState
 from mockglot.wire import RestFault
 
@@ -27,11 +28,8 @@ OWNER = ("org_a", "test")
 
 
 def share_all(state: ServerState, worker: str = "w") -> None:
-    """Every store shares its documents (the lead wires this into ServerState)."""
-    state.sessions.share(worker)
-    state.keys.share()
-    for store in _mine(state):
-        store.share()
+    """Every store shares its documents, as `ServerState.share` makes them (without a coordinator)."""
+    state.share(LocalCoordinator(), worker, lambda other: True)
 
 
 def _mine(state: ServerState) -> list[Any]:
@@ -131,7 +129,7 @@ def test_reseed_and_forget_reach_the_other_worker() -> None:
     a, b = server(worker="a"), server(worker="b")
     a.randomness.new_id("sess", "session", T, KEY)
     a.randomness.new_id("sess", "session", T, OTHER_KEY)
-    a.randomness.new_id("req", "request", T)
+    a.randomness.new_id("flt", "fault", T)
     replicate(a, b)
     a.randomness.forget({KEY})
     sent = replicate(a, b)["randomness"]
@@ -145,10 +143,10 @@ def test_reseed_and_forget_reach_the_other_worker() -> None:
     assert sent["seed"] is not None and {doc for doc, data in sent.items() if data is None} == {
         "scope:" + KEY,
         "scope:" + OTHER_KEY,
-        "purpose:request",
+        "purpose:fault",
     }
     assert b.randomness.seed == 7
-    assert b.randomness.new_id("req", "request", T) == server(7, share=False).randomness.new_id("req", "request", T)
+    assert b.randomness.new_id("flt", "fault", T) == server(7, share=False).randomness.new_id("flt", "fault", T)
     replicate(b, a)
     assert_same(a, b)
     nothing_left(a, b)
@@ -157,7 +155,7 @@ def test_reseed_and_forget_reach_the_other_worker() -> None:
 def test_unseeded_draws_are_not_shared() -> None:
     a, b = server(None, worker="a"), server(None, worker="b")
     a.randomness.new_id("sess", "session", T, KEY)
-    a.randomness.new_id("req", "request", T)
+    a.randomness.new_id("flt", "fault", T)
     a.randomness.random("faults")
     assert a.randomness.changes() == {}
     a.randomness.reseed(5)  # the seed itself is shared
@@ -388,7 +386,7 @@ def test_uploads_with_audio_reach_the_other_worker_and_go_on_reset() -> None:
 
 OPERATIONS = st.one_of(
     st.tuples(st.just("session_id"), st.sampled_from([KEY, OTHER_KEY])),
-    st.tuples(st.just("request_id"), st.sampled_from(["request", "agent"])),
+    st.tuples(st.just("request_id"), st.sampled_from(["fault", "agent"])),
     st.tuples(st.just("random"), st.sampled_from(["faults", "jitter"])),
     st.tuples(st.just("hit"), st.sampled_from([KEY, OTHER_KEY])),
     st.tuples(st.just("begin"), st.sampled_from(["k1", "k:2"])),
@@ -472,11 +470,6 @@ def test_two_workers_answer_as_one_server(steps: list[tuple[bool, tuple[str, Any
     nothing_left(a, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ServerState.reset reseeds with settings.seed, which POST /_mockglot/seed changes on one worker only: "
-    "a reset replayed on another worker puts the old seed back (server.py: reseed with randomness.seed)",
-)
 def test_a_seed_set_on_one_worker_survives_a_reset_replayed_on_another() -> None:
     a, b = server(worker="a"), server(worker="b")
     a.settings.seed = 7  # what POST /_mockglot/seed does
@@ -487,3 +480,12 @@ def test_a_seed_set_on_one_worker_survives_a_reset_replayed_on_another() -> None
     replicate(a, b)
     assert {name: c for name, c in replicate(b).items() if c} == {}
     assert b.randomness.seed == 7
+
+
+def test_two_seeded_workers_never_draw_the_same_request_id() -> None:
+    """Request IDs are drawn on every request: each worker draws its own (unique, not shared per request)."""
+    a, b = server(worker="a"), server(worker="b")
+    ids = {a.randomness.new_id("req", "request", T) for _ in range(50)}
+    ids |= {b.randomness.new_id("req", "request", T) for _ in range(50)}
+    assert len(ids) == 100
+    assert "randomness" not in replicate(a, b) or not any("request" in doc for doc in replicate(a, b)["randomness"])

@@ -123,7 +123,7 @@ class ServerState:
         organization holds, not what the server holds."""
         keys: set[str] | None = None
         if organization is None:
-            self.randomness.reseed(self.settings.seed)
+            self.randomness.reseed(self.randomness.seed)  # the seed as last set (POST /_mockglot/seed), on any worker
             self.rate_limiter.reset()
             self.faults.reset()
             self.requests.reset()
