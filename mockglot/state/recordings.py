@@ -66,6 +66,7 @@ class RecordingStore:
         self._by_session: dict[str, list[RecordingRecord]] = {}
         self._by_org: dict[str, dict[str, RecordingRecord]] = {}  # so one organization's reset costs only its own
         self.tracker: DocTracker | None = None  # shared between workers (`share()`)
+        self.worker = ""
 
     # --- shared between workers (see state/replica.py): a document per recording, its MP3 included ------
 
@@ -80,6 +81,11 @@ class RecordingStore:
     ) -> None:
         self.tracker = DocTracker(self._encode)
         self.worker, self._session, self._alive, self._on_change = worker, session, alive, on_change
+
+    def _made_elsewhere(self, record: RecordingRecord) -> bool:
+        """Still being made by another worker, alive (only it will have the MP3 when it is done)."""
+        mine = record.worker == self.worker or record.encoding is not None
+        return not mine and record.status == "processing" and self._alive(record.worker)
 
     def _touch(self, record: RecordingRecord) -> None:
         if self.tracker is not None:
@@ -173,8 +179,7 @@ class RecordingStore:
     async def settled(self, records: list[RecordingRecord]) -> None:
         """Wait until none of `records` is still being encoded."""
         for record in records:
-            elsewhere = record.worker != self.worker and record.encoding is None and record.status == "processing"
-            if self.tracker is not None and elsewhere and self._alive(record.worker):
+            if self.tracker is not None and self._made_elsewhere(record):
                 raise Elsewhere(record.worker)  # being made there: that worker answers once it is made
             if record.encoding is not None:
                 with contextlib.suppress(Exception):  # a failed encoding has already marked the record
