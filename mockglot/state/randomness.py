@@ -135,14 +135,14 @@ class Randomness:
         return count, digest[:nbytes]
 
     def stream(self, purpose: str) -> random.Random:
-        local = self.tracker is not None and purpose in WORKER_PURPOSES
-        if self.tracker is not None and self.seed is not None and not local:
-            self.tracker.touch("purpose:" + purpose)
+        if self.tracker is not None and self.seed is not None and purpose not in WORKER_PURPOSES:
+            self.tracker.touch("purpose:" + purpose)  # (alone: this one check on the hot path)
         rng = self._streams.get(purpose)
         if rng is None:
             if self.seed is None:
                 rng = random.Random(secrets.randbits(128))
             else:
+                local = self.tracker is not None and purpose in WORKER_PURPOSES
                 salt = f":{self._worker}" if local else ""
                 digest = hashlib.sha256(f"{self.seed}:{purpose}{salt}".encode()).digest()
                 rng = random.Random(int.from_bytes(digest, "big"))
