@@ -50,6 +50,7 @@ FLUSH_DELAY_SECONDS = 0.05  # a stream's changes are written back at most this l
 HEARTBEAT_SECONDS = 1.0
 WORKER_TIMEOUT_SECONDS = 5.0  # a worker not heard from for this long no longer holds its streams
 FORWARD_TIMEOUT_SECONDS = 5.0
+STOP_STEP_SECONDS = 1.0
 LOG_KEEP_VERSIONS = 2_000  # deleted documents' entries kept in the log; a worker further behind reloads whole
 RESET_ALL = "!reset/*"
 RESET_PREFIX = "!reset/"
@@ -198,6 +199,7 @@ class RedisCoordinator:
         self._pubsub: Any = None
         self._serving: set[asyncio.Task[None]] = set()  # requests forwarded here, running
         self.forwarded = 0  # requests this worker sent to another (for health)
+        self._stopping = False
 
     # --- keys -----------------------------------------------------------------------------------------
 
@@ -237,21 +239,27 @@ class RedisCoordinator:
         ]
 
     async def stop(self) -> None:
+        """Write back what the streams changed last and leave; each step bounded, so a shutdown never hangs on
+        Redis (or on a redis-py read that swallows its cancellation)."""
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_STEP_SECONDS)
         with contextlib.suppress(Exception):
-            async with self.hold():  # what the streams changed last
+            async with asyncio.timeout(LOCK_WAIT_SECONDS + STOP_STEP_SECONDS), self.hold():
                 pass
         if self._redis is not None:
             with contextlib.suppress(Exception):
-                await self._redis.zrem(self._key("workers"), self.worker)
+                async with asyncio.timeout(STOP_STEP_SECONDS):
+                    await self._redis.zrem(self._key("workers"), self.worker)
             if self._pubsub is not None:
                 with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()
-            await self._redis.aclose()
+                    async with asyncio.timeout(STOP_STEP_SECONDS):
+                        await self._pubsub.aclose()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_STEP_SECONDS):
+                    await self._redis.aclose()
 
     # --- holding the state ----------------------------------------------------------------------------
 
@@ -501,7 +509,7 @@ class RedisCoordinator:
     async def _listen(self) -> None:
         assert self._pubsub is not None
         requests, replies = self._key(f"w:{self.worker}").encode(), self._key(f"r:{self.worker}").encode()
-        while True:
+        while not self._stopping:
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except asyncio.CancelledError:
