@@ -84,7 +84,8 @@ class SessionPipeline:
         except ApiError as exc:  # e.g. a Vosk model that fails to load at the first audio
             self._unrecognizable(speaker, exc)
             return
-        await self._handle(speaker, results)
+        if results:  # most frames complete nothing
+            await self._handle(speaker, results)
 
     async def flush(self) -> None:
         for speaker, recognizer in list(self.recognizers.items()):
