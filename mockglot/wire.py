@@ -612,6 +612,7 @@ class RequestRecord(Struct, kw_only=True):
     duration_ms: float
     session_id: str | None = None  # the session in its path, or the one it created
     truncated: bool = False  # headers or body were cut to the journal's limits (see the README's Limits)
+    unix: float | None = None  # `at` to the millisecond: the order of requests within a second
 
 
 class RestFault(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -238,3 +238,21 @@ def wait_for_health(url: str) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} did not start"
         time.sleep(0.1)
+
+
+def test_the_request_journal_read_on_any_worker_holds_every_worker_s_requests(pair: list[ServerThread]) -> None:
+    a, b = pair
+    time.sleep(1.5)  # a heartbeat: each worker knows the other
+    with httpx.Client() as http:
+        sent = []
+        for i in range(6):
+            server = (a, b)[i % 2]
+            answer = http.post(
+                f"{server.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": f"j{i}"})
+            )
+            sent.append(answer.headers["x-request-id"])
+        for server in (a, b):
+            journal = http.get(f"{server.base_url}/_mockglot/requests", params={"api_key": KEY}).json()["data"]
+            assert [entry["request_id"] for entry in journal] == sent  # all of them, in the order they were served
+            newest = http.get(f"{server.base_url}/_mockglot/requests", params={"api_key": KEY, "limit": 2}).json()
+            assert [entry["request_id"] for entry in newest["data"]] == sent[-2:]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode
 
+import msgspec
+
 from mockglot import wire
 from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_float
 from mockglot.state.auth import redact
@@ -38,24 +40,34 @@ def shown_query(raw: bytes) -> str:
     return urlencode([(name, redact(value) if is_credential(name) else value) for name, value in pairs], safe="…")
 
 
+class _Records(msgspec.Struct):
+    """Another worker's answer to the same read."""
+
+    data: list[wire.RequestRecord]
+
+
+_RECORDS = msgspec.json.Decoder(_Records)
+
+
 async def list_requests(ctx: ControlContext) -> Reply:
     key = ctx.query("api_key")
     limit = int(query_float(ctx, "limit", 100, 1, 10_000))
     entries = ctx.state.requests.entries(key, limit, ctx.query("session_id"))
-    return Reply(
-        200,
-        wire.ListOf(
-            data=[
-                wire.RequestRecord(
-                    request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path,
-                    query=shown_query(e.query), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
-                    headers=shown_headers(e.headers), body=e.body.decode("utf-8", "replace"),
-                    duration_ms=round(e.duration_ms, 3), session_id=e.session_id, truncated=e.truncated,
-                )
-                for e in entries
-            ]
-        ),
-    )  # fmt: skip
+    records = [
+        wire.RequestRecord(
+            request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path,
+            query=shown_query(e.query), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
+            headers=shown_headers(e.headers), body=e.body.decode("utf-8", "replace"),
+            duration_ms=round(e.duration_ms, 3), session_id=e.session_id, truncated=e.truncated, unix=round(e.at, 3),
+        )
+        for e in entries
+    ]  # fmt: skip
+    if ctx.state.shared:  # each worker journals what it served: the journal is all of theirs, newest last
+        coordinator = ctx.state.coordinator
+        for body in await coordinator.outside(coordinator.from_others(ctx.request.scope)):
+            records += _RECORDS.decode(body).data
+        records = sorted(records, key=lambda record: record.unix or 0.0)[-limit:]
+    return Reply(200, wire.ListOf(data=records))
 
 
 ENDPOINTS = [

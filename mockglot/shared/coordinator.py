@@ -27,7 +27,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -200,6 +200,7 @@ class RedisCoordinator:
         self._serving: set[asyncio.Task[None]] = set()  # requests forwarded here, running
         self.forwarded = 0  # requests this worker sent to another (for health)
         self._stopping = False
+        self._workers: list[str] = []  # the other workers, as of the last heartbeat
 
     # --- keys -----------------------------------------------------------------------------------------
 
@@ -479,6 +480,7 @@ class RedisCoordinator:
         results = await pipe.execute()
         dead = {worker.decode() for worker in results[2]}
         others = [worker.decode() for worker in results[3] if worker.decode() != self.worker]
+        self._workers = others
         if others:  # a killed worker's subscriptions end with its connection: it is gone at once
             listening = await self._redis.pubsub_numsub(*(self._key(f"w:{worker}") for worker in others))
             dead |= {worker for worker, (_, count) in zip(others, listening, strict=True) if not count}
@@ -533,6 +535,15 @@ class RedisCoordinator:
                 self._catch_up_due.set()
 
     # --- requests run on another worker ---------------------------------------------------------------
+
+    async def from_others(self, scope: Mapping[str, Any]) -> list[bytes]:
+        if any(name == FORWARDED_HEADER for name, _ in scope["headers"]):
+            return []  # asked by another worker: only this one's own
+        others = [worker for worker in self._workers if worker != self.worker and self.alive(worker)]
+        answers = await asyncio.gather(
+            *(self.forward(worker, dict(scope), b"") for worker in others), return_exceptions=True
+        )
+        return [a.body for a in answers if isinstance(a, _Answer) and a.status == 200]
 
     async def forward(self, worker: str, scope: dict[str, Any], body: bytes) -> _Answer | None:
         """Run the request on `worker`; None when no worker of that name listens any more."""

@@ -14,8 +14,8 @@ Alone (`--state memory`, the default) no store tracks anything and `LocalCoordin
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -105,6 +105,11 @@ class Coordinator(Protocol):
         """A live stream changed what this worker shares outside any request: write it back soon."""
         ...
 
+    async def from_others(self, scope: Mapping[str, Any]) -> list[bytes]:
+        """This GET's answers (200s) from every other live worker, each from what it alone keeps (its request
+        journal): what a control-plane read merges with its own."""
+        ...
+
 
 class LocalCoordinator:
     """One worker, state in memory: nothing to hold or share."""
@@ -118,3 +123,6 @@ class LocalCoordinator:
 
     def changed(self) -> None:
         pass
+
+    async def from_others(self, scope: Mapping[str, Any]) -> list[bytes]:
+        return []
