@@ -13,7 +13,7 @@ from mockglot.errors import CATALOGUE, ApiError
 from mockglot.state.auth import redact
 from mockglot.state.feed import Feed
 from mockglot.state.randomness import Randomness
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 from mockglot.wire import RestFault, StreamFault
 
 MAX_FAULTS = 1000  # armed at once, across organizations
@@ -79,7 +79,7 @@ class ArmedFault:
         return self.times is not None and self.fired >= self.times
 
 
-class FaultRegistry:
+class FaultRegistry(SharedDocs):
     """Faults armed through the control plane; scenario faults live with their scenario."""
 
     def __init__(self, randomness: Randomness, feed: Feed | None = None) -> None:
@@ -104,9 +104,6 @@ class FaultRegistry:
     def _encode(self, fault_id: str) -> bytes | None:
         fault = self._faults.get(fault_id)
         return None if fault is None else _ENCODER.encode((fault.kind, fault.fired, fault.order, fault.rule))
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, fault_id: str, data: bytes | None) -> None:
         """Another worker's version of a fault. One this worker knows changes in place: a live stream holds it."""

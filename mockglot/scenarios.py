@@ -26,7 +26,7 @@ from mockglot import validation
 from mockglot.errors import ApiError
 from mockglot.faults import stream_fault_problem
 from mockglot.speech import codec
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 from mockglot.wire import Language, StreamFault
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ def load_recordings(folder: Path) -> list[LoadedScenario]:
     return found
 
 
-class ScenarioLibrary:
+class ScenarioLibrary(SharedDocs):
     """Built-in scenarios, those in fixtures folders, and uploads; uploads go away on reset.
 
     Sessions name scenarios, never files: files are the operator's (`--scenario PATH`, `--fixtures`). An upload
@@ -283,9 +283,6 @@ class ScenarioLibrary:
             return None if chosen is None else _ENCODER.encode(chosen)
         loaded = self._uploads.get(_UPLOAD_ID_DECODER.decode(name))
         return None if loaded is None else _ENCODER.encode(_UploadDoc(loaded.scenario, loaded.source, loaded.audio))
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, doc: str, data: bytes | None) -> None:
         if self.tracker is not None:

@@ -58,6 +58,20 @@ FORWARDED_HEADER = b"x-mockglot-forwarded"
 
 _holding: contextvars.ContextVar[bool] = contextvars.ContextVar("mockglot_holding", default=False)
 
+# The documents written after version `since` up to `ver`, each as (name, version, data or false); LOG and DOCS
+# stand for the KEYS that hold the log and the documents.
+_CHANGES_SINCE = """
+local out = {ver}
+if since >= ver then return out end
+local changed = redis.call('ZRANGEBYSCORE', LOG, '(' .. since, '+inf', 'WITHSCORES')
+for i = 1, #changed, 2 do
+  out[#out + 1] = changed[i]
+  out[#out + 1] = changed[i + 1]
+  out[#out + 1] = redis.call('HGET', DOCS, changed[i]) or false
+end
+return out
+"""
+
 # KEYS: lock, ver, log, docs, epoch, floor. ARGV: token, lease, seen version, seen epoch, new epoch.
 # Returns {-1} (busy), {-2, epoch} (empty store: restore it), {-3, epoch, ver, doc, data, ...} (reload whole),
 # or {ver, doc, version, data-or-false, ...} (the documents written since the seen version).
@@ -77,16 +91,7 @@ if epoch ~= ARGV[4] or since < floor then
   for i = 1, #all do out[#out + 1] = all[i] end
   return out
 end
-local out = {ver}
-if since >= ver then return out end
-local changed = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. since, '+inf', 'WITHSCORES')
-for i = 1, #changed, 2 do
-  out[#out + 1] = changed[i]
-  out[#out + 1] = changed[i + 1]
-  out[#out + 1] = redis.call('HGET', KEYS[4], changed[i]) or false
-end
-return out
-"""
+""" + _CHANGES_SINCE.replace("LOG", "KEYS[3]").replace("DOCS", "KEYS[4]")
 
 # The same read without the lock (a catch-up between requests). KEYS: ver, log, docs, epoch, floor.
 _READ = """
@@ -95,16 +100,7 @@ local ver = tonumber(redis.call('GET', KEYS[1]) or '0')
 local floor = tonumber(redis.call('GET', KEYS[5]) or '0')
 local since = tonumber(ARGV[1])
 if epoch ~= ARGV[2] or since < floor then return {-3} end
-local out = {ver}
-if since >= ver then return out end
-local changed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. since, '+inf', 'WITHSCORES')
-for i = 1, #changed, 2 do
-  out[#out + 1] = changed[i]
-  out[#out + 1] = changed[i + 1]
-  out[#out + 1] = redis.call('HGET', KEYS[3], changed[i]) or false
-end
-return out
-"""
+""" + _CHANGES_SINCE.replace("LOG", "KEYS[2]").replace("DOCS", "KEYS[3]")
 
 # KEYS: lock, ver, log, docs, floor. ARGV: token, markers..., '', deleted..., '', (doc, data)...
 # Returns the new version (or the current one when nothing changed), or -1 when the lease was lost.

@@ -31,7 +31,7 @@ from mockglot.state.auth import Owner
 from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.randomness import Randomness
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 from mockglot.state.sessions import SessionRecord, Turn
 from mockglot.wire import ANALYSIS_RESULTS, Compliance, ComplianceFlag, Performance, Sentiment, SentimentLabel
 
@@ -95,7 +95,7 @@ class AnalysisRecord:
         return self.session.owner
 
 
-class AnalysisStore:
+class AnalysisStore(SharedDocs):
     def __init__(self, clock: Clock, randomness: Randomness, events: EventBus) -> None:
         self.clock = clock
         self.randomness = randomness
@@ -124,9 +124,6 @@ class AnalysisStore:
             return None
         values = {name: getattr(record, name) for name in _FIELDS}
         return _ANALYSIS_ENCODER.encode(_AnalysisDoc(session_id=record.session.id, **values))
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, doc: str, data: bytes | None) -> None:
         if self.tracker is not None:

@@ -16,7 +16,7 @@ from typing import Literal
 import msgspec
 
 from mockglot.errors import ApiError
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 
 KEY_PATTERN = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{8,}$")
 SCOPES = (  # (r2) the documented names, then the emulator's own
@@ -185,7 +185,7 @@ def unknown_scopes_message(unknown: set[str]) -> str:
     return f"unknown scopes {sorted(unknown)}{advice}; known: {', '.join(SCOPES)}"
 
 
-class KeyStore:
+class KeyStore(SharedDocs):
     """Keys by secret and by organization (so one organization's reset costs only its own keys).
 
     In open mode every well-formed key is remembered when first seen; at most `MAX_SEEN_KEYS` of them, the
@@ -220,9 +220,6 @@ class KeyStore:
         keys = [_KeyDoc.of(self._keys[secret]) for secret in sorted(secrets or ())]
         balance = balance or Balance()
         return _ORG_ENCODER.encode(_OrgDoc(keys, balance.credits, balance.used))
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, organization: str, data: bytes | None) -> None:
         if self.tracker is not None:

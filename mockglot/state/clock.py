@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 
 EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z: the server clock never goes before this...
 LATEST = 4_102_444_800.0  # 2100-01-01T00:00:00Z: ...nor past this, so every timestamp and ID stays representable
 
 
-class Clock:
+class Clock(SharedDocs):
     """Wall time plus an offset that tests move.
 
     Advancing never sleeps: listeners (the sweeper that ends idle sessions, the webhook retrier) are told at
@@ -37,9 +37,6 @@ class Clock:
 
     def _encode(self, doc: str) -> bytes | None:
         return msgspec.msgpack.encode(self._offset) if doc == "offset" else None
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, doc: str, data: bytes | None) -> None:
         """Another worker moved the clock: what became due happens here too, as after a local move."""

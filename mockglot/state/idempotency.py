@@ -8,7 +8,7 @@ import msgspec
 
 from mockglot.errors import ApiError
 from mockglot.state.auth import Environment, Owner
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 
 LIFETIME_SECONDS = 24 * 60 * 60
 MAX_KEY_LENGTH = 255
@@ -27,7 +27,7 @@ class _Record:
     response: StoredResponse | None = None  # None while the first request is still running
 
 
-class IdempotencyStore:
+class IdempotencyStore(SharedDocs):
     def __init__(self) -> None:
         self._records: dict[tuple[Owner, str], _Record] = {}  # oldest first
         self._by_org: dict[str, set[tuple[Owner, str]]] = {}  # so one organization's reset costs only its own
@@ -57,9 +57,6 @@ class IdempotencyStore:
                 None if response is None else response.body,
             )
         )
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, doc: str, data: bytes | None) -> None:
         if self.tracker is not None:

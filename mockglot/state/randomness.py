@@ -22,14 +22,14 @@ import secrets
 
 import msgspec
 
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the time part of seeded IDs counts from here
 WORKER_PURPOSES = frozenset({"request"})  # with several workers: drawn by each on its own (see `share`)
 
 
-class Randomness:
+class Randomness(SharedDocs):
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
         self._streams: dict[str, random.Random] = {}
@@ -64,9 +64,6 @@ class Randomness:
         if count is None and rng is None:
             return None
         return _ENCODER.encode(_PurposeDoc(count, None if rng is None else rng.getstate()))
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, doc: str, data: bytes | None) -> None:
         if self.tracker is not None:

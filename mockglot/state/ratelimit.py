@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from mockglot.errors import ApiError
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 
 NOMINAL_LIMIT = 1000  # reported in the headers when no limit is configured
 WINDOW_SECONDS = 60
@@ -21,7 +21,7 @@ class RateStatus:
     reset: int  # unix seconds at which the window ends
 
 
-class RateLimiter:
+class RateLimiter(SharedDocs):
     def __init__(self, default_limit: int | None = None) -> None:
         self.default_limit = default_limit
         self._windows: dict[str, tuple[int, int]] = {}  # key -> (window index, requests in it)
@@ -40,9 +40,6 @@ class RateLimiter:
     def _encode(self, key: str) -> bytes | None:
         entry = self._windows.get(key)
         return None if entry is None else _ENCODER.encode(entry)
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, key: str, data: bytes | None) -> None:
         if self.tracker is not None:

@@ -28,7 +28,7 @@ from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.pagination import Page, paginate
 from mockglot.state.randomness import Randomness
-from mockglot.state.replica import DocTracker, Elsewhere
+from mockglot.state.replica import DocTracker, Elsewhere, SharedDocs
 from mockglot.state.sessions import SessionRecord
 
 CHANNELS = ("customer", "agent")  # left, right
@@ -57,7 +57,7 @@ class RecordingRecord:
         return self.created_at + RETENTION_SECONDS
 
 
-class RecordingStore:
+class RecordingStore(SharedDocs):
     def __init__(self, clock: Clock, randomness: Randomness, events: EventBus) -> None:
         self.clock = clock
         self.randomness = randomness
@@ -100,9 +100,6 @@ class RecordingStore:
             record.created_at, record.failure_reason, record.worker,
         )  # fmt: skip
         return _RECORDING_ENCODER.encode(doc)
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, doc: str, data: bytes | None) -> None:
         if self.tracker is not None:

@@ -42,6 +42,16 @@ class Replica(Protocol):
         ...
 
 
+class SharedDocs:
+    """What every `Replica` store has alike: its tracker (None alone) and what it reports."""
+
+    tracker: DocTracker | None = None
+
+    def changes(self) -> dict[str, bytes | None]:
+        """Documents changed since the last call: id -> encoding, or None for one that is gone."""
+        return self.tracker.changes() if self.tracker is not None else {}
+
+
 class DocTracker:
     """Touched documents and the hash of each one's last shared encoding, for one store.
 

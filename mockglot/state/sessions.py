@@ -21,7 +21,7 @@ from mockglot.state.clock import Clock
 from mockglot.state.events import Event, EventBus
 from mockglot.state.journal import Journal
 from mockglot.state.randomness import Randomness
-from mockglot.state.replica import DocTracker, Elsewhere
+from mockglot.state.replica import DocTracker, Elsewhere, SharedDocs
 from mockglot.wire import EndReason, Provider, SessionCreate, Status
 
 TOKEN_LIFETIME_SECONDS = 5 * 60
@@ -140,7 +140,7 @@ class SessionRecord(msgspec.Struct, gc=False):
         return sequence
 
 
-class SessionStore:
+class SessionStore(SharedDocs):
     """Sessions by id, by organization (so one organization's reset costs only its own sessions), the live
     ones (all the idle sweep looks at) and the ended ones in the order they ended (what retention evicts)."""
 
@@ -194,9 +194,6 @@ class SessionStore:
     def _touch(self, record: SessionRecord) -> None:
         if self.tracker is not None:
             self.tracker.touch(record.id)
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def streaming_here(self, record: SessionRecord) -> bool:
         return record.connected and record.worker == self.worker
@@ -328,12 +325,7 @@ class SessionStore:
             return
         for record in gone:
             del ended[record.id]
-            self._forget(record)
-            by_org = self._by_org.get(record.owner[0])
-            if by_org is not None:
-                by_org.pop(record.id, None)
-                if not by_org:
-                    del self._by_org[record.owner[0]]
+            self._remove(record)
         self.evicted += len(gone)
         for listener in self._evict_listeners:
             listener(gone)

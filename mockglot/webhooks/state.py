@@ -23,7 +23,7 @@ import msgspec
 from mockglot.errors import ApiError
 from mockglot.state.clock import Clock
 from mockglot.state.randomness import Randomness
-from mockglot.state.replica import DocTracker
+from mockglot.state.replica import DocTracker, SharedDocs
 from mockglot.wire import WEBHOOK_EVENTS, WebhookStatus
 
 RETRY_DELAYS_SECONDS = (60, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 24 * 3600)  # each after the one before
@@ -126,7 +126,7 @@ def parse_setting(entry: str) -> tuple[str, str | None]:
     return url, secret or None
 
 
-class WebhookStore:
+class WebhookStore(SharedDocs):
     def __init__(self, clock: Clock, randomness: Randomness) -> None:
         self.clock = clock
         self.randomness = randomness
@@ -161,9 +161,6 @@ class WebhookStore:
                 endpoint.order,
             )
         )
-
-    def changes(self) -> dict[str, bytes | None]:
-        return self.tracker.changes() if self.tracker is not None else {}
 
     def load(self, endpoint_id: str, data: bytes | None) -> None:
         """Another worker's version of an endpoint; one deleted there takes this worker's deliveries to it too."""
