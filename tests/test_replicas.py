@@ -312,7 +312,7 @@ def test_removed_and_reset_faults_disappear_on_the_other_worker() -> None:
 # --- webhooks ---------------------------------------------------------------------------------------------
 
 
-def test_webhook_endpoints_are_shared_and_deliveries_are_not() -> None:
+def test_webhook_endpoints_and_deliveries_are_shared_and_each_delivery_has_one_sender() -> None:
     a, b = server(worker="a"), server(worker="b")
     endpoint = a.webhooks.register("http://127.0.0.1:9/hooks", events=["session.ended"], organization="org_a")
     everyone = a.webhooks.register("http://127.0.0.1:9/all")
@@ -327,11 +327,14 @@ def test_webhook_endpoints_are_shared_and_deliveries_are_not() -> None:
     )
     assert [e.id for e in b.webhooks.matching("session.ended", "org_a")] == [endpoint.id, everyone.id]
     delivery = b.webhooks.add(copy, "evt_1", "session.ended", "sess_1", "org_a", b"{}")
-    assert replicate(b, a)["webhooks"] == {} and a.webhooks.deliveries() == []
+    assert list(replicate(b, a)["webhooks"]) == [delivery.id]
+    (seen,) = a.webhooks.deliveries()
+    assert (seen.id, seen.endpoint, seen.owner, seen.body) == (delivery.id, endpoint, "b", b"{}")
+    assert b.webhooks.mine(delivery) and not a.webhooks.mine(seen) and a.webhooks.orphaned() == []
     dropped: list[str] = []
     b.webhooks.on_drop(lambda deliveries: dropped.extend(d.id for d in deliveries))
     a.webhooks.remove(endpoint.id)
-    assert replicate(a, b)["webhooks"] == {endpoint.id: None}
+    assert replicate(a, b)["webhooks"] == {endpoint.id: None, delivery.id: None}
     assert endpoint.id not in b.webhooks.endpoints and dropped == [delivery.id] and delivery.cancelled
     a.webhooks.reset()
     replicate(a, b)

@@ -79,8 +79,8 @@ class ServerState:
 
     def replicas(self) -> list[Replica]:
         """The stores several workers share (see state/replica.py). What stays with each worker: the request
-        journal, the inspector's feed, the contract report, webhook deliveries, agents, provider legs, and what a
-        stream holds (its pipeline, frame journal and audio: read on the worker it ran on)."""
+        journal, the inspector's feed, the contract report, agents, provider legs, endpoints from the settings, and
+        what a stream holds (its pipeline, frame journal and audio: read on the worker it ran on)."""
         return [
             self.clock,
             self.randomness,
@@ -103,7 +103,7 @@ class ServerState:
         for store in (self.clock, self.keys, self.rate_limiter, self.idempotency, self.faults):
             store.share()
         self.scenarios.share()
-        self.webhooks.share()
+        self.webhooks.share(worker, alive, coordinator)
         self.sessions.share(worker)
         self.sessions.alive = alive
         self.sessions.on_change = coordinator.changed

@@ -4,6 +4,9 @@ Nothing on the request path awaits a delivery. An event is rendered and recorded
 a snapshot of the resource at that moment), then background tasks send it: one ordered lane per endpoint for
 first attempts, retries when the server clock makes them due, all under one bound on concurrent requests.
 A receiver that hangs or refuses holds only its own lane.
+
+Shared between workers, each worker sends only the deliveries it owns (see `webhooks/state.py`), and claims,
+every CLAIM_SECONDS, those whose owner stopped or died.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ MAX_CONCURRENT_ATTEMPTS = 32
 DISCARD_SECONDS = 1.0  # how long a receiver's answer body may take before its connection is closed instead
 MAX_DISCARDED_BYTES = 64 * 1024
 USER_AGENT = f"mockglot/{__version__} (Kallglot webhooks)"
+CLAIM_SECONDS = 1.0  # shared: how often a worker looks for deliveries no live worker sends
 _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
@@ -68,6 +72,7 @@ class Dispatcher:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._attempts: dict[str, asyncio.Task[None]] = {}  # delivery id -> its attempt in flight
+        self._claimer: asyncio.Task[None] | None = None  # shared: takes over deliveries of workers gone
         events.subscribe(self._on_event)
         clock.on_change(self._on_clock)
         store.on_drop(self._dropped)
@@ -106,10 +111,12 @@ class Dispatcher:
         self._due = [
             (d.next_attempt_at, next(self._order), d.id)
             for d in self.store.deliveries(status="pending")
-            if d.next_attempt_at is not None
+            if d.next_attempt_at is not None and self.store.mine(d)
         ]
         heapq.heapify(self._due)
         self._arm()
+        if self.store.worker is not None:
+            self._claimer = self._loop.create_task(self._claim_forever())
 
     def _http(self) -> httpx.AsyncClient:
         """The sending client, made on the first delivery: httpx and a certificate store cost start-up ~0.1 s."""
@@ -129,9 +136,14 @@ class Dispatcher:
         if self._timer is not None:
             self._timer.cancel()
         tasks = [*self._attempts.values(), *(lane.task for lane in self._lanes.values() if lane.task)]
+        if self._claimer is not None:
+            tasks.append(self._claimer)
+            self._claimer = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.store.worker is not None:
+            self.store.release()  # written back by the coordinator's last hold, when it stops after this
         if self._client is not None:
             await self._client.aclose()
         self._loop, self._client, self._semaphore, self._timer = None, None, None, None
@@ -219,7 +231,12 @@ class Dispatcher:
         while self._due and self._due[0][0] <= now:
             due, _, delivery_id = heapq.heappop(self._due)
             delivery = self.store.get(delivery_id)
-            if delivery is not None and not delivery.cancelled and delivery.next_attempt_at == due:
+            if (
+                delivery is not None
+                and not delivery.cancelled
+                and delivery.next_attempt_at == due
+                and self.store.mine(delivery)
+            ):
                 self._launch(delivery)
         self._arm()
 
@@ -229,6 +246,29 @@ class Dispatcher:
             self._timer = None
         if self._due and self._loop is not None:
             self._timer = self._loop.call_later(max(self._due[0][0] - self.clock.now(), 0), self._fire_due)
+
+    async def _claim_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CLAIM_SECONDS)
+            try:
+                await self.claim()
+            except Exception as exc:  # the shared state is away (503): the next round tries again
+                log.warning("webhooks: could not claim other workers' deliveries: %s", exc)
+
+    async def claim(self) -> None:
+        """Take over the pending deliveries of workers that stopped or died, and send them as due."""
+        if not self.store.orphaned():  # the common case, without the lock
+            return
+        async with self.store.hold():
+            claimed = self.store.claim()
+        for delivery in claimed:
+            if not delivery.attempts:
+                self._enqueue(delivery)
+            elif delivery.next_attempt_at is not None:
+                heapq.heappush(self._due, (delivery.next_attempt_at, next(self._order), delivery.id))
+        if claimed:
+            log.info("webhooks: took over %d deliveries from workers gone", len(claimed))
+            self._arm()
 
     def _cancel(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -242,6 +282,7 @@ class Dispatcher:
         """Record the attempt at once (so the state shows it in flight), and send it in the background."""
         assert self._loop is not None
         attempt = delivery.begin(self.clock.now())
+        self.store.changed(delivery)
         task = self._loop.create_task(self._send(delivery, attempt))
         self._attempts[delivery.id] = task
         task.add_done_callback(lambda done: self._forget(delivery.id, done))
@@ -283,6 +324,7 @@ class Dispatcher:
         finally:
             jitter = (2 * self.store.randomness.random("webhook-retry") - 1) * RETRY_JITTER
             delivery.finish(attempt, status, latency or (time.perf_counter() - started) * 1000, error, jitter)
+            self.store.changed(delivery)
             self._announce(delivery, attempt)
         self._landed(delivery)
 

@@ -4,15 +4,22 @@ A delivery is one event for one endpoint, with every attempt made. The retry sch
 on the server clock, so a test that advances the clock makes retries due. (r2) The documented delays are
 between attempts: each retry is due its delay after the attempt before it, give or take RETRY_JITTER of it.
 
-Shared between workers (`WebhookStore.share()`), only the endpoints the control plane registered are documents:
-every worker delivers to them. Deliveries stay with the worker whose event made them (each event happens on one
-worker, so it is delivered once), and so do endpoints from the settings: every worker registers its own from the
-same settings, so sharing them would deliver each event once per worker.
+Shared between workers (`WebhookStore.share()`), the endpoints the control plane registered and the deliveries
+are documents. A delivery is sent only by the worker that owns it (`Delivery.owner`): the worker whose event
+made it (each event happens on one worker, so it is delivered once), or, once that worker stopped or died, the
+one that claimed it under the lock (the dispatcher's claimer), so retries survive a worker. Endpoints from the
+settings stay each worker's own (every worker registers them from the same settings: sharing them would deliver
+each event once per worker); their generated secret is derived from a key the workers share (`settings-key`),
+so a receiver verifies every worker's deliveries with one secret.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import math
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +30,7 @@ import msgspec
 from mockglot.errors import ApiError
 from mockglot.state.clock import Clock
 from mockglot.state.randomness import Randomness
-from mockglot.state.replica import DocTracker, SharedDocs
+from mockglot.state.replica import Coordinator, DocTracker, SharedDocs
 from mockglot.wire import WEBHOOK_EVENTS, WebhookStatus
 
 RETRY_DELAYS_SECONDS = (60, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 24 * 3600)  # each after the one before
@@ -31,6 +38,7 @@ RETRY_JITTER = 0.1  # [emulator] each delay is stretched or shortened by up to 1
 MAX_ATTEMPTS = 1 + len(RETRY_DELAYS_SECONDS)
 MAX_FINISHED_DELIVERIES = 10_000  # the oldest finished deliveries are forgotten beyond this; pending never are
 SECRET_BYTES = 24
+KEY_DOC = "settings-key"  # shared: the key the settings endpoints' generated secrets are derived from
 
 Source = Literal["settings", "control"]
 
@@ -75,6 +83,7 @@ class Delivery:
     status: WebhookStatus = "pending"
     next_attempt_at: float | None = None
     cancelled: bool = False  # its endpoint was deleted or the state reset: never attempt it again
+    owner: str = ""  # shared: the worker that sends it ("" alone, or released by a worker that stopped)
 
     @property
     def in_flight(self) -> bool:
@@ -136,16 +145,41 @@ class WebhookStore(SharedDocs):
         self._by_org: dict[str, dict[str, Delivery]] = {}  # so one organization's reset costs only its own
         self._finished: deque[str] = deque()
         self._drop_listeners: list[Callable[[list[Delivery]], None]] = []
-        self.tracker: DocTracker | None = None  # shared between workers: one document per control endpoint
+        self.tracker: DocTracker | None = None  # shared between workers: control endpoints, deliveries, the key
+        self.worker: str | None = None  # shared: this worker's name (it sends the deliveries it owns)
+        self.alive: Callable[[str], bool] = lambda worker: True
+        self.coordinator: Coordinator | None = None
+        self._settings_key: bytes | None = None
 
     # --- shared between workers (see state/replica.py) ---------------------------------------------------
 
     name = "webhooks"
 
-    def share(self) -> None:
+    def share(
+        self, worker: str = "", alive: Callable[[str], bool] | None = None, coordinator: Coordinator | None = None
+    ) -> None:
         self.tracker = DocTracker(self._encode)
+        self.worker, self.coordinator = worker, coordinator
+        if alive is not None:
+            self.alive = alive
+        if self.randomness.seed is None:  # seeded, every worker already draws the same secrets
+            self._settings_key = secrets.token_bytes(32)  # the first worker's becomes everyone's
+            self.tracker.touch(KEY_DOC)
+            self._derive_secrets()
+
+    def _derive_secrets(self) -> None:
+        assert self._settings_key is not None
+        for endpoint in self.endpoints.values():
+            if endpoint.source == "settings" and endpoint.generated_secret:
+                digest = hmac.new(self._settings_key, endpoint.url.encode(), hashlib.sha256).hexdigest()
+                endpoint.secret = "whsec_" + digest[: 2 * SECRET_BYTES]
 
     def _encode(self, endpoint_id: str) -> bytes | None:
+        if endpoint_id.startswith("wh_del_"):
+            delivery = self._deliveries.get(endpoint_id)
+            return None if delivery is None else _ENCODER.encode(_delivery_doc(delivery))
+        if endpoint_id == KEY_DOC:
+            return self._settings_key
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None or endpoint.source != "control":
             return None
@@ -166,6 +200,14 @@ class WebhookStore(SharedDocs):
         """Another worker's version of an endpoint; one deleted there takes this worker's deliveries to it too."""
         if self.tracker is not None:
             self.tracker.loaded(endpoint_id, data)
+        if endpoint_id.startswith("wh_del_"):
+            self._load_delivery(endpoint_id, data)
+            return
+        if endpoint_id == KEY_DOC:
+            if data is not None:
+                self._settings_key = data
+                self._derive_secrets()
+            return
         endpoint = self.endpoints.get(endpoint_id)
         if data is None:
             if endpoint is not None and endpoint.source == "control":
@@ -186,6 +228,97 @@ class WebhookStore(SharedDocs):
             endpoint.url, endpoint.events, endpoint.secret = doc.url, events, doc.secret
             endpoint.organization, endpoint.created_at = doc.organization, doc.created_at
             endpoint.generated_secret = doc.generated_secret
+
+    def _load_delivery(self, delivery_id: str, data: bytes | None) -> None:
+        local = self._deliveries.get(delivery_id)
+        if data is None:
+            if local is not None:
+                local.cancelled = True
+                del self._deliveries[delivery_id]
+                self._unindex(local)
+                self._dropped([local])
+            return
+        doc = _DELIVERY_DECODER.decode(data)
+        if local is not None and local.owner == doc.owner == self.worker:
+            assert self.tracker is not None
+            self.tracker.touch(delivery_id)  # this worker sends it: its own copy is the newest
+            return
+        endpoint = self.endpoints.get(doc.endpoint)
+        if endpoint is None:  # another worker's settings endpoint, or one removed since: what sending needs
+            endpoint = WebhookEndpoint(
+                doc.endpoint, doc.url, None, doc.secret, doc.organization, "settings", doc.created_at
+            )
+        attempts = [Attempt(*fields) for fields in doc.attempts]
+        status = doc.status
+        if local is None:
+            local = Delivery(
+                delivery_id, endpoint, doc.event_id, doc.event_type, doc.session_id, doc.organization, doc.body,
+                doc.created_at, doc.redelivery_of, attempts, status, doc.next_attempt_at, owner=doc.owner,
+            )  # fmt: skip
+            self._deliveries[delivery_id] = local
+            self._by_org.setdefault(doc.organization, {})[delivery_id] = local
+        else:
+            local.attempts, local.status, local.owner = attempts, status, doc.owner
+            local.next_attempt_at = doc.next_attempt_at
+        if status != "pending":
+            self._finished.append(delivery_id)
+            self._forget_finished()
+
+    # --- sending: which worker (shared) -------------------------------------------------------------------
+
+    def mine(self, delivery: Delivery) -> bool:
+        """Whether this worker sends `delivery` (alone: always)."""
+        return self.worker is None or delivery.owner == self.worker
+
+    def changed(self, delivery: Delivery) -> None:
+        """A delivery's state changed (an attempt began or ended): share it soon, unless another worker took it
+        over meanwhile (this worker was taken for dead): its version is the one that counts."""
+        if self.tracker is not None and delivery.owner == self.worker:
+            self._share(delivery)
+
+    def _share(self, delivery: Delivery) -> None:
+        assert self.tracker is not None
+        self.tracker.touch(delivery.id)
+        if self.coordinator is not None:
+            self.coordinator.changed()
+
+    def orphaned(self) -> list[Delivery]:
+        """Pending deliveries no live worker sends: their owner stopped (released them) or died."""
+        if self.worker is None:
+            return []
+        worker, alive = self.worker, self.alive
+        return [
+            d
+            for d in self._deliveries.values()
+            if d.status == "pending" and not d.cancelled and d.owner != worker and (not d.owner or not alive(d.owner))
+        ]
+
+    def claim(self) -> list[Delivery]:
+        """Take the orphaned deliveries (under the lock, so one worker takes each): an attempt their owner left
+        in flight counts as failed. Returns those still to attempt."""
+        claimed = []
+        for delivery in self.orphaned():
+            delivery.owner = self.worker or ""
+            if delivery.in_flight:
+                attempt = delivery.attempts[-1]
+                delivery.finish(attempt, None, 0.0, "the worker sending it stopped before an answer")
+            self.changed(delivery)
+            if delivery.status == "pending":
+                claimed.append(delivery)
+            else:
+                self.finished(delivery)
+        return claimed
+
+    def release(self) -> None:
+        """This worker stops: any other may claim its pending deliveries (a killed one's are claimed too)."""
+        for delivery in self._deliveries.values():
+            if delivery.status == "pending" and delivery.owner == self.worker and not delivery.cancelled:
+                delivery.owner = ""
+                self._share(delivery)
+
+    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
+        assert self.coordinator is not None
+        return self.coordinator.hold()
 
     def on_drop(self, listener: Callable[[list[Delivery]], None]) -> None:
         """Called with the deliveries a reset or an endpoint's removal dropped (the dispatcher stops sending)."""
@@ -275,6 +408,9 @@ class WebhookStore(SharedDocs):
         )
         self._deliveries[delivery.id] = delivery
         self._by_org.setdefault(organization, {})[delivery.id] = delivery
+        if self.tracker is not None:
+            delivery.owner = self.worker or ""
+            self._share(delivery)
         return delivery
 
     def finished(self, delivery: Delivery) -> None:
@@ -282,10 +418,15 @@ class WebhookStore(SharedDocs):
         if delivery.status == "pending":
             return
         self._finished.append(delivery.id)
+        self._forget_finished()
+
+    def _forget_finished(self) -> None:
         while len(self._deliveries) > MAX_FINISHED_DELIVERIES and self._finished:
             forgotten = self._deliveries.pop(self._finished.popleft(), None)
             if forgotten is not None:
                 self._unindex(forgotten)
+                if self.tracker is not None:
+                    self.tracker.touch(forgotten.id)
 
     def get(self, delivery_id: str) -> Delivery | None:
         return self._deliveries.get(delivery_id)
@@ -298,7 +439,7 @@ class WebhookStore(SharedDocs):
         session_id: str | None = None,
     ) -> list[Delivery]:
         """Oldest first, filtered by whichever of the arguments are given."""
-        return [
+        found = [
             d
             for d in self._deliveries.values()
             if (endpoint_id is None or d.endpoint.id == endpoint_id)
@@ -306,6 +447,9 @@ class WebhookStore(SharedDocs):
             and (status is None or d.status == status)
             and (session_id is None or d.session_id == session_id)
         ]
+        if self.tracker is not None:  # loaded from other workers in any order
+            found.sort(key=lambda d: (d.created_at, d.id))
+        return found
 
     # --- reset -------------------------------------------------------------------------------------------
 
@@ -316,6 +460,9 @@ class WebhookStore(SharedDocs):
             if self.tracker is not None:  # those removed are reported gone
                 self.tracker.touched.update(self.endpoints)
                 self.tracker.touched.update(self.tracker.known())
+                if self._settings_key is not None:  # Redis drops every document: write the key again
+                    self.tracker.loaded(KEY_DOC, None)
+                    self.tracker.touch(KEY_DOC)
             self.endpoints = {k: e for k, e in self.endpoints.items() if e.source == "settings"}
             self._finished.clear()
             return self._dropped(self._drop(lambda d: True))
@@ -327,6 +474,8 @@ class WebhookStore(SharedDocs):
         for delivery in dropped:
             delivery.cancelled = True
             self._deliveries.pop(delivery.id, None)
+            if self.tracker is not None:
+                self.tracker.touch(delivery.id)
         return self._dropped(dropped)
 
     def _drop(self, doomed: Callable[[Delivery], bool]) -> list[Delivery]:
@@ -335,6 +484,8 @@ class WebhookStore(SharedDocs):
             delivery.cancelled = True
             del self._deliveries[delivery.id]
             self._unindex(delivery)
+            if self.tracker is not None:
+                self.tracker.touch(delivery.id)
         return dropped
 
     def _unindex(self, delivery: Delivery) -> None:
@@ -357,8 +508,37 @@ class _EndpointDoc(msgspec.Struct, array_like=True):
     order: int
 
 
+class _DeliveryDoc(msgspec.Struct, array_like=True):
+    """A delivery as workers share it: with its endpoint's URL and secret, which are all sending needs."""
+
+    owner: str
+    endpoint: str
+    url: str
+    secret: str
+    event_id: str
+    event_type: str
+    session_id: str
+    organization: str
+    body: bytes
+    created_at: float
+    redelivery_of: str | None
+    attempts: list[tuple[int, float, int | None, float | None, str | None]]
+    status: WebhookStatus
+    next_attempt_at: float | None
+
+
+def _delivery_doc(d: Delivery) -> _DeliveryDoc:
+    return _DeliveryDoc(
+        d.owner, d.endpoint.id, d.endpoint.url, d.endpoint.secret, d.event_id, d.event_type, d.session_id,
+        d.organization, d.body, d.created_at, d.redelivery_of,
+        [(a.retry_count, a.at, a.status_code, a.latency_ms, a.error) for a in d.attempts], d.status,
+        d.next_attempt_at,
+    )  # fmt: skip
+
+
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(_EndpointDoc)
+_DELIVERY_DECODER = msgspec.msgpack.Decoder(_DeliveryDoc)
 
 
 def _check_events(events: list[str] | None) -> frozenset[str] | None:
