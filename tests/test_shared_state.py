@@ -145,6 +145,11 @@ def test_a_rest_end_on_one_worker_closes_the_stream_held_by_the_other(pair: list
             http = on_a.http
             frames = (await http.get(f"{a.base_url}/_mockglot/sessions/{session['id']}/frames")).json()
             assert frames["count"] > 2  # the journal, kept by the worker the stream runs on
+            # a request run on B for A counts once against the key's rate limit, not on both workers
+            first = await http.get(f"{a.base_url}/v1/sessions/{session['id']}", headers=auth())
+            second = await http.get(f"{a.base_url}/v1/sessions/{session['id']}", headers=auth())
+            used = int(first.headers["x-ratelimit-remaining"]) - int(second.headers["x-ratelimit-remaining"])
+            assert first.status_code == second.status_code == 200 and used == 1
             ended = await on_a.end_session(session["id"])
             told = await stream.until("session.ended")
             return refused, ended, told

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from mockglot.errors import ApiError
-from mockglot.state.replica import Elsewhere, Replica
+from mockglot.state.replica import Replica
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -51,10 +51,11 @@ HEARTBEAT_SECONDS = 1.0
 WORKER_TIMEOUT_SECONDS = 5.0  # a worker not heard from for this long no longer holds its streams
 FORWARD_TIMEOUT_SECONDS = 5.0
 STOP_STEP_SECONDS = 1.0
+FORGET_WORKERS_SECONDS = 24 * 3600  # a dead worker stays known as dead this long (its sessions and deliveries)
 LOG_KEEP_VERSIONS = 2_000  # deleted documents' entries kept in the log; a worker further behind reloads whole
 RESET_ALL = "!reset/*"
 RESET_PREFIX = "!reset/"
-FORWARDED_HEADER = b"x-mockglot-forwarded"
+FORWARDED_SCOPE_KEY = "mockglot.forwarded"  # a request another worker sent here to run
 
 _holding: contextvars.ContextVar[bool] = contextvars.ContextVar("mockglot_holding", default=False)
 
@@ -269,11 +270,6 @@ class RedisCoordinator:
         reset = _holding.set(True)
         try:
             yield
-        except Elsewhere:  # run on another worker instead: what it changed here must not count
-            _holding.reset(reset)
-            self.discard()
-            await self._leave()
-            raise
         except BaseException:
             _holding.reset(reset)
             await self._leave()
@@ -433,13 +429,6 @@ class RedisCoordinator:
             with contextlib.suppress(Exception):
                 await self._redis.publish(self._key("changed"), self.worker)
 
-    def discard(self) -> None:
-        """Forget this request's changes (it is run on another worker instead): reload from Redis next time."""
-        for replica in self.replicas.values():
-            replica.changes()
-        self.state.markers.clear()
-        self.version = -1
-
     # --- background -----------------------------------------------------------------------------------
 
     async def _flush_forever(self) -> None:
@@ -470,7 +459,7 @@ class RedisCoordinator:
         key = self._key("workers")
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(key, {self.worker: now})
-        pipe.zremrangebyscore(key, "-inf", now - 10 * WORKER_TIMEOUT_SECONDS)
+        pipe.zremrangebyscore(key, "-inf", now - FORGET_WORKERS_SECONDS)
         pipe.zrangebyscore(key, "-inf", now - WORKER_TIMEOUT_SECONDS)
         pipe.zrange(key, 0, -1)
         results = await pipe.execute()
@@ -533,7 +522,7 @@ class RedisCoordinator:
     # --- requests run on another worker ---------------------------------------------------------------
 
     async def from_others(self, scope: Mapping[str, Any]) -> list[bytes]:
-        if any(name == FORWARDED_HEADER for name, _ in scope["headers"]):
+        if scope.get(FORWARDED_SCOPE_KEY):
             return []  # asked by another worker: only this one's own
         others = [worker for worker in self._workers if worker != self.worker and self.alive(worker)]
         answers = await asyncio.gather(
@@ -586,7 +575,8 @@ class RedisCoordinator:
             "raw_path": request.path.encode(),
             "query_string": request.query,
             "root_path": "",
-            "headers": [*request.headers, (FORWARDED_HEADER, b"1")],
+            "headers": request.headers,
+            FORWARDED_SCOPE_KEY: True,  # in the scope, where no client can put it
             "client": ("127.0.0.1", 0),
             "server": ("127.0.0.1", 0),
             "state": {},

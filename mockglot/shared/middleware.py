@@ -1,19 +1,21 @@
 """With several workers, each request runs holding the shared state, and is answered once what it changed is
 saved: a client is never told of a change that a lost Redis then forgets.
 
-A request that needs a stream held by another worker (`Elsewhere`) changes nothing here: it is run on that
-worker, and its answer is this one's.
+A request about a session streamed on another live worker is run on that worker, and its answer is this one's:
+it is sent there before it runs here (so it changes nothing here, and counts once), or, when only the handler
+finds out (`Elsewhere`), from there.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockglot.errors import ApiError
 from mockglot.http import MAX_BODY_BYTES, error_response, request_id
-from mockglot.shared.coordinator import FORWARDED_HEADER, RedisCoordinator, Unavailable
+from mockglot.shared.coordinator import FORWARDED_SCOPE_KEY, RedisCoordinator, Unavailable
 from mockglot.state.replica import Elsewhere
 
 # What never waits for the lock: health (a probe must answer while Redis is away), the inspector's pages and
@@ -25,6 +27,9 @@ UNHELD_PATHS = (
     "/_mockglot/openapi.json",
     "/_mockglot/asyncapi.json",
 )
+
+
+SESSION_PATH = re.compile(r"/(?:v1|_mockglot)/sessions/([^/]+)")
 
 
 def held(path: str) -> bool:
@@ -77,7 +82,7 @@ class HoldSharedState:
             return
         messages, body = await _read(receive)
         replay = _Replay(messages, receive)
-        forwarded = any(name == FORWARDED_HEADER for name, _ in scope["headers"])
+        forwarded = bool(scope.get(FORWARDED_SCOPE_KEY))
         for _ in range(3):
             start: Message | None = None
             chunks: list[bytes] = []
@@ -91,6 +96,9 @@ class HoldSharedState:
 
             try:
                 async with self.coordinator.hold():
+                    elsewhere = None if forwarded else self._streamed_elsewhere(scope["path"])
+                    if elsewhere is not None:
+                        raise Elsewhere(elsewhere)
                     await self.app(scope, replay.fresh(), capture)
             except Elsewhere as where:
                 if forwarded:
@@ -115,6 +123,15 @@ class HoldSharedState:
                 await send({"type": "http.response.body", "body": b"".join(chunks)})
             return
         await self._error(scope, receive, send, Unavailable("could not settle where this session's stream is"))
+
+    def _streamed_elsewhere(self, path: str) -> str | None:
+        """The live worker a session in the path was streamed on, when it is not this one."""
+        match = SESSION_PATH.match(path)
+        if match is None:
+            return None
+        sessions = self.coordinator.state.sessions
+        record = sessions.lookup(match.group(1))
+        return record.worker if record is not None and sessions.held_elsewhere(record) else None
 
     async def _error(self, scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
         """The envelope, with a request ID of its own when the request never reached the edge that gives one."""

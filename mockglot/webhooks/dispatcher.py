@@ -250,7 +250,6 @@ class Dispatcher:
     async def _claim_forever(self) -> None:
         while True:
             await asyncio.sleep(CLAIM_SECONDS)
-            self.store.reshare()
             try:
                 await self.claim()
             except Exception as exc:  # the shared state is away (503): the next round tries again

@@ -150,8 +150,6 @@ class WebhookStore(SharedDocs):
         self.alive: Callable[[str], bool] = lambda worker: True
         self.coordinator: Coordinator | None = None
         self._settings_key: bytes | None = None
-        self._recent: set[str] = set()  # deliveries changed here lately (shared): see `reshare`
-        self._older: set[str] = set()
 
     # --- shared between workers (see state/replica.py) ---------------------------------------------------
 
@@ -281,23 +279,9 @@ class WebhookStore(SharedDocs):
     def _share(self, delivery: Delivery) -> None:
         assert self.tracker is not None
         self.tracker.touch(delivery.id)
-        self._recent.add(delivery.id)
         if self.coordinator is not None:
             self.coordinator.changed()
 
-    def reshare(self) -> None:
-        """Write again, once, what changed here a round ago (the claimer's rounds, each second): a change made
-        outside a request can be taken without being written (a request forwarded to another worker discards
-        every change then pending here, as if saved)."""
-        if self.tracker is None or not (self._recent or self._older):
-            return
-        tracker, deliveries, worker = self.tracker, self._deliveries, self.worker
-        for delivery_id in self._older:
-            delivery = deliveries.get(delivery_id)
-            if delivery is not None and delivery.owner == worker:
-                tracker.loaded(delivery_id, None)  # forget what was "saved": the encoding is written whatever it is
-                tracker.touch(delivery_id)
-        self._older, self._recent = self._recent, set()
         if self.coordinator is not None:
             self.coordinator.changed()
 
