@@ -261,3 +261,16 @@ def test_the_request_journal_read_on_any_worker_holds_every_worker_s_requests(pa
             assert [entry["request_id"] for entry in journal] == sent  # all of them, in the order they were served
             newest = http.get(f"{server.base_url}/_mockglot/requests", params={"api_key": KEY, "limit": 2}).json()
             assert [entry["request_id"] for entry in newest["data"]] == sent[-2:]
+
+
+def test_the_contract_report_read_on_any_worker_counts_every_worker_s_requests(pair: list[ServerThread]) -> None:
+    a, b = pair
+    time.sleep(1.5)  # a heartbeat: each worker knows the other
+    with httpx.Client() as http:
+        for i in range(4):  # creates without an Idempotency-Key: a violation each, two on each worker
+            assert http.post(f"{(a, b)[i % 2].base_url}/v1/sessions", json=BODY, headers=auth()).status_code == 201
+        for server in (a, b):
+            report = http.get(f"{server.base_url}/_mockglot/contract", params={"api_key": KEY}).json()
+            assert report["coverage"]["operations"]["POST /v1/sessions"] == 4
+            missing = [v for v in report["violations"] if v["kind"] == "missing_idempotency_key"]
+            assert missing and missing[0]["count"] == 4

@@ -14,7 +14,7 @@ from mockglot.api.endpoint import UNKNOWN_FIELDS_WARNING, WARNINGS_SCOPE_KEY, En
 from mockglot.control.endpoint import ControlContext, query_float
 from mockglot.http import headers_of
 from mockglot.state.auth import ApiKey
-from mockglot.state.contract import Ledger, bump
+from mockglot.state.contract import MAX_EXAMPLES, Ledger, bump
 from mockglot.state.server import ServerState
 
 MAX_SETTLE_SECONDS = 5.0
@@ -114,7 +114,40 @@ async def get_report(ctx: ControlContext) -> Reply:
         organization is None or c.record.owner[0] == organization for c in ctx.state.streams.connections.values()
     ):
         await ctx.state.coordinator.outside(asyncio.sleep(SETTLE_POLL_SECONDS))
-    return Reply(200, ctx.state.contract.report(organization))
+    report = ctx.state.contract.report(organization)
+    if ctx.state.shared:  # each worker observes what it served: the report is all of theirs
+        coordinator = ctx.state.coordinator
+        for body in await coordinator.outside(coordinator.from_others(ctx.request.scope)):
+            report = merged(report, msgspec.json.decode(body, type=wire.ContractReport))
+    return Reply(200, report)
+
+
+def merged(one: wire.ContractReport, other: wire.ContractReport) -> wire.ContractReport:
+    """Two workers' reports of the same organization as one: counts added, examples kept up to three."""
+    violations = {violation.kind: violation for violation in one.violations}
+    for violation in other.violations:
+        mine = violations.get(violation.kind)
+        if mine is None:
+            violations[violation.kind] = violation
+        else:
+            examples = [*mine.examples, *(e for e in violation.examples if e not in mine.examples)][:MAX_EXAMPLES]
+            violations[violation.kind] = wire.ContractViolation(
+                kind=mine.kind, count=mine.count + violation.count, why=mine.why, examples=examples
+            )
+    coverage = wire.ContractCoverage(
+        **{
+            name: _added(getattr(one.coverage, name), getattr(other.coverage, name))
+            for name in ("operations", "frames_in", "frames_out", "error_codes", "close_codes")
+        }
+    )
+    return wire.ContractReport(organization=one.organization, violations=list(violations.values()), coverage=coverage)
+
+
+def _added(one: dict[str, int], other: dict[str, int]) -> dict[str, int]:
+    total = dict(one)
+    for name, count in other.items():
+        total[name] = total.get(name, 0) + count
+    return dict(sorted(total.items()))
 
 
 ENDPOINTS = [
