@@ -476,9 +476,24 @@ class Server:
                 self.proc.wait(5)
 
     def cpu_seconds(self) -> float:
+        """The server's CPU time, its child processes' included (`mockglot serve --workers N` serves from
+        children of a supervisor)."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return tree_cpu_seconds(self.proc.pid)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live descendants (Linux /proc; a process gone meanwhile
+    counts nothing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            total += sum(tree_cpu_seconds(int(child)) for child in task.read_text().split())
+    return total
 
 
 def priority(nice: int, cpus: set[int] | None = None) -> Any:
@@ -567,14 +582,23 @@ class Step:
         return not self.problems and self.ping_p99 < LAG_LIMIT_MS and self.event_p99 < LAG_LIMIT_MS
 
 
-def run_step(kind: str, n: int, args: argparse.Namespace, logdir: Path, duration: float | None = None) -> Step:
+def run_step(
+    kind: str,
+    n: int,
+    args: argparse.Namespace,
+    logdir: Path,
+    duration: float | None = None,
+    server_class: type[Server] = Server,
+) -> Step:
+    """One step: N calls against a fresh `server_class` server (bench/shared.py passes its own, started with a
+    shared state)."""
     waited = wait_for_quiet(patience=args.patience)
     started = time.monotonic()
     duration = duration or args.duration
     step = Step(kind, n, waited=waited, duration=duration)
     workers = step.clients = min(args.clients, n)
     shares = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
-    with Server(kind, args, logdir) as server:
+    with server_class(kind, args, logdir) as server:
         procs = []
         for index, share in enumerate(shares):
             command = [
