@@ -275,7 +275,8 @@ def workers_part(redis: Redis, args: argparse.Namespace, logdir: Path) -> list[s
     """--workers 1 against --workers 2 on Redis, unpinned, climbing `args.ladder` in lockstep until each fails."""
     variants = [Variant("redis, 1 worker", redis.url, 1), Variant("redis, 2 workers", redis.url, 2)]
     pinned = args.server_cpus, args.client_cpus
-    args.server_cpus = args.client_cpus = None
+    # Every CPU, said outright: this process runs pinned to the client's CPU, and a child left alone inherits that.
+    args.server_cpus = args.client_cpus = args.all_cpus
     steps: dict[str, list[tuple[stream.Step, float]]] = {v.label: [] for v in variants}
     climbing = list(variants)
     try:
@@ -365,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args.nice = -10 if os.geteuid() == 0 else 0
     args.output_pace, args.compression, args.clients, args.timeline = "realtime", "deflate", 2, False
     cpus = sorted(os.sched_getaffinity(0))
+    args.all_cpus = set(cpus)
     args.server_cpus = {cpus[-1]} if len(cpus) >= 2 else None
     args.client_cpus = set(cpus[:-1]) if len(cpus) >= 2 else None
     if args.client_cpus:
