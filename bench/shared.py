@@ -326,17 +326,32 @@ def workers_part(redis: Redis, args: argparse.Namespace, logdir: Path) -> list[s
         gen = statistics.median([per_stream_second(s, s.client_cpu) for s in (s1, s2)])
         own_cores = 2 * cost1 / cost2
         own_cores_redis = 2 * (cost1 + redis1) / (cost2 + redis2)
-        # On these 2 cores: one worker gets one core (the load generator and Redis the other, as long as they fit);
-        # two workers share both cores with Redis and the load generator.
-        here1 = min(1000 / cost1, 2000 / (cost1 + redis1 + gen))
-        here2 = 2000 / (cost2 + redis2 + gen)
         lines.append(
             f"- CPU per stream-second at N={n}: 1 worker {cost1:.2f} ms (+ Redis {redis1:.2f}), 2 workers "
-            f"{cost2:.2f} ms together (+ Redis {redis2:.2f}); load generator {gen:.2f} ms. Projected per core, each "
-            f"worker on a core of its own and the load generator elsewhere: **{own_cores:.2f}x** "
-            f"({own_cores_redis:.2f}x with Redis sharing the workers' cores). Projected on this machine, the load "
-            f"generator's CPU accounted for: one worker up to {here1:.0f} streams, two up to {here2:.0f}: "
-            f"**{here2 / here1:.2f}x**"
+            f"{cost2:.2f} ms together (+ Redis {redis2:.2f}); load generator {gen:.2f} ms. Projected per core at "
+            f"equal N, each worker on a core of its own and the load generator elsewhere: **{own_cores:.2f}x** "
+            f"({own_cores_redis:.2f}x with Redis's CPU counted)"
+        )
+        # A worker's CPU per stream-second falls as its own load grows (more work per turn of its event loop):
+        # compare two workers at N with one worker at N/2, the same streams per worker.
+        halves = [
+            (s, r, h, hr)
+            for s, r in steps[variants[1].label]
+            for h, hr in steps[variants[0].label]
+            if s.passed and h.passed and 2 * h.n == s.n
+        ]
+        for s, r, h, hr in halves:
+            cost_two, cost_one = per_stream_second(s, s.server_cpu + r), per_stream_second(h, h.server_cpu + hr)
+            lines.append(
+                f"- Same streams per worker: 2 workers at N={s.n} {cost_two:.2f} ms per stream-second with Redis, "
+                f"1 worker at N={h.n} {cost_one:.2f} ms: two workers cost {cost_two / cost_one:.2f}x as much per "
+                f"stream as one worker carrying as many, so N on two cores of their own scales by "
+                f"**{2 * cost_one / cost_two:.2f}x** per the CPU"
+            )
+        budget = max((s for s, _ in steps[variants[1].label] if s.passed), key=lambda s: s.n)
+        lines.append(
+            f"- The machine at the 2-worker limit (N={budget.n}): servers {budget.server_cpu:.0f}%, load generator "
+            f"{budget.client_cpu:.0f}%, other processes {budget.other_cpu:.0f}% of the 2 cores' 200%"
         )
     return lines
 
