@@ -274,3 +274,22 @@ def test_the_contract_report_read_on_any_worker_counts_every_worker_s_requests(p
             assert report["coverage"]["operations"]["POST /v1/sessions"] == 4
             missing = [v for v in report["violations"] if v["kind"] == "missing_idempotency_key"]
             assert missing and missing[0]["count"] == 4
+
+
+def test_the_inspector_feed_on_one_worker_shows_what_happens_on_the_other(pair: list[ServerThread]) -> None:
+    a, b = pair
+    with httpx.Client(timeout=10) as http:
+        made = http.post(f"{b.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "feed"}))
+        session_id = made.json()["id"]
+        deadline = time.monotonic() + 10
+        seen: list[str] = []
+        while time.monotonic() < deadline and "session.created" not in seen:
+            with http.stream("GET", f"{a.base_url}/_mockglot/events", headers={"Last-Event-ID": "0"}) as events:
+                for line in events.iter_lines():
+                    if line.startswith("data: ") and session_id in line:
+                        seen.append(json.loads(line[6:])["type"])
+                    if line == "" and seen:
+                        break
+                    if "session.created" in seen or time.monotonic() > deadline:
+                        break
+    assert "session.created" in seen  # created on B, told by A's event stream

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from mockglot.errors import ApiError
+from mockglot.state.feed import FeedEvent, RelayedEvent
 from mockglot.state.replica import Replica
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ HEARTBEAT_SECONDS = 1.0
 WORKER_TIMEOUT_SECONDS = 5.0  # a worker not heard from for this long no longer holds its streams
 FORWARD_TIMEOUT_SECONDS = 5.0
 STOP_STEP_SECONDS = 1.0
+FEED_RELAY_SECONDS = 0.02
+MAX_RELAYED = 10_000  # feed events held for the others between two relays at most (beyond, not relayed)
 FORGET_WORKERS_SECONDS = 24 * 3600  # a dead worker stays known as dead this long (its sessions and deliveries)
 LOG_KEEP_VERSIONS = 2_000  # deleted documents' entries kept in the log; a worker further behind reloads whole
 RESET_ALL = "!reset/*"
@@ -198,6 +201,7 @@ class RedisCoordinator:
         self.forwarded = 0  # requests this worker sent to another (for health)
         self._stopping = False
         self._workers: list[str] = []  # the other workers, as of the last heartbeat
+        self._relayed: list[FeedEvent] = []  # this worker's feed events, not yet told to the others
 
     # --- keys -----------------------------------------------------------------------------------------
 
@@ -227,14 +231,17 @@ class RedisCoordinator:
         async with self.hold():  # loads what is there (or fills an empty Redis with this worker's copy)
             pass
         self._pubsub = self._redis.pubsub()
-        await self._pubsub.subscribe(self._key(f"w:{self.worker}"), self._key(f"r:{self.worker}"), self._key("changed"))
+        channels = (f"w:{self.worker}", f"r:{self.worker}", "changed", "feed")
+        await self._pubsub.subscribe(*(self._key(channel) for channel in channels))
         await self._heartbeat()
         self._tasks = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._flush_forever()),
             asyncio.create_task(self._heartbeat_forever()),
             asyncio.create_task(self._catch_up_forever()),
+            asyncio.create_task(self._relay_forever()),
         ]
+        self.state.feed.relay = self._relay
 
     async def stop(self) -> None:
         """Write back what the streams changed last and leave; each step bounded, so a shutdown never hangs on
@@ -453,6 +460,22 @@ class RedisCoordinator:
             except Exception:
                 log.exception("could not write back stream changes")
 
+    def _relay(self, event: FeedEvent) -> None:
+        if len(self._relayed) < MAX_RELAYED:
+            self._relayed.append(event)
+
+    async def _relay_forever(self) -> None:
+        """Tell the other workers this worker's feed events (the inspector shows every worker's), batched."""
+        assert self._redis is not None
+        while True:
+            await asyncio.sleep(FEED_RELAY_SECONDS)
+            if not self._relayed:
+                continue
+            events, self._relayed = self._relayed, []
+            message = msgspec.msgpack.encode((self.worker, [RelayedEvent.of(event) for event in events]))
+            with contextlib.suppress(Exception):
+                await self._redis.publish(self._key("feed"), message)
+
     async def _heartbeat(self) -> None:
         assert self._redis is not None
         now = time.time()
@@ -496,6 +519,7 @@ class RedisCoordinator:
     async def _listen(self) -> None:
         assert self._pubsub is not None
         requests, replies = self._key(f"w:{self.worker}").encode(), self._key(f"r:{self.worker}").encode()
+        feed = self._key("feed").encode()
         while not self._stopping:
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -511,6 +535,11 @@ class RedisCoordinator:
                 task = asyncio.create_task(self._serve_forwarded(msgspec.msgpack.decode(data, type=_Forward)))
                 self._serving.add(task)
                 task.add_done_callback(self._serving.discard)
+            elif channel == feed:
+                sender, events = msgspec.msgpack.decode(data, type=tuple[str, list[RelayedEvent]])
+                if sender != self.worker:
+                    for event in events:
+                        self.state.feed.receive(event)
             elif channel == replies:
                 answer = msgspec.msgpack.decode(data, type=_Answer)
                 waiter = self._waiting.pop(answer.id, None)

@@ -120,6 +120,7 @@ class Feed:
         self.last_id = 0
         self.backlog: deque[FeedEvent] = deque(maxlen=BACKLOG_EVENTS)
         self._subscribers: list[Subscription] = []
+        self.relay: Callable[[FeedEvent], None] | None = None  # with several workers: tells the others
 
     @property
     def subscribers(self) -> int:
@@ -131,9 +132,24 @@ class Feed:
         self.last_id = next(self._ids)
         shown, hashed = _NO_KEY if api_key is None else _shown(api_key)
         event = FeedEvent(self.last_id, type_, self._now(), session_id, organization, shown, hashed, data)
+        self._add(event)
+        if self.relay is not None:
+            self.relay(event)
+
+    def _add(self, event: FeedEvent) -> None:
         self.backlog.append(event)
         for subscriber in self._subscribers:
             subscriber.offer(event)
+
+    def receive(self, relayed: RelayedEvent) -> None:
+        """Another worker's event (`relayed`): numbered here, so `Last-Event-ID` works against this worker."""
+        self.last_id = next(self._ids)
+        self._add(
+            FeedEvent(
+                self.last_id, relayed.type, relayed.at, relayed.session_id, relayed.organization, relayed.key,
+                relayed.key_hash, relayed.data,
+            )
+        )  # fmt: skip
 
     def subscribe(self, filter: Filter, last_id: int | None = None) -> tuple[Subscription, bool]:
         """A subscription, first filled with the backlog after `last_id`; the flag says events after `last_id`
@@ -156,6 +172,24 @@ class Feed:
 
     def _since(self, last_id: int) -> Iterable[FeedEvent]:
         return (event for event in self.backlog if event.id > last_id)
+
+
+class RelayedEvent(msgspec.Struct, array_like=True):
+    """An event as one worker tells the others (its data JSON-ready)."""
+
+    type: str
+    at: float
+    session_id: str | None
+    organization: str | None
+    key: str | None
+    key_hash: str | None
+    data: Any
+
+    @classmethod
+    def of(cls, event: FeedEvent) -> RelayedEvent:
+        return cls(
+            event.type, event.at, event.session_id, event.organization, event.key, event.key_hash, _data(event.data)
+        )
 
 
 def encode(event: FeedEvent) -> bytes:
