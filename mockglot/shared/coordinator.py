@@ -530,23 +530,26 @@ class RedisCoordinator:
                 continue
             if message is None or message["type"] != "message":
                 continue
-            channel, data = message["channel"], message["data"]
-            if channel == requests:
-                task = asyncio.create_task(self._serve_forwarded(msgspec.msgpack.decode(data, type=_Forward)))
-                self._serving.add(task)
-                task.add_done_callback(self._serving.discard)
-            elif channel == feed:
-                sender, events = msgspec.msgpack.decode(data, type=tuple[str, list[RelayedEvent]])
-                if sender != self.worker:
-                    for event in events:
-                        self.state.feed.receive(event)
-            elif channel == replies:
-                answer = msgspec.msgpack.decode(data, type=_Answer)
-                waiter = self._waiting.pop(answer.id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(answer)
-            elif data != self.worker.encode():
-                self._catch_up_due.set()
+            try:
+                channel, data = message["channel"], message["data"]
+                if channel == requests:
+                    task = asyncio.create_task(self._serve_forwarded(msgspec.msgpack.decode(data, type=_Forward)))
+                    self._serving.add(task)
+                    task.add_done_callback(self._serving.discard)
+                elif channel == feed:
+                    sender, events = msgspec.msgpack.decode(data, type=tuple[str, list[RelayedEvent]])
+                    if sender != self.worker:
+                        for event in events:
+                            self.state.feed.receive(event)
+                elif channel == replies:
+                    answer = msgspec.msgpack.decode(data, type=_Answer)
+                    waiter = self._waiting.pop(answer.id, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(answer)
+                elif data != self.worker.encode():
+                    self._catch_up_due.set()
+            except Exception:  # a message this worker cannot read must not stop it listening
+                log.exception("a message from another worker could not be handled")
 
     # --- requests run on another worker ---------------------------------------------------------------
 

@@ -147,7 +147,7 @@ class Feed:
         self._add(
             FeedEvent(
                 self.last_id, relayed.type, relayed.at, relayed.session_id, relayed.organization, relayed.key,
-                relayed.key_hash, relayed.data,
+                relayed.key_hash, msgspec.Raw(relayed.data),
             )
         )  # fmt: skip
 
@@ -183,13 +183,12 @@ class RelayedEvent(msgspec.Struct, array_like=True):
     organization: str | None
     key: str | None
     key_hash: str | None
-    data: Any
+    data: bytes  # JSON (a frame's data holds raw JSON, which only JSON can carry as it is)
 
     @classmethod
     def of(cls, event: FeedEvent) -> RelayedEvent:
-        return cls(
-            event.type, event.at, event.session_id, event.organization, event.key, event.key_hash, _data(event.data)
-        )
+        data = msgspec.json.encode(_data(event.data))
+        return cls(event.type, event.at, event.session_id, event.organization, event.key, event.key_hash, data)
 
 
 def encode(event: FeedEvent) -> bytes:
