@@ -106,16 +106,17 @@ local since = tonumber(ARGV[1])
 if epoch ~= ARGV[2] or since < floor then return {-3} end
 """ + _CHANGES_SINCE.replace("LOG", "KEYS[2]").replace("DOCS", "KEYS[3]")
 
-# KEYS: lock, ver, log, docs, floor. ARGV: token, markers..., '', deleted..., '', (doc, data)...
+# KEYS: lock, ver, log, docs, floor, the `changed` channel. ARGV: token, worker, markers..., '', deleted..., '',
+# (doc, data)... Other workers are told of a change (`changed`, naming this worker) by the same script.
 # Returns the new version (or the current one when nothing changed), or -1 when the lease was lost.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if #ARGV == 3 then
+if #ARGV == 4 then
   redis.call('DEL', KEYS[1])
   return tonumber(redis.call('GET', KEYS[2]) or '0')
 end
 local ver = redis.call('INCR', KEYS[2])
-local i = 2
+local i = 3
 while ARGV[i] ~= '' do
   if ARGV[i] == '!reset/*' then redis.call('DEL', KEYS[3], KEYS[4]) end
   redis.call('ZADD', KEYS[3], ver, ARGV[i])
@@ -144,6 +145,7 @@ if ver % 1000 == 0 then
   end
 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[6], ARGV[2])
 return ver
 """.replace("KEEP", str(LOG_KEEP_VERSIONS))
 
@@ -417,10 +419,10 @@ class RedisCoordinator:
                     deleted.append(f"{name}/{doc}")
                 else:
                     written += [f"{name}/{doc}", data]
-        args: list[bytes | str] = [self._token, *markers, "", *deleted, "", *written]
+        args: list[bytes | str] = [self._token, self.worker, *markers, "", *deleted, "", *written]
         try:
             version = await self._commit_script(
-                keys=[self._key(k) for k in ("lock", "ver", "log", "docs", "floor")], args=args
+                keys=[self._key(k) for k in ("lock", "ver", "log", "docs", "floor", "changed")], args=args
             )
         except Exception as exc:
             self.version = -1  # this worker's copy may now differ from Redis: reload it whole next time
@@ -432,9 +434,6 @@ class RedisCoordinator:
             self.version = -1  # someone wrote in between (a lost lease): reload
         else:
             self.version = int(version)
-        if markers or deleted or written:
-            with contextlib.suppress(Exception):
-                await self._redis.publish(self._key("changed"), self.worker)
 
     # --- background -----------------------------------------------------------------------------------
 
