@@ -28,6 +28,7 @@ from mockglot.state.server import ServerState
 from mockglot.testing.server import ServerThread
 from tests import frame_schema
 from tests.redis_server import RedisServer
+from tests.shared_workers import workers
 
 BASE_URL = "http://testserver"
 
@@ -142,6 +143,22 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     try:
         yield server
     finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[str]:
+    """The session's Redis, emptied for this test: its URL."""
+    redis_server.flush()
+    yield redis_server.url
+
+
+@pytest.fixture
+def pair(redis: str) -> Iterator[list[ServerThread]]:
+    """Two workers sharing an empty Redis (tests/shared_workers.py), stopped after the test."""
+    servers = workers(redis)
+    yield servers
+    for server in servers:
         server.stop()
 
 

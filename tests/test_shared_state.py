@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,41 +17,16 @@ import httpx
 import pytest
 
 from mockglot.conformance.runner import run_checks
-from mockglot.settings import Settings
 from mockglot.testing.client import Client, utterance
 from mockglot.testing.server import AppThread, ServerThread
+from tests.containers import wait_healthy
 from tests.ports import free_port
 from tests.redis_server import RedisServer
 from tests.roundrobin import RoundRobin
+from tests.shared_workers import on, workers
 
 KEY = "sk_test_sharedstate01"
 BODY = {"mode": "bidirectional_translation", "source_language": "en", "target_language": "es"}
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> Iterator[str]:
-    """An empty Redis for each test."""
-    redis_server.flush()
-    yield redis_server.url
-
-
-def workers(url: str, n: int = 2, **settings: Any) -> list[ServerThread]:
-    return [ServerThread(Settings(port=0, state=url, output_pace="instant", **settings)).start() for _ in range(n)]
-
-
-@pytest.fixture
-def pair(redis: str) -> Iterator[list[ServerThread]]:
-    servers = workers(redis)
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-def on(server_url: str, session: dict[str, Any]) -> dict[str, Any]:
-    """The session with its stream URL on `server_url` (a worker's own URL, as a balancer would route it)."""
-    path = session["stream"]["url"].split("/v1/", 1)[1]
-    ws = "ws" + server_url.removeprefix("http")
-    return {**session, "stream": {**session["stream"], "url": f"{ws}/v1/{path}"}}
 
 
 def auth(key: str = KEY, **extra: str) -> dict[str, str]:
@@ -201,7 +175,7 @@ def test_a_killed_worker_lets_its_sessions_reconnect_on_another(redis: str, tmp_
     (a,) = workers(redis, 1)
     b_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(b_url)
+        wait_healthy(b_url, alive=lambda: other.poll() is None)
 
         async def scenario() -> dict[str, Any]:
             async with Client(a.base_url, KEY) as on_a, Client(b_url, KEY) as on_b:
@@ -231,18 +205,6 @@ def test_a_killed_worker_lets_its_sessions_reconnect_on_another(redis: str, tmp_
         a.stop()
     assert outcome["ready"]["type"] == "session.ready"
     assert outcome["transcript"]["turns"]  # what the killed worker had saved is still there
-
-
-def wait_for_health(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/_mockglot/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not start"
-        time.sleep(0.1)
 
 
 def test_the_request_journal_read_on_any_worker_holds_every_worker_s_requests(pair: list[ServerThread]) -> None:

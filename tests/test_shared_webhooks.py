@@ -9,41 +9,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 
-from mockglot.settings import Settings
 from mockglot.testing.client import Client, utterance
 from mockglot.testing.server import ServerThread
 from mockglot.testing.webhooks import WebhookReceiver
+from tests.containers import wait_healthy
 from tests.ports import free_port
-from tests.redis_server import RedisServer
-from tests.test_shared_state import on, wait_for_health
+from tests.shared_workers import on, workers
 
 KEY = "sk_test_sharedhooks01"
 BODY = {"mode": "bidirectional_translation", "source_language": "en", "target_language": "es"}
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> Iterator[str]:
-    redis_server.flush()
-    yield redis_server.url
-
-
-def workers(url: str, n: int = 2, **settings: Any) -> list[ServerThread]:
-    return [ServerThread(Settings(port=0, state=url, output_pace="instant", **settings)).start() for _ in range(n)]
-
-
-@pytest.fixture
-def pair(redis: str) -> Iterator[list[ServerThread]]:
-    servers = workers(redis)
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def register(base_url: str, url: str, **body: Any) -> dict[str, Any]:
@@ -162,7 +142,7 @@ def test_a_killed_workers_deliveries_are_taken_over_even_one_in_flight(
     (a,) = workers(redis, 1)
     b_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(b_url)
+        wait_healthy(b_url)
         webhook_receiver.hang(1)
         register(a.base_url, webhook_receiver.url, events=["session.created"])
         made = httpx.post(f"{b_url}/v1/sessions", json=BODY, headers={"Authorization": f"Bearer {KEY}"})
