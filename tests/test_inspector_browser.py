@@ -5,6 +5,7 @@ Screenshots are kept under `tests/artifacts/` (ignored by git; `MOCKGLOT_ARTIFAC
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -26,6 +27,18 @@ if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
     pytest.skip(
         f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MOCKGLOT_CHROMIUM)", allow_module_level=True
     )
+
+
+async def until(locator, predicate: str, timeout: float = 15.0) -> None:
+    """Poll `predicate` on the element until it holds.
+
+    Not `page.wait_for_function`: its polling evaluates a string with `eval`, which the inspector's
+    Content-Security-Policy (`script-src 'self'`) forbids, so it fails whenever the first check is false.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await locator.evaluate(predicate):
+        assert asyncio.get_running_loop().time() < deadline, f"{predicate} still false after {timeout} s"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +141,11 @@ async def test_the_received_audio_plays_and_lasts_as_long_as_what_was_sent(page,
     await page.goto(f"{server.base_url}/_mockglot/ui/sessions/{session['id']}")
     audio = page.locator('.player[data-speaker="customer"] audio')
     await audio.wait_for()
-    await page.wait_for_function(
-        "document.querySelector('.player[data-speaker=customer] audio').readyState >= 1", timeout=15000
-    )
+    await until(audio, "a => a.readyState >= 1")
     duration = await audio.evaluate("a => a.duration")
     assert abs(duration - len(sent) / 8000) < 0.05
     await audio.evaluate("a => { a.muted = true; return a.play(); }")
-    await page.wait_for_function(
-        "document.querySelector('.player[data-speaker=customer] audio').currentTime > 0", timeout=15000
-    )
+    await until(audio, "a => a.currentTime > 0")
     drawn = await page.locator('.player[data-speaker="customer"] canvas').evaluate(
         "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 === 3 && v > 0)"
     )
