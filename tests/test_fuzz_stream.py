@@ -1,9 +1,11 @@
-"""Hypothesis-generated bad frames: each gets a session.error, none closes the stream or breaks the server."""
+"""Hypothesis-generated bad frames: each gets a session.error, none closes the stream or breaks the server; on
+its own and as a worker sharing state through a real Redis."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
 import httpx
 import msgspec
@@ -13,6 +15,8 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 from mockglot.api.stream import MAX_FRAME_BYTES
+from mockglot.settings import Settings
+from mockglot.testing.server import ServerThread
 from mockglot.transport import WS_MAX_BYTES
 
 KEY = "sk_test_fuzzstream01"
@@ -100,6 +104,14 @@ oversized = st.builds(  # past the stream's own 256 KiB limit, under the transpo
 bad_frames = st.one_of(
     non_json, non_objects, unknown_types, broken_audio(), st.binary(min_size=1, max_size=100), deeply_nested, oversized
 )
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def live(request) -> Iterator[ServerThread]:
+    """A server of this module's own, in memory or as a worker on Redis, audio.output sent at once."""
+    state = request.getfixturevalue("redis_server").url if request.param == "redis" else "memory"
+    with ServerThread(Settings(port=0, output_pace="instant", state=state)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
