@@ -9,7 +9,8 @@ so mockglot's protocol classes adjust them:
   shutdown a response still streaming (the inspector's events) is ended at once.
 - WebSocket: a text frame that is not UTF-8 reaches the stream as `invalid_utf8` (it answers with a
   `session.error` and goes on) instead of uvicorn's 1007 close with a traceback; on shutdown (SIGTERM) the
-  stream is told first, so it can send `session.ended` (`server_shutdown`) before the socket closes.
+  stream is told first, so it can send `session.ended` (`server_shutdown`), or with shared state a
+  `session.error` and close 1012, before the socket closes.
 - Logs: stream tokens and API keys in logged URLs are redacted (`mockglot.logs.RedactSecrets`).
 - Workers (`--workers N`): uvicorn's own supervisor (`uvicorn.supervisors.Multiprocess`) runs N processes on the
   socket the parent bound, and replaces one that dies. A worker is a real mockglot server: it receives the

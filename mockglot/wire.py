@@ -57,7 +57,8 @@ Mode = Literal["bidirectional_translation", "assistive_translation", "ai_agent",
 Speaker = Literal["customer", "agent"]
 Voice = Literal["alloy", "echo", "fable", "onyx", "nova", "shimmer"]
 Status = Literal["created", "active", "ended"]
-# server_shutdown [emulator]: mockglot stopped (SIGTERM) while the stream was live
+# server_shutdown [emulator]: mockglot stopped (SIGTERM) while the stream was live (in memory; a worker sharing
+# its state in Redis leaves the session live instead)
 EndReason = Literal["explicit_end", "api_end", "idle_timeout", "max_duration", "server_shutdown"]
 
 E164 = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{1,14}$", description="E.164 phone number")]
@@ -486,7 +487,8 @@ class FrameError(Struct, kw_only=True):
 
 
 class SessionError(Struct, kw_only=True, tag="session.error", tag_field="type"):
-    """A bad frame (the stream goes on), or a failed connect (then a close code of kallglot-api.md §7)."""
+    """A bad frame (the stream goes on), a failed connect (then a close code of kallglot-api.md §7), or a worker
+    sharing its state stopping (then 1012: reconnect)."""
 
     session_id: str
     error: FrameError

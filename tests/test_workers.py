@@ -25,6 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from mockglot.cli import main
 from mockglot.settings import Settings, from_env, redact
+from mockglot.testing.client import audio_frame, utterance
 from mockglot.transport import HttpProtocol, WebSocketProtocol, WorkerConfig, worker_config
 from tests.ports import free_port
 
@@ -274,19 +275,61 @@ def test_the_scale_compose_file_puts_every_replica_on_redis_and_behind_the_balan
     assert "docs/deploy.md" in readme and (ROOT / "docs/deploy.md").exists()
 
 
-def test_sigterm_ends_a_live_stream_on_a_worker_with_server_shutdown(tmp_path, redis_url):
-    """What SIGTERM does to one process's streams, it does to every worker's: the supervisor passes it on."""
+def test_sigterm_closes_a_workers_streams_with_1012_and_leaves_their_sessions_live(tmp_path, redis_url):
+    """What SIGTERM does to one worker's streams, it does to every worker's (the supervisor passes it on); with
+    the state in Redis the sessions outlive the processes, so a client is told to reconnect, not that it ended."""
     with workers(tmp_path, "--workers", "2", "--state", redis_url, "--output-pace", "instant") as running:
         with _stream_on_some_worker(running) as (ws, session_id):
             running.process.send_signal(signal.SIGTERM)
-            ended = msgspec.json.decode(ws.recv(WAIT_SECONDS))
+            told = msgspec.json.decode(ws.recv(WAIT_SECONDS))
             with pytest.raises(ConnectionClosed):
                 ws.recv(WAIT_SECONDS)
             close_code = ws.close_code
         code = running.process.wait(WAIT_SECONDS)
-    assert ended == {"type": "session.ended", "session_id": session_id, "reason": "server_shutdown"}
-    assert close_code == 1001 and code == 0
+    assert told["type"] == "session.error" and told["session_id"] == session_id
+    assert told["error"]["code"] == "service_unavailable" and "reconnect" in told["error"]["message"]
+    assert close_code == 1012 and code == 0
     assert "Traceback" not in running.log
+
+
+def test_a_rolling_restart_moves_a_live_stream_to_another_worker(tmp_path, redis_url):
+    """SIGTERM to one of two servers sharing a Redis: its client reconnects on the other and the call goes on,
+    with what it said before the restart kept."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    auth = {"Authorization": "Bearer sk_test_rollingrestart1"}
+    flags = ("--state", redis_url, "--output-pace", "instant", "--seed", "5")
+    with workers(tmp_path / "a", *flags) as a, workers(tmp_path / "b", *flags) as b:
+        session = httpx.post(f"{a.base_url}/v1/sessions", json={"mode": "bidirectional_translation"}, headers=auth)
+        assert session.status_code == 201, session.text
+        session = session.json()
+        with connect(f"{session['stream']['url']}?token={session['stream']['token']}") as ws:
+            assert msgspec.json.decode(ws.recv(WAIT_SECONDS))["type"] == "session.ready"
+            ws.send(audio_frame("customer", 1, utterance(1500)))
+            while msgspec.json.decode(ws.recv(WAIT_SECONDS))["type"] != "transcript.final":
+                pass
+            a.process.send_signal(signal.SIGTERM)
+            while (told := msgspec.json.decode(ws.recv(WAIT_SECONDS)))["type"] != "session.error":
+                assert told["type"] == "audio.output", told  # the turn's speech, sent at once
+            with pytest.raises(ConnectionClosed):
+                ws.recv(WAIT_SECONDS)
+            assert (told["error"]["code"], ws.close_code) == ("service_unavailable", 1012)
+        assert a.process.wait(WAIT_SECONDS) == 0
+        live = httpx.get(f"{b.base_url}/v1/sessions/{session['id']}", headers=auth).json()
+        assert live["status"] != "ended" and live["ended_at"] is None
+        stream = f"ws{b.base_url.removeprefix('http')}/v1/{live['stream']['url'].split('/v1/', 1)[1]}"
+        with connect(f"{stream}?token={live['stream']['token']}") as ws:
+            assert msgspec.json.decode(ws.recv(WAIT_SECONDS))["type"] == "session.ready"
+            ws.send(audio_frame("customer", 2, utterance(1500)))
+            ws.send('{"type": "session.end"}')
+            frames = []
+            while (frame := msgspec.json.decode(ws.recv(WAIT_SECONDS)))["type"] != "session.ended":
+                frames.append(frame)
+        assert frame["reason"] == "explicit_end"
+        assert [f["turn"] for f in frames if f["type"] == "transcript.final"] == [2]  # turn 1 was on worker a
+        transcript = httpx.get(f"{b.base_url}/v1/sessions/{session['id']}/transcript", headers=auth).json()
+        assert [turn["sequence"] for turn in transcript["turns"]] == [1, 2]
+    assert "Traceback" not in a.log + b.log
 
 
 @contextmanager

@@ -368,7 +368,7 @@ class Connection:
             text = message.get("text")
             if text is None:  # shutdown, bad UTF-8 or a binary frame (a text frame carries neither mark)
                 if message.get(transport.SHUTDOWN):
-                    self.state.sessions.end(self.record, "server_shutdown")
+                    self._shutting_down()
                     continue
                 if (complaint := message.get(transport.INVALID_UTF8)) is not None:
                     size = len(message.get("bytes") or b"")
@@ -452,6 +452,22 @@ class Connection:
         if exc is not None:
             self.observer.error(exc.code)
             self.send(frame_error(self.record.id, exc))
+
+    def _shutting_down(self) -> None:
+        """SIGTERM. Alone, the server takes its sessions with it: they end (`server_shutdown`). Sharing its state,
+        it is one worker of several (a rolling restart): the session stays live for the client to reconnect to,
+        and the socket closes with 1012 (service restart) after a `session.error` saying so."""
+        if not self.state.shared:
+            self.state.sessions.end(self.record, "server_shutdown")
+            return
+        self._error(
+            ApiError(
+                "service_unavailable",
+                "This mockglot worker is shutting down. The session is still live: reconnect to its stream URL "
+                "(with a fresh token from GET /v1/sessions/{id} if yours expired) and another worker serves it.",
+            )
+        )
+        self.close_code = 1012
 
     async def _finish(self) -> None:
         """`session.end`: flush speech in progress, say what is left, then `session.ended`."""
