@@ -3,7 +3,8 @@
     python bench/vosk.py                         # ~48 s of audio, 3 repeats, 100 ms frames
     python bench/vosk.py --seconds 60 --repeats 5 --frame-ms 20
     python bench/vosk.py --profile /tmp/vosk     # also py-spy the server: /tmp/vosk-<case>.txt
-    python bench/vosk.py --variant inline --variant dispatch-every-frame   # analysis: patched servers too
+    python bench/vosk.py --variant inline        # analysis: a patched server too
+    python bench/vosk.py --baseline ../main      # before/after: mockglot from another checkout too
 
 Measured: CPU seconds per second of audio.
 
@@ -29,9 +30,10 @@ run right after it, so load from elsewhere on the machine hits both halves of a 
 `--variant NAME` (repeatable) adds, for analysis only, a server patched as below (`python bench/vosk.py
 serve-variant NAME serve ...`), measured in the same alternation:
 - `inline`: recognizers decode on the event loop instead of in the decoding pool, i.e. without the thread
-  hand-off per 100 ms block. mockglot never ships that: one stream's decoding would stall every other stream.
-- `dispatch-every-frame`: every `audio.input` frame goes to the decoding pool, even one that completes no
-  100 ms block (how mockglot worked before `VoskRecognizer._hold`; it matters for 20 ms frames).
+  hand-off. mockglot never ships that: one stream's decoding would stall every other stream.
+
+`--baseline DIR` adds a server run from another checkout of mockglot as it is (`PYTHONPATH=DIR`, e.g. a worktree
+of main), in the same alternation: before and after a change, measured in one run.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ KEY = "sk_test_benchvosk0001"
 GOAL = 0.10  # mockglot's path costs at most 10% more CPU than Vosk alone
 BLOCK_BYTES = codec.SAMPLE_RATE_HZ // 10 * codec.SAMPLE_WIDTH  # 100 ms of PCM, as VoskRecognizer feeds it
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BASELINE = "baseline"
 
 
 @dataclass(frozen=True)
@@ -88,16 +91,15 @@ CASES = [
 # --- the server -------------------------------------------------------------------------------------------
 
 
-def _decode_inline(self: Any, step: Any, pcm: bytes = b"") -> Any:
-    async def decoded() -> Any:
-        return self._locked(step, pcm)
-
-    return decoded()
+def _submit_inline(self: Any) -> None:
+    """`VoskRecognizer._submit`, but the job runs here, on the event loop."""
+    calls, self._queued = self._queued, []
+    self._busy = True
+    self._decode(asyncio.get_running_loop(), calls)
 
 
 VARIANTS: dict[str, tuple[str, str, Any]] = {
-    "inline": ("_decode", "decoding inline", _decode_inline),
-    "dispatch-every-frame": ("_hold", "every frame to the pool", lambda self, pcm: None),
+    "inline": ("_submit", "decoding inline", _submit_inline),
 }
 
 
@@ -114,11 +116,15 @@ def serve_variant(name: str, argv: list[str]) -> None:
 class Server:
     """`python -m mockglot serve --engine vosk --port 0 --output-pace instant` in its own process."""
 
-    def __init__(self, variant: str | None = None) -> None:
+    def __init__(self, variant: str | None = None, checkout: Path | None = None) -> None:
+        """A VARIANTS patch of this checkout, or another checkout of mockglot as it is (a before/after baseline)."""
         self.log = tempfile.NamedTemporaryFile("w+", prefix="mockglot-bench-vosk-", suffix=".log")  # noqa: SIM115
         program = [__file__, "serve-variant", variant] if variant else ["-m", "mockglot"]
         command = [sys.executable, *program, "serve", "--engine", "vosk", "--port", "0", "--output-pace", "instant"]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "PYTHONPATH": str(checkout)} if checkout else None
+        self.process = subprocess.Popen(
+            command, cwd=checkout or ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         try:
             self.port = self._wait_for_port()
         except BaseException:
@@ -236,7 +242,7 @@ def overhead(runs: list[StreamRun], alone: list[float]) -> float:
 
 
 def run(
-    seconds: float, repeats: int, frame_ms: int, profile: str | None, variants: list[str]
+    seconds: float, repeats: int, frame_ms: int, profile: str | None, variants: list[str], baseline: Path | None
 ) -> tuple[list[CaseResult], float]:
     import vosk
 
@@ -255,6 +261,8 @@ def run(
     try:
         for name in variants:
             patched[name] = Server(name)
+        if baseline:
+            patched[BASELINE] = Server(checkout=baseline)
         for case in CASES:
             for each in (server, *patched.values()):  # warm: model load, graph expansion
                 asyncio.run(stream_once(each, case, mulaw, frame_ms))
@@ -305,23 +313,28 @@ def report_line(result: CaseResult, audio_seconds: float) -> str:
     )
     for name, runs in result.variants.items():
         cost, extra = median([r.cpu for r in runs]) / audio_seconds, overhead(runs, result.alone)
-        line += f"\n{'':28} variant {VARIANTS[name][1]} (analysis) {cost:.4f}: overhead {extra:+.1%}"
+        line += f"\n{'':28} {label(name)} {cost:.4f}: overhead {extra:+.1%}"
     return line
+
+
+def label(name: str) -> str:
+    return "baseline (the other checkout)" if name == BASELINE else f"variant: {VARIANTS[name][1]} (analysis)"
 
 
 def markdown(results: list[CaseResult], audio_seconds: float, args: argparse.Namespace) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"### {when}: `python bench/vosk.py --seconds {args.seconds:g} --repeats {args.repeats} "
-        f"--frame-ms {args.frame_ms}{''.join(f' --variant {name}' for name in args.variant)}`",
+        f"--frame-ms {args.frame_ms}{''.join(f' --variant {name}' for name in args.variant)}"
+        f"{f' --baseline {args.baseline}' if args.baseline else ''}`",
         "",
         f"{audio_seconds:.1f} s of audio per run, {args.frame_ms} ms frames; "
         f"{platform.python_version()}, {os.cpu_count()} cores, load average "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end.",
         "",
         "| case | mockglot, CPU s per audio s (median; repeats) | Vosk alone (median; repeats) | overhead |"
-        + "".join(f" variant: {VARIANTS[name][1]} | its overhead |" for name in args.variant),
-        "|---|---|---|---|" + "---|---|" * len(args.variant),
+        + "".join(f" {label(name)} | its overhead |" for name in results[0].variants),
+        "|---|---|---|---|" + "---|---|" * len(results[0].variants),
     ]
 
     def cells(values: list[float]) -> str:
@@ -347,8 +360,14 @@ def main() -> None:
     parser.add_argument(
         "--variant", action="append", default=[], choices=sorted(VARIANTS), help="analysis: also a patched server"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also serve mockglot from this checkout (e.g. a worktree of main), alternated with the rest",
+    )
     args = parser.parse_args()
-    results, audio_seconds = run(args.seconds, args.repeats, args.frame_ms, args.profile, args.variant)
+    baseline = args.baseline.resolve() if args.baseline else None
+    results, audio_seconds = run(args.seconds, args.repeats, args.frame_ms, args.profile, args.variant, baseline)
     print()
     print(markdown(results, audio_seconds, args))
     worst = max(overhead(x.mockglot, x.alone) for x in results)

@@ -150,6 +150,58 @@ async def test_free_recognition_gives_partials_then_a_final(client: Client) -> N
     await assert_transcript_matches(client, session["id"], frames)
 
 
+@pytest.mark.parametrize("frame_ms", [100, 20])
+async def test_audio_sent_at_full_speed_is_heard_as_audio_sent_a_frame_at_a_time(client: Client, frame_ms: int) -> None:
+    """A client far ahead of the decoding (its audio goes to the decoding pool many blocks a job while the stream
+    reads on) gets what one the server answers frame by frame (a ping after each) gets: the same turns, each
+    whole and in order, the same finals, the same spoken translations, the same transcript.
+
+    Not compared: how many partials a turn has, and a final's offsets and confidence (from word timing): they
+    can differ by a frame or so between any two recognizers on one shared model however the audio is sent (main
+    before the batching does the same), so only their order is checked."""
+    audio = CLIP * 5  # five greetings: five utterances, each with its partials, final and spoken translation
+    after_audio: list[list[str]] = []  # what comes after the pong that follows the last audio: `session.end`'s
+
+    async def heard(full_speed: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        session = await client.create_session(
+            mode="bidirectional_translation", source_language="ko", target_language="en", metadata=vosk_metadata()
+        )
+        stream = await client.open_stream(session)
+        if full_speed:
+            await stream.send_audio("customer", audio, frame_ms=frame_ms)
+            await ping(stream)  # its pong comes after every event of the audio before it
+        else:
+            for offset in range(0, len(audio), codec.SAMPLE_RATE_HZ // 10):
+                await stream.send_audio("customer", audio[offset : offset + codec.SAMPLE_RATE_HZ // 10])
+                await ping(stream)
+        await stream.end()
+        last_pong = max(at for at, frame in enumerate(stream.received) if frame["type"] == "pong")
+        after_audio.append([frame["type"] for frame in stream.received[last_pong + 1 :]])
+        frames = [frame for frame in stream.received if frame["type"] != "pong"]
+        assert_turns_well_formed(frames)
+        await assert_transcript_matches(client, session["id"], frames)
+        turns = [frame["turn"] for frame in frames if "turn" in frame]
+        assert turns == sorted(turns)  # one turn's frames all come before the next turn's
+        offsets = [(final["start_ms"], final["end_ms"]) for final in of_type(frames, "transcript.final")]
+        assert all(start < end for start, end in offsets) and offsets == sorted(offsets)
+        return frames, [
+            {
+                name: value
+                for name, value in frame.items()
+                if name not in ("session_id", "start_ms", "end_ms", "confidence")
+            }
+            for frame in frames
+            if frame["type"] in ("transcript.final", "audio.output")
+        ]
+
+    (one_at_a_time, expected), (full_speed, got) = await heard(full_speed=False), await heard(full_speed=True)
+
+    assert got == expected
+    assert after_audio[1] == after_audio[0]
+    assert [final["text"] for final in of_type(full_speed, "transcript.final")] == [GREETING] * 5
+    assert [f["type"] for f in full_speed[-1:]] == [f["type"] for f in one_at_a_time[-1:]] == ["session.ended"]
+
+
 # --- what cannot be recognized ----------------------------------------------------------------------------
 
 

@@ -357,6 +357,16 @@ class Connection:
             self.observer.closed(self.close_code, self.ended)
 
     async def _read(self) -> None:
+        """Read frames until the socket or the session ends, then wait for the events of the audio read."""
+        try:
+            await self._read_frames()
+        finally:
+            await self.pipeline.settled()
+
+    async def _read_frames(self) -> None:
+        """Handle each frame in order. Audio goes on to the next frame while its decode runs in a thread; what
+        any other frame (or an error, or a fault) does waits for the events of the audio before it, so a
+        client sees the same frames in the same order however fast it sends."""
         while self.close_code is None:
             try:
                 message = await self.websocket.receive()
@@ -364,12 +374,13 @@ class Connection:
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            now = self.state.clock.now()
             text = message.get("text")
             if text is None:  # shutdown, bad UTF-8 or a binary frame (a text frame carries neither mark)
+                await self.pipeline.settled()
                 if message.get(transport.SHUTDOWN):
                     self._shutting_down()
                     continue
+                now = self.state.clock.now()
                 if (complaint := message.get(transport.INVALID_UTF8)) is not None:
                     size = len(message.get("bytes") or b"")
                     self._journal("in", now, "(invalid)", f"<{size} bytes, not UTF-8>")
@@ -384,15 +395,20 @@ class Connection:
             try:
                 frame = parse_client_frame(text)
             except ApiError as exc:
+                await self.pipeline.settled()
                 oversized = len(text) > MAX_FRAME_BYTES // 4 and len(text.encode()) > MAX_FRAME_BYTES
-                self._journal("in", now, "(invalid)", f"<{len(text)} characters>" if oversized else text)
+                self._journal(
+                    "in", self.state.clock.now(), "(invalid)", f"<{len(text)} characters>" if oversized else text
+                )
                 if not oversized:
                     self.observer.invalid_frame(text)
                 self._error(exc)
                 await self._faults()
                 continue
+            if not isinstance(frame, wire.AudioInput):
+                await self.pipeline.settled()
             kind = frame_type(frame)
-            self._journal("in", now, kind, text)
+            self._journal("in", self.state.clock.now(), kind, text)
             self.observer.frame_in(kind, unknown_frame_fields(frame, text) if self.observer.wants_check(kind) else None)
             self.frames_in += 1
             self.state.sessions.touch(self.record)
@@ -404,25 +420,33 @@ class Connection:
             else:
                 await self._audio(frame)
             if self.faults:  # fixed at connect; most streams have none, and this runs for every frame
+                await self.pipeline.settled()  # a fault may count finals
                 await self._faults()
 
     async def _audio(self, frame: wire.AudioInput) -> None:
         try:
             data = audio_bytes(frame)
         except ApiError as exc:
-            self._error(exc)
+            await self._audio_error(exc)
             return
         self.observer.audio(len(data))
         try:
             self.state.sessions.accept_audio(self.record, frame.speaker, frame.sequence, data)
         except ApiError as exc:
-            self._error(exc)
+            await self._audio_error(exc)
             return
         if self.hub.settings.pacing_checks and self._too_fast(frame.speaker):
-            self._error(ApiError("rate_limited", "Audio is arriving much faster than real time; send it at real time."))
+            await self._audio_error(
+                ApiError("rate_limited", "Audio is arriving much faster than real time; send it at real time.")
+            )
             self.close_code = 1008
             return
         await self.pipeline.audio(frame.speaker, codec.mulaw_to_pcm(data))
+
+    async def _audio_error(self, exc: ApiError) -> None:
+        """An `audio.input` refused: its error comes after the events of the audio before it."""
+        await self.pipeline.settled()
+        self._error(exc)
 
     def _too_fast(self, speaker: str) -> bool:
         wall = time.monotonic()

@@ -8,6 +8,7 @@ sending speed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,8 +34,10 @@ Recognition = Partial | Final
 
 
 class Recognizer(Protocol):
-    async def accept(self, pcm: bytes) -> list[Recognition]:
-        """Take the next chunk of this speaker's audio; return what it completed, in order."""
+    def accept(self, pcm: bytes) -> Awaitable[list[Recognition]]:
+        """Take the next chunk of this speaker's audio; awaited, what it completed, in order. A recognizer that
+        decodes off the event loop takes the chunk at the call (a later call is behind it) and may return a
+        future still pending, so its caller can read on and await it later."""
         ...
 
     async def flush(self) -> list[Recognition]:

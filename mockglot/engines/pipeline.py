@@ -6,21 +6,26 @@ writes every final to the transcript, and hands frames to whichever connection i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from msgspec import UNSET
 
 from mockglot import wire
-from mockglot.engines.base import Final, Partial, Recognizer
+from mockglot.engines.base import Final, Partial, Recognition, Recognizer
 from mockglot.engines.scripted import ScriptedRecognizer
 from mockglot.errors import ApiError
 from mockglot.scenarios import LoadedScenario
+from mockglot.speech import codec
 from mockglot.speech.translate import Translator
 from mockglot.state.sessions import SessionRecord, SessionStore, Turn
 
 AI_MODES = ("ai_agent", "help_chat_voice")
+# At most this much audio (2 s) is read ahead of its events; past it the connection waits for them.
+BACKLOG_BYTES = 2 * codec.SAMPLE_RATE_HZ * codec.SAMPLE_WIDTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,10 @@ class SessionPipeline:
         self.silence_ms = silence_ms
         self.sink: Sink | None = None
         self.recognizers: dict[str, Recognizer | None] = {}
+        # Audio whose decode was still running when it came, in order, and the task handling its events.
+        self._backlog: deque[tuple[str, Awaitable[list[Recognition]], int]] = deque()
+        self._backlog_bytes = 0
+        self._handling: asyncio.Task[None] | None = None
         self.pending_turn: dict[str, int] = {}
         self.ai_script = ScriptedRecognizer(scenario, "ai_agent", silence_ms=silence_ms)
         self.output_sequence: dict[str, int] = {}
@@ -76,18 +85,33 @@ class SessionPipeline:
     # --- what the connection calls -----------------------------------------------------------------
 
     async def audio(self, speaker: str, pcm: bytes) -> None:
+        """Recognize a speaker's audio. A recognizer's future (a decode in a thread) is not waited for: the
+        connection reads on, and its events follow those of the audio before it, in order (`settled` waits)."""
         recognizer = self._recognizer(speaker)
         if recognizer is None:
             return
-        try:
-            results = await recognizer.accept(pcm)
-        except ApiError as exc:  # e.g. a Vosk model that fails to load at the first audio
-            self._unrecognizable(speaker, exc)
+        results = recognizer.accept(pcm)
+        if isinstance(results, asyncio.Future):
+            if results.done() and results.exception() is None and not results.result():
+                return  # most frames complete nothing
+        elif self._handling is None:
+            await self._recognized(speaker, results)  # recognized right here (the scripted engine)
             return
-        if results:  # most frames complete nothing
-            await self._handle(speaker, results)
+        self._backlog.append((speaker, results, len(pcm)))
+        self._backlog_bytes += len(pcm)
+        if self._handling is None:
+            self._handling = asyncio.get_running_loop().create_task(self._handle_backlog())
+        if self._backlog_bytes >= BACKLOG_BYTES:  # a client far ahead of the decoding waits here, not in memory
+            await self.settled()
+
+    async def settled(self) -> None:
+        """Wait until the events of all audio handed over so far are handled: before anything else the
+        connection does is seen, so it comes after them, as if every decode had been waited for."""
+        while (handling := self._handling) is not None:
+            await asyncio.shield(handling)
 
     async def flush(self) -> None:
+        await self.settled()
         for speaker, recognizer in list(self.recognizers.items()):
             if recognizer is None:
                 continue
@@ -105,6 +129,25 @@ class SessionPipeline:
             if recognizer is not None:
                 recognizer.close()
         self.recognizers.clear()
+
+    async def _recognized(self, speaker: str, results: Awaitable[list[Recognition]]) -> None:
+        try:
+            events = await results
+        except ApiError as exc:  # e.g. a Vosk model that fails to load at the first audio
+            self._unrecognizable(speaker, exc)
+            return
+        if events:  # most frames complete nothing
+            await self._handle(speaker, events)
+
+    async def _handle_backlog(self) -> None:
+        """Handle the backlog's events in order; a failure stays in `_handling` for `settled` to raise, so the
+        connection fails with it as it would have waiting for the decode itself."""
+        while self._backlog:
+            speaker, results, size = self._backlog[0]
+            await self._recognized(speaker, results)
+            self._backlog.popleft()
+            self._backlog_bytes -= size
+        self._handling = None
 
     def next_output_sequence(self, listener: str) -> int:
         sequence = self.output_sequence.get(listener, 0) + 1

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
@@ -234,7 +234,7 @@ def _load(language: str, path: Path) -> vosk.Model:
     return model
 
 
-# Decoding pool, shared by every recognizer. Each recognizer runs one call at a time, so a stream holds at most
+# Decoding pool, shared by every recognizer. Each recognizer runs one job at a time, so a stream holds at most
 # one worker and streams only queue behind each other when there are more busy streams than workers.
 # One worker per CPU (at least two, so a model's first load never stops every other stream): decoding is CPU
 # work outside the GIL, so more workers decode no faster, and each one that runs Kaldi spreads live recognizers
@@ -268,6 +268,14 @@ class _PartialResult(msgspec.Struct):
     partial: str = ""
 
 
+class _Call(NamedTuple):
+    """A recognizer call for the decoding pool: whole blocks to decode, or (`flush`) the stream's last audio."""
+
+    pcm: bytes
+    flush: bool
+    future: asyncio.Future[list[Recognition]]
+
+
 class VoskRecognizer:
     """One speaker stream's recognizer: its own KaldiRecognizer over a shared model.
 
@@ -275,6 +283,12 @@ class VoskRecognizer:
     can end an utterance) does not depend on how the client frames its audio; a shorter tail waits for the next
     chunk or for `flush()`. A phrase list becomes a Vosk grammar: only those phrases (lowercased, as Vosk's
     vocabularies are) and, where the model has it, `[unk]` can be heard.
+
+    Audio that completes no block waits here, on the event loop. Blocks are queued in the order they come and
+    decoded one job at a time: while a job is in the decoding pool, the blocks that arrive wait, and the next job
+    takes all of them. A client sending faster than real time so costs one trip to the pool for many blocks, not
+    one a block (bench/RESULTS.md, "Vosk CPU"); at real-time pace each job is one block. What Vosk is fed, and so
+    every event, is the same either way.
     """
 
     BLOCK_BYTES = codec.SAMPLE_RATE_HZ // 10 * codec.SAMPLE_WIDTH
@@ -284,56 +298,81 @@ class VoskRecognizer:
         self._model = model
         self._phrases = list(dict.fromkeys(p.strip().lower() for p in phrases or () if p.strip()))
         self._kaldi: vosk.KaldiRecognizer | None = None
-        self._pending = bytearray()
+        self._pending = bytearray()  # the event loop's: audio past the last whole block
+        # Decoding state: the event loop's while no job is in the pool (`_busy`), else that job's.
         self._fed_samples = 0
         self._utterance_start_samples = 0
         self._last_partial = ""
         self._closed = False
-        self._in_order = asyncio.Lock()  # calls for this stream run one at a time, in the order they came
-        self._decoding = threading.Lock()  # and never two in Kaldi at once, even if a caller was cancelled
+        self._busy = False
+        self._queued: list[_Call] = []  # calls that came while a job was in the pool, in order
 
-    async def accept(self, pcm: bytes) -> list[Recognition]:
-        async with self._in_order:
-            held = self._hold(pcm)
-            return held if held is not None else await self._decode(self._accept, pcm)
+    def accept(self, pcm: bytes) -> asyncio.Future[list[Recognition]]:
+        """Take `pcm` now, behind every earlier call; the future gives what it completed (already done, empty,
+        when it completes no block: four 20 ms telephony frames in five never go to the decoding pool)."""
+        future: asyncio.Future[list[Recognition]] = asyncio.get_running_loop().create_future()
+        if not self._closed:
+            self._pending += pcm
+        whole = len(self._pending) // self.BLOCK_BYTES * self.BLOCK_BYTES
+        if whole:
+            blocks = bytes(self._pending[:whole])
+            del self._pending[:whole]
+            self._call(_Call(blocks, False, future))
+        else:
+            future.set_result([])
+        return future
 
     async def flush(self) -> list[Recognition]:
-        async with self._in_order:
-            return await self._decode(self._flush)
+        future: asyncio.Future[list[Recognition]] = asyncio.get_running_loop().create_future()
+        tail = bytes(self._pending[: len(self._pending) // codec.SAMPLE_WIDTH * codec.SAMPLE_WIDTH])
+        self._pending.clear()
+        self._call(_Call(tail, True, future))
+        return await future
 
     def close(self) -> None:
         self._closed = True
-        if self._decoding.acquire(blocking=False):  # else the decode in flight frees it when done
+        if not self._busy:  # else the job in the pool lets go of Kaldi when it is done
+            self._kaldi = None
+
+    def _call(self, call: _Call) -> None:
+        self._queued.append(call)
+        if not self._busy:
+            self._submit()
+
+    def _submit(self) -> None:
+        """Send every queued call to the decoding pool as one job."""
+        calls, self._queued = self._queued, []
+        self._busy = True
+        _decoding_pool().submit(self._decode, asyncio.get_running_loop(), calls)
+
+    def _decode(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
+        """In the decoding pool: run the calls in order, then hand every result back to the loop at once."""
+        results: list[list[Recognition] | Exception] = []
+        for call in calls:
+            if self._closed:
+                results.append([])
+                continue
             try:
-                self._kaldi = None
-            finally:
-                self._decoding.release()
+                results.append(self._flush(call.pcm) if call.flush else self._decode_blocks(call.pcm))
+            except Exception as exc:
+                results.append(exc)
+                self._closed = True  # its caller gives up on it (e.g. a model that fails to load): one error
+        loop.call_soon_threadsafe(self._decoded, calls, results)
 
-    def _hold(self, pcm: bytes) -> list[Recognition] | None:
-        """Take audio that completes no block right here: `_accept` only buffers it, so a trip to the decoding
-        pool (two thread wake-ups) would buy nothing. That is four 20 ms telephony frames in five. None: decode."""
-        if not self._decoding.acquire(blocking=False):
-            return None  # a decode whose caller was cancelled is still running: queue behind it
-        try:
-            if self._closed:
-                return []
-            if len(self._pending) + len(pcm) >= self.BLOCK_BYTES:
-                return None
-            return self._accept(pcm)
-        finally:
-            self._decoding.release()
-
-    async def _decode(self, step: Callable[[bytes], list[Recognition]], pcm: bytes = b"") -> list[Recognition]:
-        """Run `step` in the decoding pool; the caller holds `_in_order`."""
-        job = asyncio.get_running_loop().run_in_executor(_decoding_pool(), self._locked, step, pcm)
-        return await asyncio.shield(job)
-
-    def _locked(self, step: Callable[[bytes], list[Recognition]], pcm: bytes) -> list[Recognition]:
-        with self._decoding:
-            if self._closed:
-                self._kaldi = None
-                return []
-            return step(pcm)
+    def _decoded(self, calls: list[_Call], results: list[list[Recognition] | Exception]) -> None:
+        for call, result in zip(calls, results, strict=True):
+            if call.future.cancelled():  # its caller went away; the decoding it asked for still happened
+                continue
+            if isinstance(result, Exception):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+        if self._closed:
+            self._kaldi = None
+        if self._queued:
+            self._submit()
+        else:
+            self._busy = False
 
     def _recognizer(self) -> vosk.KaldiRecognizer:
         if self._kaldi is None:
@@ -349,27 +388,22 @@ class VoskRecognizer:
             self._kaldi.SetWords(True)
         return self._kaldi
 
-    def _accept(self, pcm: bytes) -> list[Recognition]:
-        self._pending += pcm
-        whole = len(self._pending) // self.BLOCK_BYTES * self.BLOCK_BYTES
+    def _decode_blocks(self, pcm: bytes) -> list[Recognition]:
         events: list[Recognition] = []
-        for offset in range(0, whole, self.BLOCK_BYTES):
-            events += self._feed(self._pending[offset : offset + self.BLOCK_BYTES])
-        del self._pending[:whole]
+        for offset in range(0, len(pcm), self.BLOCK_BYTES):
+            events += self._feed(pcm[offset : offset + self.BLOCK_BYTES])
         return events
 
-    def _flush(self, _: bytes) -> list[Recognition]:
-        tail = self._pending[: len(self._pending) // codec.SAMPLE_WIDTH * codec.SAMPLE_WIDTH]
-        self._pending.clear()
+    def _flush(self, tail: bytes) -> list[Recognition]:
         if self._kaldi is None and not tail:
             return []  # never heard a full block: no need to load a model just to say nothing
         events = self._feed(tail) if tail else []
         return events + self._final(self._recognizer().FinalResult())
 
-    def _feed(self, block: bytearray) -> list[Recognition]:
+    def _feed(self, block: bytes) -> list[Recognition]:
         kaldi = self._recognizer()
         self._fed_samples += len(block) // codec.SAMPLE_WIDTH
-        if kaldi.AcceptWaveform(bytes(block)):
+        if kaldi.AcceptWaveform(block):
             return self._final(kaldi.Result())
         partial = msgspec.json.decode(kaldi.PartialResult(), type=_PartialResult).partial.strip()
         if not partial or partial == self._last_partial:
