@@ -1,0 +1,211 @@
+"""Instructions per REST request, in-process: the figure that other load on the machine does not change.
+
+    python bench/rest_instructions.py                      # mockglot and bare, under valgrind's callgrind
+    python bench/rest_instructions.py --app mockglot --keep /tmp/cg   # keep the callgrind files to annotate
+    python bench/rest_instructions.py --time               # no valgrind: wall µs per request, in-process
+
+The app is driven as uvicorn drives it (the same ASGI scope, `receive` and `send`), without uvicorn or sockets:
+the same round trip as `bench/rest.py` (create a session, retrieve it, end it; bare Starlette: the same three
+request shapes to its one JSON endpoint), over 8 keys in turn, after `--warmup` round trips. Each app runs twice
+under `valgrind --tool=callgrind`, for `--round-trips` A and B round trips; the difference of the two totals over
+3 × (B - A) requests is the cost of one request, start-up and warm-up cancelled out. A null ASGI app (answers
+at once) shows what this driver itself costs a request; it is in both apps' figures.
+
+`callgrind_annotate --inclusive=yes FILE` on a kept file shows the C functions; the Python functions are seen
+with `--profile` (cProfile over the measured round trips, sorted by own time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+BODY = json.dumps({"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}).encode()
+KEYS = [f"sk_test_bench{index:016x}" for index in range(8)]
+APPS = ("mockglot", "bare", "null")
+
+ASGI = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def build(which: str) -> ASGI:
+    if which == "mockglot":
+        from mockglot.app import create_app
+        from mockglot.settings import Settings
+
+        return create_app(Settings())  # type: ignore[return-value]
+    if which == "bare":
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def ping(request: Any) -> JSONResponse:
+            return JSONResponse({"ok": True})
+
+        return Starlette(routes=[Route("/ping", ping, methods=["GET", "POST"])])  # type: ignore[return-value]
+
+    async def null(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"11")]})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+    return null
+
+
+async def call(app: ASGI, method: str, path: str, key: str, body: bytes = b"") -> tuple[int, bytes]:
+    """One request as uvicorn (httptools) hands it to the app: the same scope keys, one body message."""
+    headers = [(b"host", b"127.0.0.1:8000"), (b"authorization", b"Bearer " + key.encode())]
+    headers.append((b"content-length", b"%d" % len(body)))
+    if body:
+        headers.append((b"content-type", b"application/json"))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": method,
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "state": {},
+    }
+    answer: dict[str, Any] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        else:
+            answer["body"] = message.get("body", b"")
+
+    await app(scope, receive, send)
+    return answer["status"], answer["body"]
+
+
+def expect(got: tuple[int, bytes], status: int) -> bytes:
+    if got[0] != status:
+        raise RuntimeError(f"expected {status}, got {got[0]}: {got[1][:200]!r}")
+    return got[1]
+
+
+async def round_trips(app: ASGI, which: str, count: int, start: int = 0) -> None:
+    for index in range(start, start + count):
+        key = KEYS[index % len(KEYS)]
+        if which == "mockglot":
+            created = expect(await call(app, "POST", "/v1/sessions", key, BODY), 201)
+            session_id = created[7 : created.index(b'"', 7)].decode()  # {"id":"sess_...": no JSON parser here
+            expect(await call(app, "GET", f"/v1/sessions/{session_id}", key), 200)
+            expect(await call(app, "POST", f"/v1/sessions/{session_id}/end", key), 200)
+        else:
+            path = "/ping" if which == "bare" else "/"
+            for method, body in (("POST", BODY), ("GET", b""), ("POST", b"")):
+                expect(await call(app, method, path, key, body), 200)
+
+
+def inner(which: str, warmup: int, count: int, profile: str | None) -> None:
+    """The measured process: build the app, warm it up, run `count` round trips."""
+    app = build(which)
+
+    async def main() -> None:
+        await round_trips(app, which, warmup)
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+        started = time.perf_counter()
+        await round_trips(app, which, count, warmup)
+        elapsed = time.perf_counter() - started
+        if profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        print(f"ELAPSED {elapsed}", flush=True)
+
+    asyncio.run(main())
+
+
+def callgrind_total(which: str, warmup: int, count: int, keep: str | None) -> int:
+    """Instructions the whole process executes (valgrind's callgrind)."""
+    directory = keep or tempfile.mkdtemp(prefix="rest_instructions_")
+    out = os.path.join(directory, f"callgrind.{which}.{count}")
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        __file__,
+        "inner",
+        which,
+        str(warmup),
+        str(count),
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(out) as file:
+        text = file.read()
+    if not keep:
+        os.remove(out)
+    found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no totals in {out}")
+    return int(found.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["inner"]:
+        profile = argv[4] if len(argv) > 4 else None
+        inner(argv[1], int(argv[2]), int(argv[3]), profile)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--app", action="append", choices=APPS, help="repeatable; default: all three")
+    parser.add_argument("--round-trips", default="50,350", help="A,B: the two runs whose difference is measured")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--keep", help="keep the callgrind files in this directory")
+    parser.add_argument("--time", action="store_true", help="no valgrind: in-process µs per request (5 runs)")
+    parser.add_argument("--profile", help="cProfile the measured round trips of --app (the first) to this file")
+    args = parser.parse_args(argv)
+    apps = args.app or list(APPS)
+    low, high = (int(n) for n in args.round_trips.split(","))
+    load = os.getloadavg()
+    print(f"# bench/rest_instructions.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
+          f"load average {load[0]:.2f} {load[1]:.2f}; round trips {low},{high} after {args.warmup}")  # fmt: skip
+    if args.profile:
+        subprocess.run([sys.executable, __file__, "inner", apps[0], str(args.warmup), str(high), args.profile], check=True)
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(40)
+        return 0
+    for which in apps:
+        if args.time:
+            per_request = []
+            for _ in range(5):
+                run = subprocess.run(
+                    [sys.executable, __file__, "inner", which, str(args.warmup), str(high)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                per_request.append(float(run.stdout.split()[-1]) / (3 * high) * 1e6)
+            print(f"{which:9s} {min(per_request):6.1f} µs a request in-process (best of 5; all: "
+                  f"{', '.join(f'{v:.1f}' for v in per_request)})")  # fmt: skip
+            continue
+        difference = callgrind_total(which, args.warmup, high, args.keep) - callgrind_total(
+            which, args.warmup, low, args.keep
+        )
+        print(f"{which:9s} {difference / (3 * (high - low)) / 1000:7.1f}k instructions a request", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
