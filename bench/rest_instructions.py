@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench/rest_instructions.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
           f"load average {load[0]:.2f} {load[1]:.2f}; round trips {low},{high} after {args.warmup}")  # fmt: skip
     if args.profile:
-        subprocess.run([sys.executable, __file__, "inner", apps[0], str(args.warmup), str(high), args.profile], check=True)
+        command = [sys.executable, __file__, "inner", apps[0], str(args.warmup), str(high), args.profile]
+        subprocess.run(command, check=True)
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(40)
         return 0
     for which in apps:
