@@ -132,7 +132,8 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             if coordinator is not None:
                 await coordinator.stop()
 
-    middleware = [Middleware(EdgeMiddleware, state=state)]
+    router = IndexedRouter(routes, lifespan=lifespan)
+    middleware = [Middleware(EdgeMiddleware, state=state, router=router)]
     if coordinator is not None:  # around everything that reads or changes the state
         from mockglot.shared.middleware import HoldSharedState
 
@@ -141,7 +142,7 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
         middleware=middleware,
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
-    app.router = IndexedRouter(routes, lifespan=lifespan)
+    app.router = router
     app.state.mockglot = state
     app.state.hub = hub
     app.state.webhooks = webhooks

@@ -31,9 +31,11 @@ from mockglot.http import (
     Request,
     Response,
     error_response,
+    headers_of,
     raw_headers,
     request_id,
 )
+from mockglot.routing import IndexedRouter
 from mockglot.state.replica import Elsewhere
 from mockglot.state.server import ServerState
 
@@ -46,10 +48,11 @@ class EdgeMiddleware:
     (431), instruments requests under /v1, and turns a failure anywhere inside into the 500 envelope and one log
     line rather than a dropped socket."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState, router: IndexedRouter | None = None) -> None:
         self.app = app
         self.state = state
         self.instrumentation = Instrumentation(app, state)
+        self.router = router  # the app's: a request an endpoint table answers goes straight to its endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,7 +108,12 @@ class EdgeMiddleware:
                 )
                 await error_response(error, rid)(scope, receive, send_edge)
             elif instrumented:
-                await self.instrumentation(scope, receive, send_edge)
+                if state.faults.has_rest or "prefer" in headers_of(scope):
+                    await self.instrumentation(scope, receive, send_edge)
+                else:  # as nearly every request runs: an endpoint answers its own errors, so Starlette's
+                    # exception layer and the router's pass (`self.app`) are only for what no endpoint serves
+                    endpoint = self.router.endpoint_app(scope) if self.router is not None else None
+                    await (endpoint or self.app)(scope, receive, send_edge)
                 if held is not None:  # a dropped response: started, never completed
                     record(held["status"], b"")
                     first, held = held, None

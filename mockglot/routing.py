@@ -133,6 +133,44 @@ class IndexedRouter(Router):
             for path, rows in fixed.items()
         }
 
+    def _candidates(self, path: str, parts: list[str]) -> list[BaseRoute]:
+        """The routes that can match `path` (split at its slashes as `parts`), in table order, mounts left out."""
+        candidates = self._fixed.get(path)
+        if candidates is None:
+            slashes = len(parts) - 1
+            if slashes >= 2:
+                candidates = self._by_prefix.get((slashes, parts[1], parts[2]))
+            if candidates is None:
+                candidates = self._templated.get(slashes, [])
+        return candidates
+
+    def endpoint_app(self, scope: Scope) -> ASGIApp | None:
+        """The endpoint table's app that answers this HTTP request, with the scope filled in as `app` fills it
+        (router, route, endpoint, path parameters); None when the request needs the whole of Starlette's path (a
+        route of another kind or a mount may answer it, or nothing does: 404, 405). For the edge middleware: an
+        endpoint answers its own errors, so Starlette's exception layer and this router's own pass have nothing
+        to do for it."""
+        if scope.get("root_path"):
+            return None
+        if self._indexed != len(self.routes):
+            self._index()
+        path: str = scope["path"]
+        if self._other_http or path.startswith(self._mount_prefixes):
+            return None
+        parts = path.split("/")
+        method: str = scope["method"]
+        for route in self._candidates(path, parts):
+            if type(route) is not EndpointRoute:
+                return None
+            match, child_scope = route.matches_parts(parts, method)
+            if match is Match.FULL:
+                if "router" not in scope:
+                    scope["router"] = self
+                scope["route"] = route
+                scope.update(child_scope)
+                return route.apps[method]
+        return None
+
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("root_path"):
             await super().app(scope, receive, send)
@@ -147,13 +185,7 @@ class IndexedRouter(Router):
         path: str = scope["path"]
         method: str = scope["method"]
         parts = path.split("/")
-        candidates = self._fixed.get(path)
-        if candidates is None:
-            slashes = len(parts) - 1
-            if slashes >= 2:
-                candidates = self._by_prefix.get((slashes, parts[1], parts[2]))
-            if candidates is None:
-                candidates = self._templated.get(slashes, [])
+        candidates = self._candidates(path, parts)
         if path.startswith(self._mount_prefixes):
             mounts = [(position, mount) for position, prefix, mount in self._mounts if path.startswith(prefix)]
             rows = [(self._positions[id(route)], route) for route in candidates] + mounts

@@ -109,14 +109,15 @@ class PublicEndpoint:
         await send({"type": "http.response.body", "body": response.body})
 
     async def run(self, request: Request) -> RawResponse:
-        """Raises `ClientDisconnect` (before anything changed) when the client leaves mid-body."""
+        """Every `ApiError` becomes its envelope here (the edge middleware calls this without Starlette's exception
+        layer). Raises `ClientDisconnect` (before anything changed) when the client leaves mid-body."""
         state = self.state
         scope = request.scope
-        raw = await read_body(request) if self.has_body else b""
         key: ApiKey | None = None
         rate: RateStatus | None = None
         claimed: tuple[Any, str] | None = None
         try:
+            raw = await read_body(request) if self.has_body else b""
             key = state.keys.authenticate(credentials_of(scope))
             scope[KEY_SCOPE_KEY] = key
             try:

@@ -90,10 +90,11 @@ class Instrumentation:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request, or answer it with the fault it asks for (`Prefer`) or an armed rule matches."""
+        """Serve the request, or answer it with the fault it asks for (`Prefer`) or an armed rule matches. (The
+        edge middleware serves a request that neither could concern without calling this.)"""
         if self.state.faults.has_rest or "prefer" in headers_of(scope):
             await self._faulted_or_served(scope, receive, send, headers_of(scope).get("prefer"))
-        else:  # as nearly every request runs
+        else:
             await self.app(scope, receive, send)
 
     def record(self, scope: Scope, started: float, header_bytes: int, status: int, body: bytes) -> None:
