@@ -61,6 +61,8 @@ class Endpoint(Generic[C]):
 class RawResponse(Response):
     """A Starlette response whose headers are given as raw bytes: nothing is parsed or rebuilt on the way out."""
 
+    body: bytes
+
     def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status_code = status
         self.body = body

@@ -28,6 +28,7 @@ from mockglot.http import (
     MAX_HEADERS,
     REQUEST_ID_SCOPE_KEY,
     RawHeaders,
+    RawResponse,
     Request,
     Response,
     error_response,
@@ -176,7 +177,7 @@ def header_bytes(headers: RawHeaders) -> int | None:
     return size if size <= MAX_HEADER_BYTES else None
 
 
-def internal_error(rid: str | None) -> Response:
+def internal_error(rid: str | None) -> RawResponse:
     """A bug. It should never happen; when it does, it is an envelope and a log line, not a dropped socket."""
     error = ApiError("internal_error", "mockglot hit an internal error; this is a bug, please report it.")
     return error_response(error, rid)
