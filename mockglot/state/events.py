@@ -23,12 +23,17 @@ Listener = Callable[[Event], None]
 
 class EventBus:
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: tuple[Listener, ...] = ()  # replaced, never changed: a listener may unsubscribe meanwhile
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        self._listeners = (*self._listeners, listener)
+        return lambda: self._unsubscribe(listener)
+
+    def _unsubscribe(self, listener: Listener) -> None:
+        listeners = list(self._listeners)
+        listeners.remove(listener)
+        self._listeners = tuple(listeners)
 
     def publish(self, event: Event) -> None:
-        for listener in list(self._listeners):
+        for listener in self._listeners:
             listener(event)

@@ -129,10 +129,12 @@ class Feed:
     def publish(
         self, type_: str, session_id: str | None, organization: str | None, api_key: str | None, data: Any
     ) -> None:
-        self.last_id = next(self._ids)
+        self.last_id = last_id = next(self._ids)
         shown, hashed = _NO_KEY if api_key is None else _shown(api_key)
-        event = FeedEvent(self.last_id, type_, self._now(), session_id, organization, shown, hashed, data)
-        self._add(event)
+        event = FeedEvent(last_id, type_, self._now(), session_id, organization, shown, hashed, data)
+        self.backlog.append(event)  # `_add`, inline: this runs twice a request
+        for subscriber in self._subscribers:
+            subscriber.offer(event)
         if self.relay is not None:
             self.relay(event)
 

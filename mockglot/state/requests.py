@@ -39,19 +39,10 @@ class RequestEntry(msgspec.Struct, gc=False):
     truncated: bool = False  # the body, a header value or some headers were cut to the journal's limits
 
 
-def _bounded(entry: RequestEntry, header_bytes: int | None = None) -> tuple[RequestEntry, int]:
-    """The entry within the per-entry limits, and its size in bytes. `header_bytes`, when the caller measured
-    it, is the size of all header names and values: headers that small cannot have a value over the limit."""
+def _bounded(entry: RequestEntry) -> tuple[RequestEntry, int]:
+    """The entry within the per-entry limits, and its size in bytes (what `append` does not know at a glance)."""
     headers, body = entry.headers, entry.body
     query = entry.query
-    if (
-        header_bytes is not None
-        and header_bytes <= MAX_HEADER_BYTES
-        and len(headers) <= MAX_HEADERS
-        and len(body) <= MAX_BODY_BYTES
-        and len(query) <= MAX_HEADER_BYTES
-    ):
-        return entry, ENTRY_OVERHEAD_BYTES + len(body) + len(query) + header_bytes
     cut = len(headers) > MAX_HEADERS or len(body) > MAX_BODY_BYTES or len(query) > MAX_HEADER_BYTES
     size = ENTRY_OVERHEAD_BYTES + len(body) + len(query)
     for name, value in headers:
@@ -87,26 +78,35 @@ class RequestJournal:
     def append(self, entry: RequestEntry, header_bytes: int | None = None) -> RequestEntry:
         """Keep the entry, cut to the limits; returns what is kept. `header_bytes`: the size of the entry's header
         names and values, when the caller knows it."""
-        entry, size = _bounded(entry, header_bytes)
-        self._sequence += 1
+        body, query = entry.body, entry.query
+        if (  # headers that small cannot have a value over the limit: as nearly every request is
+            header_bytes is not None
+            and header_bytes <= MAX_HEADER_BYTES
+            and len(entry.headers) <= MAX_HEADERS
+            and len(body) <= MAX_BODY_BYTES
+            and len(query) <= MAX_HEADER_BYTES
+        ):
+            size = ENTRY_OVERHEAD_BYTES + len(body) + len(query) + header_bytes
+        else:
+            entry, size = _bounded(entry)
+        self._sequence = sequence = self._sequence + 1
         key = entry.api_key
-        entries = self._by_key.get(key)
+        by_key = self._by_key
+        entries = by_key.get(key)
         if entries is None:
-            entries = self._by_key[key] = deque()
-        entries.append((self._sequence, size, entry))
-        self._order.append((self._sequence, key))
+            entries = by_key[key] = deque()
+        entries.append((sequence, size, entry))
+        order = self._order
+        order.append((sequence, key))
         self._bytes += size
-        while len(self._order) > MAX_REQUESTS or self._bytes > MAX_BYTES:
-            self._forget_oldest()
+        while len(order) > MAX_REQUESTS or self._bytes > MAX_BYTES:  # forget the oldest
+            sequence, key = order.popleft()
+            entries = by_key.get(key)
+            if entries and entries[0][0] == sequence:
+                self._bytes -= entries.popleft()[1]
+                if not entries:
+                    del by_key[key]
         return entry
-
-    def _forget_oldest(self) -> None:
-        sequence, key = self._order.popleft()
-        entries = self._by_key.get(key)
-        if entries and entries[0][0] == sequence:
-            self._bytes -= entries.popleft()[1]
-            if not entries:
-                del self._by_key[key]
 
     def entries(
         self, api_key: str | None = None, limit: int = 100, session_id: str | None = None
