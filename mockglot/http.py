@@ -189,12 +189,23 @@ def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
 
 
 def origin(request: Request, scheme: str = "http") -> str:
-    """The origin the client called us on (`http` or `ws` flavoured), honouring a TLS-terminating proxy."""
+    """The origin the client called us on (`http` or `ws` flavoured), honouring a TLS-terminating proxy. A client
+    sends the same headers request after request: what they make is remembered (bounded), not worked out again."""
     headers = headers_of(request.scope)
-    proto = (headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")).split(",")[0].strip().lower()
-    secure = proto in ("https", "wss")
-    host = headers.get("x-forwarded-host") or headers.get("host")
+    forwarded_proto, forwarded_host = headers.get("x-forwarded-proto"), headers.get("x-forwarded-host")
+    host = forwarded_host or headers.get("host")
     if host is None:
         server_host, port = request.scope.get("server") or ("localhost", 80)
         host = f"{server_host}:{port}"
-    return f"{scheme}{'s' if secure else ''}://{host.split(',')[0].strip()}"
+    seen = (scheme, forwarded_proto or request.scope.get("scheme", "http"), host)
+    found = _origins.get(seen)
+    if found is None:
+        secure = seen[1].split(",")[0].strip().lower() in ("https", "wss")
+        if len(_origins) >= MAX_REMEMBERED_ORIGINS:
+            _origins.clear()
+        found = _origins[seen] = f"{scheme}{'s' if secure else ''}://{host.split(',')[0].strip()}"
+    return found
+
+
+MAX_REMEMBERED_ORIGINS = 1024
+_origins: dict[tuple[str, str, str], str] = {}  # (scheme wanted, protocol, host) as presented -> the origin

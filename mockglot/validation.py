@@ -193,7 +193,21 @@ def _first_bad_entry(node: Any, hint: Any, position: int) -> str | None:
 
 def unknown_fields(value: Any, type_: Any) -> list[str]:
     """Dotted paths of every object key in `value` that `type_` does not define."""
+    known = _flat_names(type_)
+    if known is not None and isinstance(value, dict):  # as nearly every body is: known keys, no nested object
+        for key, item in value.items():
+            if key not in known or isinstance(item, (dict, list)):
+                break
+        else:
+            return []
     return _unknown(value, _type_info(type_), "")
+
+
+@functools.cache
+def _flat_names(type_: Any) -> frozenset[str] | None:
+    """A struct's field names as they are encoded (None for another type): what a body without nested objects or
+    lists is checked against."""
+    return frozenset(_fields_by_name(type_)) if isinstance(_type_info(type_), mi.StructType) else None
 
 
 @functools.cache

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from mockglot.state.sessions import SessionRecord, Turn
 
 
-@dataclass(slots=True)  # not frozen: frozen init is slow, and this is made per request or frame
-class Event:
+class Event(msgspec.Struct, gc=False):
+    """Made in C (a dataclass's `__init__` is Python), several a REST round trip. Untracked: it lives only while
+    it is announced, and nothing it holds points back to it."""
+
     type: str  # the webhook event type: session.created, session.started, transcript.segment, ...
     session: SessionRecord
     turn: Turn | None = None
