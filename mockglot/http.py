@@ -30,8 +30,9 @@ C = TypeVar("C")
 __all__ = ["ClientDisconnect", "Request", "Response"]
 
 
-@dataclass(slots=True)
-class Reply:
+class Reply(msgspec.Struct):
+    """What a handler answers. A Struct: made in C, once a request."""
+
     status: int
     body: Any
     media_type: str | None = None  # None: `body` is a wire value encoded as JSON; else raw bytes

@@ -8,7 +8,6 @@ builds the routes and the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -51,8 +50,9 @@ CREATED_SCOPE_KEY = "mockglot.created"  # the ID of what a 201 created, for the 
 __all__ = ["Context", "Endpoint", "PublicEndpoint", "Reply"]
 
 
-@dataclass(slots=True)
-class Context:
+class Context(msgspec.Struct):
+    """What a handler is given. A Struct: made in C, once a request."""
+
     state: ServerState
     key: ApiKey
     request: Request
