@@ -160,7 +160,8 @@ class EdgeMiddleware:
                 with contextlib.suppress(Exception):  # the failure itself is logged just above
                     record(scope, started, size, 500, b"")
             response = internal_error(rid)
-        headers = [*response.raw_headers, (b"x-request-id", rid.encode())]
+        headers = response.raw_headers  # made for this response: added to, not copied
+        headers.append((b"x-request-id", rid.encode()))
         try:
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             await send({"type": "http.response.body", "body": response.body})

@@ -44,7 +44,7 @@ def observe_rest(
     else:
         return
     ledger = state.contract.ledger(organization)
-    code, param, message = _error_of(status, body)
+    code, param, message = _error_of(body) if status is not None and status >= 400 else _NO_ERROR
     operation = _operation(scope, code)
     bump(ledger.operations, operation)
     if code is not None:
@@ -79,14 +79,16 @@ def _operation(scope: Scope, code: str | None) -> str:
     return f"{scope['method']} {path}"
 
 
-def _error_of(status: int | None, body: bytes) -> tuple[str | None, str | None, str]:
-    if status is None or status < 400:
-        return None, None, ""
+_NO_ERROR: tuple[None, None, str] = (None, None, "")
+
+
+def _error_of(body: bytes) -> tuple[str | None, str | None, str]:
+    """An error response's code, param and message."""
     try:
         error = msgspec.json.decode(body)["error"]
         return str(error["code"]), error.get("param"), str(error.get("message") or "")
     except (msgspec.DecodeError, KeyError, TypeError):
-        return None, None, ""
+        return _NO_ERROR
 
 
 def _warned_fields(ledger: Ledger, operation: str, warnings: list[str]) -> None:

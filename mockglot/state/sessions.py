@@ -118,7 +118,7 @@ class SessionRecord(msgspec.Struct, gc=False):
     def kept_bytes(self) -> int:
         """Roughly what the session holds in memory beyond its fixed part: its audio (twice with a recording,
         which is a copy of it) and the frame journal's text."""
-        audio = sum(len(data) for data in self.audio.values())
+        audio = sum(len(data) for data in self.audio.values()) if self.audio else 0
         if self.request.recording is not None and self.request.recording.enabled:
             audio *= 2
         return audio + (self._journal.bytes if self._journal is not None else 0)
