@@ -3,6 +3,7 @@
     python bench/rest_instructions.py                      # mockglot and bare, under valgrind's callgrind
     python bench/rest_instructions.py --app mockglot --keep /tmp/cg   # keep the callgrind files to annotate
     python bench/rest_instructions.py --time               # no valgrind: wall µs per request, in-process
+    python bench/rest_instructions.py --uvicorn            # the whole server process under uvicorn, over loopback
 
 The app is driven as uvicorn drives it (the same ASGI scope, `receive` and `send`), without uvicorn or sockets:
 the same round trip as `bench/rest.py` (create a session, retrieve it, end it; bare Starlette: the same three
@@ -10,6 +11,11 @@ request shapes to its one JSON endpoint), over 8 keys in turn, after `--warmup` 
 under `valgrind --tool=callgrind`, for `--round-trips` A and B round trips; the difference of the two totals over
 3 × (B - A) requests is the cost of one request, start-up and warm-up cancelled out. A null ASGI app (answers
 at once) shows what this driver itself costs a request; it is in both apps' figures.
+
+With `--uvicorn`, the server process of `bench/rest.py` (`rest.py serve mockglot|bare`: uvicorn, uvloop,
+httptools) runs under callgrind instead, driven by `bench/rest.py`'s client over 8 keep-alive connections: the
+same difference of two runs, with uvicorn's and the event loop's share of a request in it (the null app has no
+server of its own there).
 
 `callgrind_annotate --inclusive=yes FILE` on a kept file shows the C functions; the Python functions are seen
 with `--profile` (cProfile over the measured round trips, sorted by own time).
@@ -153,6 +159,30 @@ def callgrind_total(which: str, warmup: int, count: int, keep: str | None) -> in
         str(count),
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _total(out, keep)
+
+
+def uvicorn_total(which: str, warmup: int, count: int, keep: str | None) -> int:
+    """Instructions the `bench/rest.py` server process executes for `warmup` + `count` round trips and its start
+    and stop (callgrind), driven by that bench's client."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import rest
+
+    directory = keep or tempfile.mkdtemp(prefix="rest_instructions_")
+    out = os.path.join(directory, f"callgrind.uvicorn.{which}.{count}")
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, rest.__file__]
+    server = subprocess.Popen(
+        [*command, "serve", which], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    port = int(server.stdout.readline().split()[1])  # type: ignore[union-attr]  # listening before uvicorn is up
+    asyncio.run(rest.load(port, which, warmup, 8))
+    asyncio.run(rest.load(port, which, count, 8))
+    server.stdin.close()  # type: ignore[union-attr]  # the server stops when its stdin closes
+    server.wait()
+    return _total(out, keep)
+
+
+def _total(out: str, keep: str | None) -> int:
     with open(out) as file:
         text = file.read()
     if not keep:
@@ -176,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", help="keep the callgrind files in this directory")
     parser.add_argument("--time", action="store_true", help="no valgrind: in-process µs per request (5 runs)")
     parser.add_argument("--profile", help="cProfile the measured round trips of --app (the first) to this file")
+    parser.add_argument("--uvicorn", action="store_true", help="the bench/rest.py server process, under uvicorn")
     args = parser.parse_args(argv)
     apps = args.app or list(APPS)
     low, high = (int(n) for n in args.round_trips.split(","))
@@ -201,10 +232,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{which:9s} {min(per_request):6.1f} µs a request in-process (best of 5; all: "
                   f"{', '.join(f'{v:.1f}' for v in per_request)})")  # fmt: skip
             continue
-        difference = callgrind_total(which, args.warmup, high, args.keep) - callgrind_total(
-            which, args.warmup, low, args.keep
-        )
-        print(f"{which:9s} {difference / (3 * (high - low)) / 1000:7.1f}k instructions a request", flush=True)
+        if args.uvicorn and which == "null":
+            continue
+        total = uvicorn_total if args.uvicorn else callgrind_total
+        difference = total(which, args.warmup, high, args.keep) - total(which, args.warmup, low, args.keep)
+        where = "under uvicorn" if args.uvicorn else "in-process"
+        print(f"{which:9s} {difference / (3 * (high - low)) / 1000:7.1f}k instructions a request {where}", flush=True)
     return 0
 
 
