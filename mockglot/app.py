@@ -115,8 +115,9 @@ def create_app(settings: Settings | None = None, state: ServerState | None = Non
             while True:
                 await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
                 try:
-                    async with state.coordinator.hold():
-                        state.sweep()
+                    async with state.coordinator.hold_unless_busy() as held:
+                        if held:  # else the worker holding the state sweeps
+                            state.sweep()
                 except ApiError as exc:  # the shared state is away; the next sweep tries again
                     log.warning("sweep skipped: %s", exc.message)
 

@@ -255,3 +255,64 @@ def test_the_inspector_feed_on_one_worker_shows_what_happens_on_the_other(pair: 
                     if "session.created" in seen or time.monotonic() > deadline:
                         break
     assert "session.created" in seen  # created on B, told by A's event stream
+
+
+# --- the lock's lease: kept by the worker that last held it, handed over when another asks -------------------
+
+
+def lock_holder(redis: str) -> str | None:
+    """Which worker holds the shared state's lock in Redis now (its value is `<worker>|<token>`)."""
+    import redis as redis_py
+
+    with redis_py.Redis.from_url(redis) as client:
+        held = client.get("mockglot:lock")
+    return None if held is None else held.decode().rpartition("|")[0]
+
+
+def test_requests_alternating_between_two_workers_each_see_the_last_change(
+    pair: list[ServerThread], redis: str
+) -> None:
+    """Each worker keeps the lock after its requests; the other asks for it and is answered, never a 503."""
+    a, b = pair
+    with httpx.Client(timeout=20) as http:
+        for round_ in range(10):
+            made = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": f"k{round_}"}))
+            assert made.status_code == 201, made.text
+            assert lock_holder(redis) == a.state.coordinator.worker  # kept after the request
+            ended = http.post(f"{b.base_url}/v1/sessions/{made.json()['id']}/end", headers=auth())
+            assert ended.status_code == 200, ended.text
+            seen = http.get(f"{a.base_url}/v1/sessions/{made.json()['id']}", headers=auth())
+            assert seen.status_code == 200 and seen.json()["status"] == "ended"
+
+
+def test_a_worker_that_stops_lets_the_lock_go(pair: list[ServerThread], redis: str) -> None:
+    a, b = pair
+    with httpx.Client(timeout=20) as http:
+        made = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "stop"}))
+        assert lock_holder(redis) == a.state.coordinator.worker
+        a.stop()
+        assert lock_holder(redis) is None  # the other worker need not wait for the lease to run out
+        seen = http.get(f"{b.base_url}/v1/sessions/{made.json()['id']}", headers=auth())
+        assert seen.status_code == 200 and seen.json()["status"] == "created"
+
+
+def test_a_worker_whose_lease_was_lost_answers_503_then_serves_what_the_other_wrote(
+    pair: list[ServerThread], redis: str
+) -> None:
+    """The lock gone from under its holder (its lease ran out): the holder's next save is refused, so that
+    request answers 503 (nothing it did is kept), and the one after it reloads the state and is answered."""
+    import redis as redis_py
+
+    a, b = pair
+    with httpx.Client(timeout=20) as http:
+        made = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "lost"}))
+        session_id = made.json()["id"]
+        with redis_py.Redis.from_url(redis) as client:
+            client.delete("mockglot:lock")
+        ended = http.post(f"{b.base_url}/v1/sessions/{session_id}/end", headers=auth())
+        assert ended.status_code == 200
+        refused = http.get(f"{a.base_url}/v1/sessions/{session_id}", headers=auth())
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "service_unavailable"
+        seen = http.get(f"{a.base_url}/v1/sessions/{session_id}", headers=auth())
+        assert seen.status_code == 200 and seen.json()["status"] == "ended"

@@ -4,9 +4,12 @@ Every worker keeps the whole state in memory, as a single worker does. Redis hol
 documents (`mockglot:docs`, a hash: `<store>/<id>` -> msgpack) and a change log (`mockglot:log`, a sorted set:
 each document's name scored by the version that last wrote it). A request runs while its worker holds the lock
 (`mockglot:lock`, with a lease): taking it also returns every document written since the version this worker has
-seen, in one Lua script, so a worker that is up to date pays one round trip. On the way out, the documents the
-request changed are written, the version is raised and the lock is let go, in a second script. Between requests
-a worker catches up when told (`mockglot:changed`), so streams it holds see faults armed elsewhere.
+seen, in one Lua script. On the way out, the documents the request changed are written and the version is
+raised, in a second script. The lock is sticky: its holder keeps it (each commit renews the lease) until another
+worker asks for it (on `mockglot:l:<worker>`, published by that worker's acquire script). So while no other
+worker needs the state, a request pays no round trip to take it and one to save what it changed (none when it
+changed nothing). A holder asked lets go at the end of the request it runs, or at once when idle. Between
+requests a worker catches up when told (`mockglot:changed`), so streams it holds see faults armed elsewhere.
 
 A session's stream stays on the worker holding its socket; that worker alone changes the session while it is
 connected, and writes it back as it changes (`changed()`). A request that needs such a session's stream (ending
@@ -47,6 +50,9 @@ log = logging.getLogger("mockglot.shared")
 PREFIX = "mockglot"
 LOCK_LEASE_MS = 10_000  # a worker that dies holding the lock holds it this long at most
 LOCK_WAIT_SECONDS = 5.0  # then the request answers 503
+LEASE_MARGIN_SECONDS = 2.0  # a lease is trusted until this long before it ends, counted from when it was asked
+ASK_EVERY_SECONDS = 0.05  # a worker waiting for the lock asks its holder to let go this often
+WANT_MS = 200  # how long a waiting worker's claim to the lock's next turn lasts unless it asks again
 FLUSH_DELAY_SECONDS = 0.05  # a stream's changes are written back at most this late (coalesced)
 HEARTBEAT_SECONDS = 1.0
 WORKER_TIMEOUT_SECONDS = 5.0  # a worker not heard from for this long no longer holds its streams
@@ -76,11 +82,30 @@ end
 return out
 """
 
-# KEYS: lock, ver, log, docs, epoch, floor. ARGV: token, lease, seen version, seen epoch, new epoch.
-# Returns {-1} (busy), {-2, epoch} (empty store: restore it), {-3, epoch, ver, doc, data, ...} (reload whole),
-# or {ver, doc, version, data-or-false, ...} (the documents written since the seen version).
-_ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1} end
+# KEYS: lock, ver, log, docs, epoch, floor, want. ARGV: token, lease, seen version, seen epoch, new epoch, ask
+# ('1': tell the holder to let go), the let-go channels' prefix. The lock's value (a token) names its holder:
+# `<worker>|<hex>`. A worker that finds it held asks the holder and claims the next turn (`want`); a holder that
+# nobody listens for any more (killed) has no lease left. Returns {-1} (busy), {-2, epoch} (empty store: restore
+# it), {-3, epoch, ver, doc, data, ...} (reload whole), or {ver, doc, version, data-or-false, ...} (the documents
+# written since the seen version).
+_ACQUIRE = (
+    """
+local held = redis.call('GET', KEYS[1])
+if held ~= ARGV[1] then
+  if held then
+    if ARGV[6] ~= '1' then return {-1} end
+    local holder = string.match(held, '^(.*)|')
+    if holder and redis.call('PUBLISH', ARGV[7] .. holder, held) > 0 then
+      redis.call('SET', KEYS[7], ARGV[1], 'PX', WANT_MS)
+      return {-1}
+    end
+  else
+    local want = redis.call('GET', KEYS[7])
+    if want and want ~= ARGV[1] then return {-1} end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[7]) == ARGV[1] then redis.call('DEL', KEYS[7]) end
 local epoch = redis.call('GET', KEYS[5])
 if not epoch then
   redis.call('SET', KEYS[5], ARGV[5])
@@ -95,7 +120,9 @@ if epoch ~= ARGV[4] or since < floor then
   for i = 1, #all do out[#out + 1] = all[i] end
   return out
 end
-""" + _CHANGES_SINCE.replace("LOG", "KEYS[3]").replace("DOCS", "KEYS[4]")
+""".replace("WANT_MS", str(WANT_MS))
+    + _CHANGES_SINCE.replace("LOG", "KEYS[3]").replace("DOCS", "KEYS[4]")
+)
 
 # The same read without the lock (a catch-up between requests). KEYS: ver, log, docs, epoch, floor.
 _READ = """
@@ -106,46 +133,55 @@ local since = tonumber(ARGV[1])
 if epoch ~= ARGV[2] or since < floor then return {-3} end
 """ + _CHANGES_SINCE.replace("LOG", "KEYS[2]").replace("DOCS", "KEYS[3]")
 
-# KEYS: lock, ver, log, docs, floor, the `changed` channel. ARGV: token, worker, markers..., '', deleted..., '',
-# (doc, data)... Other workers are told of a change (`changed`, naming this worker) by the same script.
-# Returns the new version (or the current one when nothing changed), or -1 when the lease was lost.
+# KEYS: lock, ver, log, docs, floor, the `changed` channel. ARGV: token, worker, keep ('1': renew the lease,
+# else let the lock go), lease, how many of `changed`'s subscribers are this worker ('1' or '0'), markers..., '',
+# deleted..., '', (doc, data)... Other workers are told of a change (`changed`, naming this worker) by the same
+# script, when there are any. Returns the new version (or the current one when nothing changed), or -1 when the
+# lease was lost.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if #ARGV == 4 then
-  redis.call('DEL', KEYS[1])
-  return tonumber(redis.call('GET', KEYS[2]) or '0')
-end
-local ver = redis.call('INCR', KEYS[2])
-local i = 3
-while ARGV[i] ~= '' do
-  if ARGV[i] == '!reset/*' then redis.call('DEL', KEYS[3], KEYS[4]) end
-  redis.call('ZADD', KEYS[3], ver, ARGV[i])
+local ver
+if #ARGV == 7 then
+  ver = tonumber(redis.call('GET', KEYS[2]) or '0')
+else
+  ver = redis.call('INCR', KEYS[2])
+  local i = 6
+  while ARGV[i] ~= '' do
+    if ARGV[i] == '!reset/*' then redis.call('DEL', KEYS[3], KEYS[4]) end
+    redis.call('ZADD', KEYS[3], ver, ARGV[i])
+    i = i + 1
+  end
   i = i + 1
-end
-i = i + 1
-while ARGV[i] ~= '' do
-  redis.call('HDEL', KEYS[4], ARGV[i])
-  redis.call('ZADD', KEYS[3], ver, ARGV[i])
+  while ARGV[i] ~= '' do
+    redis.call('HDEL', KEYS[4], ARGV[i])
+    redis.call('ZADD', KEYS[3], ver, ARGV[i])
+    i = i + 1
+  end
   i = i + 1
-end
-i = i + 1
-while i < #ARGV do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[3], ver, ARGV[i])
-  i = i + 2
-end
-if ver % 1000 == 0 then
-  local floor = ver - KEEP
-  if floor > 0 then
-    local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', floor)
-    for j = 1, #old do
-      if redis.call('HEXISTS', KEYS[4], old[j]) == 0 then redis.call('ZREM', KEYS[3], old[j]) end
+  while i < #ARGV do
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[3], ver, ARGV[i])
+    i = i + 2
+  end
+  if ver % 1000 == 0 then
+    local floor = ver - KEEP
+    if floor > 0 then
+      local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', floor)
+      for j = 1, #old do
+        if redis.call('HEXISTS', KEYS[4], old[j]) == 0 then redis.call('ZREM', KEYS[3], old[j]) end
+      end
+      redis.call('SET', KEYS[5], floor)
     end
-    redis.call('SET', KEYS[5], floor)
+  end
+  if redis.call('PUBSUB', 'NUMSUB', KEYS[6])[2] > tonumber(ARGV[5]) then
+    redis.call('PUBLISH', KEYS[6], ARGV[2])
   end
 end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', KEYS[6], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+else
+  redis.call('DEL', KEYS[1])
+end
 return ver
 """.replace("KEEP", str(LOG_KEEP_VERSIONS))
 
@@ -192,7 +228,11 @@ class RedisCoordinator:
         self.epoch = ""
         self._redis: redis.asyncio.Redis | None = None
         self._local = asyncio.Lock()  # one hold at a time in this worker
-        self._token = ""
+        self._token = ""  # the lock's value while this worker may hold it, else ""
+        self._trusted_until = 0.0  # (monotonic) until then the lock is surely this worker's
+        self._asked = False  # another worker asked for the lock: let it go at the end of the current hold
+        self._letting_go: asyncio.Task[None] | None = None
+        self._listening = False  # subscribed, so asked for the lock: only then is it kept between holds
         self._flush_due = asyncio.Event()
         self._catch_up_due = asyncio.Event()
         self._dead: set[str] = set()  # workers not heard from lately, or that no longer listen
@@ -230,11 +270,15 @@ class RedisCoordinator:
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._read_script = self._redis.register_script(_READ)
         self._commit_script = self._redis.register_script(_COMMIT)
+        self._acquire_keys = [self._key(k) for k in ("lock", "ver", "log", "docs", "epoch", "floor", "want")]
+        self._read_keys = [self._key(k) for k in ("ver", "log", "docs", "epoch", "floor")]
+        self._commit_keys = [self._key(k) for k in ("lock", "ver", "log", "docs", "floor", "changed")]
+        self._pubsub = self._redis.pubsub()
+        channels = (f"w:{self.worker}", f"r:{self.worker}", f"l:{self.worker}", "changed", "feed")
+        await self._pubsub.subscribe(*(self._key(channel) for channel in channels))  # before the lock is held
         async with self.hold():  # loads what is there (or fills an empty Redis with this worker's copy)
             pass
-        self._pubsub = self._redis.pubsub()
-        channels = (f"w:{self.worker}", f"r:{self.worker}", "changed", "feed")
-        await self._pubsub.subscribe(*(self._key(channel) for channel in channels))
+        self._listening = True
         await self._heartbeat()
         self._tasks = [
             asyncio.create_task(self._listen()),
@@ -270,33 +314,53 @@ class RedisCoordinator:
 
     # --- holding the state ----------------------------------------------------------------------------
 
+    def hold(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._hold(wait=True, background=False)
+
+    def hold_unless_busy(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        return self._hold(wait=False, background=True)
+
     @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
+    async def _hold(self, wait: bool, background: bool) -> AsyncIterator[bool]:
+        """`wait`: for the lock, asking its holder for it; else hold nothing (False) while another worker holds
+        it. `background`: outside any request, so a lock taken for it is let go after, not kept from the
+        workers that serve requests."""
         if _holding.get():  # already held by this request
-            yield
+            yield True
             return
-        await self._enter()
+        took = await self._enter(wait)
+        if took is None:
+            yield False
+            return
+        sticky = not (background and took)
         reset = _holding.set(True)
         try:
-            yield
+            yield True
         except BaseException:
             _holding.reset(reset)
-            await self._leave()
+            await self._leave(sticky)
             raise
         _holding.reset(reset)
-        await self._leave()
+        await self._leave(sticky)
 
-    async def _enter(self) -> None:
+    async def _enter(self, wait: bool = True) -> bool | None:
+        """Hold the local lock and Redis's: whether Redis's had to be taken (it was not this worker's), or None,
+        holding neither, when another worker holds it and `wait` is false."""
         await self._local.acquire()
         try:
-            await self._acquire()
+            if self._token and time.monotonic() < self._trusted_until:
+                return False  # still this worker's: nobody else can have written since
+            if await self._acquire(wait):
+                return True
         except BaseException:
             self._local.release()
             raise
+        self._local.release()
+        return None
 
-    async def _leave(self) -> None:
+    async def _leave(self, sticky: bool = True) -> None:
         try:
-            await self._commit()
+            await self._commit(keep=sticky and self._listening and not self._stopping and not self._asked)
         finally:
             self._local.release()
 
@@ -318,27 +382,44 @@ class RedisCoordinator:
         """Unknown workers count as alive until a heartbeat or an unanswered message says otherwise."""
         return worker not in self._dead
 
-    async def _acquire(self) -> None:
+    async def _acquire(self, wait: bool = True) -> bool:
+        """Take the lock and load what changed; False when another worker holds it and `wait` is false."""
         assert self._redis is not None
-        token = secrets.token_hex(8)
+        if not self._token:
+            self._token = f"{self.worker}|{secrets.token_hex(8)}"
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         pause = 0.0005
+        ask_at = 0.0
         while True:
+            asked_at = time.monotonic()
+            ask = wait and asked_at >= ask_at
+            if ask:
+                ask_at = asked_at + ASK_EVERY_SECONDS
             try:
                 reply = await self._acquire_script(
-                    keys=[self._key(k) for k in ("lock", "ver", "log", "docs", "epoch", "floor")],
-                    args=[token, LOCK_LEASE_MS, self.version, self.epoch, secrets.token_hex(8)],
+                    keys=self._acquire_keys,
+                    args=[
+                        self._token,
+                        LOCK_LEASE_MS,
+                        self.version,
+                        self.epoch,
+                        secrets.token_hex(8),
+                        "1" if ask else "0",
+                        self._key("l:"),
+                    ],
                 )
             except Exception as exc:  # redis.ConnectionError, TimeoutError, ...
                 log.warning("state store unreachable: %s: %s", type(exc).__name__, exc)
                 raise Unavailable(f"at {_redacted(self.url)} cannot be reached ({type(exc).__name__})") from None
             if reply[0] != -1:
                 break
+            if not wait:
+                return False
             if time.monotonic() >= deadline:
                 raise Unavailable("stayed locked by another worker for 5 s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.02)
-        self._token = token
+        self._trusted_until = asked_at + LOCK_LEASE_MS / 1000 - LEASE_MARGIN_SECONDS
         if reply[0] == -2:  # an empty store: this worker's copy becomes the state
             self.epoch = reply[1].decode()
             self.version = 0
@@ -348,6 +429,7 @@ class RedisCoordinator:
             self._reload(int(reply[2]), reply[3:])
         else:
             self._apply(int(reply[0]), reply[1:])
+        return True
 
     def _apply(self, version: int, entries: list[Any]) -> None:
         """Load what other workers wrote since this worker's version, in the order they wrote it."""
@@ -407,7 +489,8 @@ class RedisCoordinator:
                     tracker.touch(doc)
                 tracker.forget_hashes()
 
-    async def _commit(self) -> None:
+    async def _commit(self, keep: bool) -> None:
+        """Save what changed; keep the lock (renewing its lease when anything is sent) or let it go."""
         assert self._redis is not None
         markers = [RESET_PREFIX + (organization or "*") for organization in self.state.markers]
         self.state.markers.clear()
@@ -419,21 +502,64 @@ class RedisCoordinator:
                     deleted.append(f"{name}/{doc}")
                 else:
                     written += [f"{name}/{doc}", data]
-        args: list[bytes | str] = [self._token, self.worker, *markers, "", *deleted, "", *written]
+        changes = bool(markers or deleted or written)
+        sent = time.monotonic()
+        if keep and not changes and sent < self._trusted_until:
+            return  # nothing to save, and the lock is still this worker's
+        args: list[bytes | str | int] = [
+            self._token,
+            self.worker,
+            "1" if keep else "0",
+            LOCK_LEASE_MS,
+            "1" if self._listening else "0",
+            *markers,
+            "",
+            *deleted,
+            "",
+            *written,
+        ]
+        self._trusted_until = 0.0  # until the answer says the lease is still this worker's
         try:
-            version = await self._commit_script(
-                keys=[self._key(k) for k in ("lock", "ver", "log", "docs", "floor", "changed")], args=args
-            )
+            version = await self._commit_script(keys=self._commit_keys, args=args)
         except Exception as exc:
             self.version = -1  # this worker's copy may now differ from Redis: reload it whole next time
             raise Unavailable(f"at {_redacted(self.url)} failed while saving ({type(exc).__name__})") from None
         if version == -1:
             self.version = -1
+            self._let_go()
             raise Unavailable("lease ran out before the request finished")
-        if int(version) > self.version + 1 and (markers or deleted or written):
+        if int(version) > self.version + 1 and changes:
             self.version = -1  # someone wrote in between (a lost lease): reload
         else:
             self.version = int(version)
+        if keep:
+            self._trusted_until = sent + LOCK_LEASE_MS / 1000 - LEASE_MARGIN_SECONDS
+        else:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """The lock is not this worker's any more: the next hold takes it again, with a new token."""
+        self._token = ""
+        self._trusted_until = 0.0
+        self._asked = False
+
+    def _asked_to_let_go(self, token: bytes) -> None:
+        """Another worker waits for the lock: let it go after the current hold, or now when there is none."""
+        if not self._token or token.decode() != self._token:
+            return  # an old request, for a lock this worker has let go since
+        self._asked = True
+        if self._letting_go is None:
+            self._letting_go = asyncio.create_task(self._let_go_when_idle())
+
+    async def _let_go_when_idle(self) -> None:
+        try:
+            async with self._local:  # after the hold running now (which lets go itself, seeing `_asked`)
+                if self._asked and self._token:
+                    await self._commit(keep=False)
+        except ApiError as exc:
+            log.warning("could not let the lock go: %s", exc.message)
+        finally:
+            self._letting_go = None
 
     # --- background -----------------------------------------------------------------------------------
 
@@ -444,6 +570,7 @@ class RedisCoordinator:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._flush_due.wait(), HEARTBEAT_SECONDS)
             await asyncio.sleep(FLUSH_DELAY_SECONDS)
+            due = self._flush_due.is_set() and self._unsaved()  # (a request may have saved it already)
             self._flush_due.clear()
             if time.monotonic() - last_progress >= HEARTBEAT_SECONDS:
                 last_progress = time.monotonic()
@@ -451,13 +578,20 @@ class RedisCoordinator:
                 if sessions.tracker is not None:
                     for record in sessions.streaming_sessions():
                         sessions.tracker.touch(record.id)
-            try:
-                async with self.hold():
+            try:  # a change is written now; the progress of the streams waits while another worker is busy
+                async with self._hold(wait=due, background=True):
                     pass
             except ApiError as exc:
                 log.warning("could not write back stream changes: %s", exc.message)
             except Exception:
                 log.exception("could not write back stream changes")
+
+    def _unsaved(self) -> bool:
+        """Whether this worker changed anything since it last saved."""
+        if self.state.markers:
+            return True
+        trackers = (getattr(replica, "tracker", None) for replica in self.replicas.values())
+        return any(tracker.touched for tracker in trackers if tracker is not None)
 
     def _relay(self, event: FeedEvent) -> None:
         if len(self._relayed) < MAX_RELAYED:
@@ -508,25 +642,27 @@ class RedisCoordinator:
                 continue
             async with self._local:
                 with contextlib.suppress(Exception):
-                    reply = await self._read_script(
-                        keys=[self._key(k) for k in ("ver", "log", "docs", "epoch", "floor")],
-                        args=[self.version, self.epoch],
-                    )
+                    reply = await self._read_script(keys=self._read_keys, args=[self.version, self.epoch])
                     if reply[0] != -3:
                         self._apply(int(reply[0]), reply[1:])
 
     async def _listen(self) -> None:
         assert self._pubsub is not None
         requests, replies = self._key(f"w:{self.worker}").encode(), self._key(f"r:{self.worker}").encode()
-        feed = self._key("feed").encode()
+        feed, let_go = self._key("feed").encode(), self._key(f"l:{self.worker}").encode()
         while not self._stopping:
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                await asyncio.sleep(0.5)  # Redis gone: redis-py reconnects and resubscribes
+                # Redis gone, or this connection: no other worker can ask for the lock meanwhile, and one may
+                # take it as a dead worker's. So it is not kept, nor trusted, until listening again.
+                self._listening = False
+                self._trusted_until = 0.0
+                await asyncio.sleep(0.5)  # redis-py reconnects and resubscribes
                 continue
+            self._listening = True
             if message is None or message["type"] != "message":
                 continue
             try:
@@ -540,6 +676,8 @@ class RedisCoordinator:
                     if sender != self.worker:
                         for event in events:
                             self.state.feed.receive(event)
+                elif channel == let_go:
+                    self._asked_to_let_go(data)
                 elif channel == replies:
                     answer = msgspec.msgpack.decode(data, type=_Answer)
                     waiter = self._waiting.pop(answer.id, None)

@@ -103,8 +103,13 @@ class DocTracker:
 class Coordinator(Protocol):
     """How a request holds the shared state (the lock and an up-to-date copy) and lets it go."""
 
-    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
+    def hold(self) -> contextlib.AbstractAsyncContextManager[object]:
         """Hold the state: other workers' changes loaded on entry, this worker's written on exit."""
+        ...
+
+    def hold_unless_busy(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        """For background work every worker does (a sweep): hold the state, as `hold`, and say True; or, while
+        another worker holds it (and so does that work itself), hold nothing and say False."""
         ...
 
     async def outside(self, waiting: Awaitable[T]) -> T:
@@ -127,6 +132,10 @@ class LocalCoordinator:
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         yield
+
+    @contextlib.asynccontextmanager
+    async def hold_unless_busy(self) -> AsyncIterator[bool]:
+        yield True
 
     async def outside(self, waiting: Awaitable[T]) -> T:
         return await waiting

@@ -259,8 +259,8 @@ class Dispatcher:
         """Take over the pending deliveries of workers that stopped or died, and send them as due."""
         if not self.store.orphaned():  # the common case, without the lock
             return
-        async with self.store.hold():
-            claimed = self.store.claim()
+        async with self.store.hold_unless_busy() as held:
+            claimed = self.store.claim() if held else []
         for delivery in claimed:
             if not delivery.attempts:
                 self._enqueue(delivery)

@@ -319,9 +319,10 @@ class WebhookStore(SharedDocs):
                 delivery.owner = ""
                 self._share(delivery)
 
-    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
+    def hold_unless_busy(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        """The shared state for a claim, unless another worker holds it (and so claims)."""
         assert self.coordinator is not None
-        return self.coordinator.hold()
+        return self.coordinator.hold_unless_busy()
 
     def on_drop(self, listener: Callable[[list[Delivery]], None]) -> None:
         """Called with the deliveries a reset or an endpoint's removal dropped (the dispatcher stops sending)."""
