@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from mockglot.errors import ApiError
+from mockglot.shared import resp
 from mockglot.state.feed import FeedEvent, RelayedEvent
 from mockglot.state.replica import Replica
 
@@ -186,6 +187,9 @@ return ver
 """.replace("KEEP", str(LOG_KEEP_VERSIONS))
 
 
+_ACQUIRE_SCRIPT, _READ_SCRIPT, _COMMIT_SCRIPT = resp.Script(_ACQUIRE), resp.Script(_READ), resp.Script(_COMMIT)
+
+
 class Unavailable(ApiError):
     def __init__(self, why: str) -> None:
         super().__init__(
@@ -267,9 +271,7 @@ class RedisCoordinator:
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 3),
             retry_on_error=[ConnectionError, TimeoutError],
         )
-        self._acquire_script = self._redis.register_script(_ACQUIRE)
-        self._read_script = self._redis.register_script(_READ)
-        self._commit_script = self._redis.register_script(_COMMIT)
+        self._held = resp.Connection(self._redis, timeout=2.0)
         self._acquire_keys = [self._key(k) for k in ("lock", "ver", "log", "docs", "epoch", "floor", "want")]
         self._read_keys = [self._key(k) for k in ("ver", "log", "docs", "epoch", "floor")]
         self._commit_keys = [self._key(k) for k in ("lock", "ver", "log", "docs", "floor", "changed")]
@@ -301,6 +303,7 @@ class RedisCoordinator:
             async with asyncio.timeout(LOCK_WAIT_SECONDS + STOP_STEP_SECONDS), self.hold():
                 pass
         if self._redis is not None:
+            self._held.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(STOP_STEP_SECONDS):
                     await self._redis.zrem(self._key("workers"), self.worker)
@@ -348,8 +351,8 @@ class RedisCoordinator:
         holding neither, when another worker holds it and `wait` is false."""
         await self._local.acquire()
         try:
-            if self._token and time.monotonic() < self._trusted_until:
-                return False  # still this worker's: nobody else can have written since
+            if self._token and time.monotonic() < self._trusted_until and self._held.connected:
+                return False  # still this worker's: nobody else can have written since (nor Redis restarted)
             if await self._acquire(wait):
                 return True
         except BaseException:
@@ -396,9 +399,10 @@ class RedisCoordinator:
             if ask:
                 ask_at = asked_at + ASK_EVERY_SECONDS
             try:
-                reply = await self._acquire_script(
-                    keys=self._acquire_keys,
-                    args=[
+                reply = await self._held.evalsha(
+                    _ACQUIRE_SCRIPT,
+                    self._acquire_keys,
+                    [
                         self._token,
                         LOCK_LEASE_MS,
                         self.version,
@@ -520,7 +524,7 @@ class RedisCoordinator:
         ]
         self._trusted_until = 0.0  # until the answer says the lease is still this worker's
         try:
-            version = await self._commit_script(keys=self._commit_keys, args=args)
+            version = await self._held.evalsha(_COMMIT_SCRIPT, self._commit_keys, args)
         except Exception as exc:
             self.version = -1  # this worker's copy may now differ from Redis: reload it whole next time
             raise Unavailable(f"at {_redacted(self.url)} failed while saving ({type(exc).__name__})") from None
@@ -591,7 +595,7 @@ class RedisCoordinator:
         if self.state.markers:
             return True
         trackers = (getattr(replica, "tracker", None) for replica in self.replicas.values())
-        return any(tracker.touched for tracker in trackers if tracker is not None)
+        return any(tracker.unsaved() for tracker in trackers if tracker is not None)
 
     def _relay(self, event: FeedEvent) -> None:
         if len(self._relayed) < MAX_RELAYED:
@@ -642,7 +646,7 @@ class RedisCoordinator:
                 continue
             async with self._local:
                 with contextlib.suppress(Exception):
-                    reply = await self._read_script(keys=self._read_keys, args=[self.version, self.epoch])
+                    reply = await self._held.evalsha(_READ_SCRIPT, self._read_keys, [self.version, self.epoch])
                     if reply[0] != -3:
                         self._apply(int(reply[0]), reply[1:])
 

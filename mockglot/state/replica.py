@@ -84,6 +84,14 @@ class DocTracker:
         self.touched.clear()
         return changed
 
+    def unsaved(self) -> bool:
+        """Whether `changes()` would report anything (without taking it)."""
+        for doc in self.touched:
+            data = self.encode(doc)
+            if (data is None and doc in self._hashes) or (data is not None and self._hashes.get(doc) != hash(data)):
+                return True
+        return False
+
     def loaded(self, doc: str, data: bytes | None) -> None:
         """Another worker's version is now this store's: nothing to report until it changes here."""
         self.touched.discard(doc)
