@@ -313,3 +313,20 @@ def test_a_worker_whose_lease_was_lost_answers_503_then_serves_what_the_other_wr
         assert refused.json()["error"]["code"] == "service_unavailable"
         seen = http.get(f"{a.base_url}/v1/sessions/{session_id}", headers=auth())
         assert seen.status_code == 200 and seen.json()["status"] == "ended"
+
+
+def test_a_rate_limit_counts_reads_on_every_worker(redis: str) -> None:
+    """A read changes only its key's count, which is saved after the response (with the next save, or when the
+    lock goes to another worker): the other worker counts it all the same."""
+    a, b = workers(redis, rate_limit=4)
+    try:
+        with httpx.Client(timeout=20) as http:
+            made = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth())
+            path = f"/v1/sessions/{made.json()['id']}"
+            for server in (a, b, a):
+                assert http.get(f"{server.base_url}{path}", headers=auth()).status_code == 200
+            refused = http.get(f"{b.base_url}{path}", headers=auth())
+            assert refused.status_code == 429, refused.text
+    finally:
+        a.stop()
+        b.stop()

@@ -341,10 +341,10 @@ class RedisCoordinator:
             yield True
         except BaseException:
             _holding.reset(reset)
-            await self._leave(sticky)
+            await self._leave(sticky, lazy=not background)
             raise
         _holding.reset(reset)
-        await self._leave(sticky)
+        await self._leave(sticky, lazy=not background)
 
     async def _enter(self, wait: bool = True) -> bool | None:
         """Hold the local lock and Redis's: whether Redis's had to be taken (it was not this worker's), or None,
@@ -361,9 +361,10 @@ class RedisCoordinator:
         self._local.release()
         return None
 
-    async def _leave(self, sticky: bool = True) -> None:
+    async def _leave(self, sticky: bool = True, lazy: bool = True) -> None:
         try:
-            await self._commit(keep=sticky and self._listening and not self._stopping and not self._asked)
+            keep = sticky and self._listening and not self._stopping and not self._asked
+            await self._commit(keep, lazy)
         finally:
             self._local.release()
 
@@ -493,23 +494,32 @@ class RedisCoordinator:
                     tracker.touch(doc)
                 tracker.forget_hashes()
 
-    async def _commit(self, keep: bool) -> None:
-        """Save what changed; keep the lock (renewing its lease when anything is sent) or let it go."""
+    async def _commit(self, keep: bool, lazy: bool = False) -> None:
+        """Save what changed; keep the lock (renewing its lease when anything is sent) or let it go. `lazy`:
+        changes of deferrable stores alone wait (for the next save, or the flush) while the lock is kept."""
         assert self._redis is not None
         markers = [RESET_PREFIX + (organization or "*") for organization in self.state.markers]
         self.state.markers.clear()
+        sent = time.monotonic()
+        trusted = keep and sent < self._trusted_until
+        lazy = lazy and trusted and not markers
         deleted: list[str] = []
         written: list[bytes | str] = []
+        later: list[tuple[str, Replica]] = []
         for name, replica in self.replicas.items():
-            for doc, data in replica.changes().items():
-                if data is None:
-                    deleted.append(f"{name}/{doc}")
-                else:
-                    written += [f"{name}/{doc}", data]
+            if lazy and replica.deferrable:
+                later.append((name, replica))
+            else:
+                _collect(name, replica, deleted, written)
+        if later and (deleted or written):
+            for name, replica in later:
+                _collect(name, replica, deleted, written)
+            later = []
         changes = bool(markers or deleted or written)
-        sent = time.monotonic()
-        if keep and not changes and sent < self._trusted_until:
-            return  # nothing to save, and the lock is still this worker's
+        if trusted and not changes:  # nothing to save now, and the lock is still this worker's
+            if later:
+                self._flush_due.set()
+            return
         args: list[bytes | str | int] = [
             self._token,
             self.worker,
@@ -778,6 +788,15 @@ class RedisCoordinator:
         answer = _Answer(request.id, status, [(bytes(n), bytes(v)) for n, v in headers], b"".join(chunks))
         with contextlib.suppress(Exception):
             await self._redis.publish(request.reply_to, msgspec.msgpack.encode(answer))
+
+
+def _collect(name: str, replica: Replica, deleted: list[str], written: list[bytes | str]) -> None:
+    """A store's changes, as the commit script takes them."""
+    for doc, data in replica.changes().items():
+        if data is None:
+            deleted.append(f"{name}/{doc}")
+        else:
+            written += [f"{name}/{doc}", data]
 
 
 def _redacted(url: str) -> str:

@@ -33,6 +33,7 @@ class RateLimiter(SharedDocs):
     # --- shared between workers (see state/replica.py) ---------------------------------------------------
 
     name = "ratelimit"
+    deferrable = True  # a request that changes nothing else (a GET) need not wait for Redis to count it
 
     def share(self) -> None:
         self.tracker = DocTracker(self._encode)

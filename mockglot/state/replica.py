@@ -32,6 +32,9 @@ class Replica(Protocol):
     """A store whose documents several workers share."""
 
     name: str  # the documents' namespace: `sessions`, `keys`, ...
+    # Whether its changes may be saved after the response that made them (with the worker's next save, or
+    # within moments): what a client would lose with a killed worker is nothing it relies on (a count).
+    deferrable: bool
 
     def changes(self) -> dict[str, bytes | None]:
         """Documents changed since the last call: id -> encoding, or None for one that is gone."""
@@ -46,6 +49,7 @@ class SharedDocs:
     """What every `Replica` store has alike: its tracker (None alone) and what it reports."""
 
     tracker: DocTracker | None = None
+    deferrable = False
 
     def changes(self) -> dict[str, bytes | None]:
         """Documents changed since the last call: id -> encoding, or None for one that is gone."""
