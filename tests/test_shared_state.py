@@ -330,3 +330,27 @@ def test_a_rate_limit_counts_reads_on_every_worker(redis: str) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_concurrent_requests_on_one_worker_are_all_seen_by_the_other(pair: list[ServerThread]) -> None:
+    """Requests that end while an earlier one's changes are being saved are saved together: every one answered
+    is in Redis, and the other worker sees it."""
+    a, b = pair
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            return await asyncio.gather(
+                *(
+                    http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": f"c{i}"}))
+                    for i in range(32)
+                )
+            )
+
+    made = asyncio.run(burst())
+    assert [r.status_code for r in made] == [201] * 32
+    with httpx.Client(timeout=20) as http:
+        for response in made:
+            seen = http.get(f"{b.base_url}/v1/sessions/{response.json()['id']}", headers=auth())
+            assert seen.status_code == 200, seen.text
+        after = http.post(f"{b.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "last"}))
+    assert after.headers["x-api-credits-used"] == "33"

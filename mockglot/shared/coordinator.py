@@ -11,6 +11,11 @@ worker needs the state, a request pays no round trip to take it and one to save 
 changed nothing). A holder asked lets go at the end of the request it runs, or at once when idle. Between
 requests a worker catches up when told (`mockglot:changed`), so streams it holds see faults armed elsewhere.
 
+Commits are grouped: a request's changes are staged when it ends and the worker's next request runs while they
+are saved; the requests that end meanwhile are saved together by the next commit. Each response waits for the
+commit that holds its changes (or that holds what it may have read); a commit that fails fails every request
+staged after it too, and the worker reloads the state before serving again.
+
 A session's stream stays on the worker holding its socket; that worker alone changes the session while it is
 connected, and writes it back as it changes (`changed()`). A request that needs such a session's stream (ending
 it, injecting into it) raises `Elsewhere` on another worker, which forwards the whole request to the worker
@@ -218,6 +223,17 @@ class _Answer(msgspec.Struct, array_like=True):
     body: bytes
 
 
+class _Batch:
+    """The changes of the holds that ended while the previous commit was on its way, saved by one commit; each
+    of those holds waits for its answer."""
+
+    __slots__ = ("done", "keep")
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.keep = True  # renew the lease; False: let the lock go
+
+
 class RedisCoordinator:
     """The `Coordinator` of several workers sharing a Redis (see `mockglot.state.replica`)."""
 
@@ -236,6 +252,14 @@ class RedisCoordinator:
         self._trusted_until = 0.0  # (monotonic) until then the lock is surely this worker's
         self._asked = False  # another worker asked for the lock: let it go at the end of the current hold
         self._letting_go: asyncio.Task[None] | None = None
+        # Group commit: a hold's changes are staged when it ends, and the next hold may run while they are saved.
+        self._staged: dict[str, bytes | None] = {}  # document -> encoding (None: gone), not sent yet
+        self._staged_markers: list[str] = []
+        self._batch: _Batch | None = None  # what the staged changes' holds wait for, not sent yet
+        self._sending: _Batch | None = None  # the commit on its way
+        self._next: asyncio.Task[None] | None = None  # sends the staged batch once the one on its way is answered
+        self._failures = 0  # commits that failed: a hold that began before one built on changes Redis lost
+        self._entered_after = 0  # `_failures` when the running hold began
         self._listening = False  # subscribed, so asked for the lock: only then is it kept between holds
         self._flush_due = asyncio.Event()
         self._catch_up_due = asyncio.Event()
@@ -351,8 +375,11 @@ class RedisCoordinator:
         holding neither, when another worker holds it and `wait` is false."""
         await self._local.acquire()
         try:
+            self._entered_after = self._failures
             if self._token and time.monotonic() < self._trusted_until and self._held.connected:
                 return False  # still this worker's: nobody else can have written since (nor Redis restarted)
+            await self._drain()  # what is loaded must not be older than what this worker saved
+            self._entered_after = self._failures
             if await self._acquire(wait):
                 return True
         except BaseException:
@@ -362,11 +389,20 @@ class RedisCoordinator:
         return None
 
     async def _leave(self, sticky: bool = True, lazy: bool = True) -> None:
+        """Stage what the hold changed and let the next hold run; return once it is saved (Unavailable when it
+        could not be: nothing it did is kept)."""
         try:
             keep = sticky and self._listening and not self._stopping and not self._asked
-            await self._commit(keep, lazy)
+            if self.state.markers:
+                await self._drain()  # a reset is applied before the writes it is sent with: not after others'
+            batch = self._stage(keep, lazy)
         finally:
             self._local.release()
+        if batch is None:
+            return
+        if self._sending is None and self._batch is batch:
+            await self._send_next()
+        await asyncio.shield(batch.done)
 
     async def outside(self, waiting: Awaitable[T]) -> T:
         if not _holding.get():
@@ -494,36 +530,60 @@ class RedisCoordinator:
                     tracker.touch(doc)
                 tracker.forget_hashes()
 
-    async def _commit(self, keep: bool, lazy: bool = False) -> None:
-        """Save what changed; keep the lock (renewing its lease when anything is sent) or let it go. `lazy`:
-        changes of deferrable stores alone wait (for the next save, or the flush) while the lock is kept."""
-        assert self._redis is not None
+    def _stage(self, keep: bool, lazy: bool) -> _Batch | None:
+        """Take what the hold changed into the next commit: the batch to wait for, or None when nothing it did
+        or saw waits for Redis. `lazy`: changes of deferrable stores alone wait (for the next commit, or the
+        flush) while the lock is kept."""
         markers = [RESET_PREFIX + (organization or "*") for organization in self.state.markers]
         self.state.markers.clear()
-        sent = time.monotonic()
-        trusted = keep and sent < self._trusted_until
+        if self._failures != self._entered_after:  # it built on changes a failed commit lost
+            for replica in self.replicas.values():
+                replica.changes()
+            raise Unavailable("lost what an earlier request changed, before this one finished")
+        trusted = keep and time.monotonic() < self._trusted_until
         lazy = lazy and trusted and not markers
-        deleted: list[str] = []
-        written: list[bytes | str] = []
+        staged = self._staged
+        before = len(staged)
         later: list[tuple[str, Replica]] = []
         for name, replica in self.replicas.items():
             if lazy and replica.deferrable:
                 later.append((name, replica))
             else:
-                _collect(name, replica, deleted, written)
-        if later and (deleted or written):
+                _stage_changes(name, replica, staged)
+        if later and staged:  # a commit goes anyway: they ride along
             for name, replica in later:
-                _collect(name, replica, deleted, written)
+                _stage_changes(name, replica, staged)
             later = []
-        changes = bool(markers or deleted or written)
-        if trusted and not changes:  # nothing to save now, and the lock is still this worker's
+        self._staged_markers += markers
+        if not keep:
+            self._trusted_until = 0.0  # the lock is being let go: a hold from now on takes it again
+        if trusted and not markers and len(staged) == before:
             if later:
                 self._flush_due.set()
-            return
+            return self._batch or self._sending  # nothing of its own: it waits only for what it may have read
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+        batch.keep = batch.keep and keep
+        return batch
+
+    async def _send_next(self) -> None:
+        """Commit the staged batch; then hand the one staged meanwhile on to a task of its own."""
+        batch = self._batch
+        if batch is None or self._sending is not None:
+            return  # sent meanwhile by a hold that ended (or failed with the one before)
+        self._batch, self._sending = None, batch
+        staged, self._staged = self._staged, {}
+        markers, self._staged_markers = self._staged_markers, []
+        deleted = [doc for doc, data in staged.items() if data is None]
+        written: list[bytes | str] = []
+        for doc, data in staged.items():
+            if data is not None:
+                written += [doc, data]
         args: list[bytes | str | int] = [
             self._token,
             self.worker,
-            "1" if keep else "0",
+            "1" if batch.keep else "0",
             LOCK_LEASE_MS,
             "1" if self._listening else "0",
             *markers,
@@ -532,24 +592,49 @@ class RedisCoordinator:
             "",
             *written,
         ]
-        self._trusted_until = 0.0  # until the answer says the lease is still this worker's
+        sent = time.monotonic()
         try:
             version = await self._held.evalsha(_COMMIT_SCRIPT, self._commit_keys, args)
-        except Exception as exc:
-            self.version = -1  # this worker's copy may now differ from Redis: reload it whole next time
-            raise Unavailable(f"at {_redacted(self.url)} failed while saving ({type(exc).__name__})") from None
+        except BaseException as exc:  # (a cancelled sender too: whether Redis ran it is unknown)
+            self._fail(batch, Unavailable(f"at {_redacted(self.url)} failed while saving ({type(exc).__name__})"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._sending = None
         if version == -1:
-            self.version = -1
             self._let_go()
-            raise Unavailable("lease ran out before the request finished")
-        if int(version) > self.version + 1 and changes:
+            self._fail(batch, Unavailable("lease ran out before the request finished"))
+            return
+        if int(version) > self.version + 1 and (markers or staged):
             self.version = -1  # someone wrote in between (a lost lease): reload
         else:
             self.version = int(version)
-        if keep:
-            self._trusted_until = sent + LOCK_LEASE_MS / 1000 - LEASE_MARGIN_SECONDS
-        else:
+        if not batch.keep:
             self._let_go()
+        elif self._trusted_until:
+            self._trusted_until = sent + LOCK_LEASE_MS / 1000 - LEASE_MARGIN_SECONDS
+        batch.done.set_result(None)
+        if self._batch is not None:
+            self._next = asyncio.create_task(self._send_next())
+
+    def _fail(self, failed: _Batch, error: Unavailable) -> None:
+        """A commit failed: its holds, and every hold since (built on what it lost), answer `error`; this
+        worker's copy may now differ from Redis, so the next hold reloads it whole."""
+        self.version = -1
+        self._trusted_until = 0.0
+        self._failures += 1
+        for batch in (failed, self._batch):
+            if batch is not None and not batch.done.done():
+                batch.done.set_exception(error)
+        self._batch = None
+        self._staged, self._staged_markers = {}, []
+
+    async def _drain(self) -> None:
+        """Wait until every staged change is answered (saved or failed)."""
+        while (batch := self._batch or self._sending) is not None:
+            with contextlib.suppress(ApiError):
+                await asyncio.shield(batch.done)
 
     def _let_go(self) -> None:
         """The lock is not this worker's any more: the next hold takes it again, with a new token."""
@@ -567,9 +652,12 @@ class RedisCoordinator:
 
     async def _let_go_when_idle(self) -> None:
         try:
-            async with self._local:  # after the hold running now (which lets go itself, seeing `_asked`)
-                if self._asked and self._token:
-                    await self._commit(keep=False)
+            await self._local.acquire()  # after the hold running now (which lets go itself, seeing `_asked`)
+            if not (self._asked and self._token):
+                self._local.release()
+                return
+            self._entered_after = self._failures
+            await self._leave(sticky=False, lazy=False)
         except ApiError as exc:
             log.warning("could not let the lock go: %s", exc.message)
         finally:
@@ -656,6 +744,7 @@ class RedisCoordinator:
                 continue
             async with self._local:
                 with contextlib.suppress(Exception):
+                    await self._drain()
                     reply = await self._held.evalsha(_READ_SCRIPT, self._read_keys, [self.version, self.epoch])
                     if reply[0] != -3:
                         self._apply(int(reply[0]), reply[1:])
@@ -790,13 +879,10 @@ class RedisCoordinator:
             await self._redis.publish(request.reply_to, msgspec.msgpack.encode(answer))
 
 
-def _collect(name: str, replica: Replica, deleted: list[str], written: list[bytes | str]) -> None:
-    """A store's changes, as the commit script takes them."""
+def _stage_changes(name: str, replica: Replica, staged: dict[str, bytes | None]) -> None:
+    """A store's changes into the next commit's, a later version of a document replacing an earlier one."""
     for doc, data in replica.changes().items():
-        if data is None:
-            deleted.append(f"{name}/{doc}")
-        else:
-            written += [f"{name}/{doc}", data]
+        staged[f"{name}/{doc}"] = data
 
 
 def _redacted(url: str) -> str:
