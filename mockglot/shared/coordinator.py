@@ -227,11 +227,12 @@ class _Batch:
     """The changes of the holds that ended while the previous commit was on its way, saved by one commit; each
     of those holds waits for its answer."""
 
-    __slots__ = ("done", "keep")
+    __slots__ = ("done", "keep", "token")
 
-    def __init__(self) -> None:
+    def __init__(self, token: str) -> None:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.keep = True  # renew the lease; False: let the lock go
+        self.token = token  # the lock's value it was staged under
 
 
 class RedisCoordinator:
@@ -555,16 +556,16 @@ class RedisCoordinator:
                 _stage_changes(name, replica, staged)
             later = []
         self._staged_markers += markers
-        if not keep:
-            self._trusted_until = 0.0  # the lock is being let go: a hold from now on takes it again
         if trusted and not markers and len(staged) == before:
             if later:
                 self._flush_due.set()
             return self._batch or self._sending  # nothing of its own: it waits only for what it may have read
         batch = self._batch
         if batch is None:
-            batch = self._batch = _Batch()
-        batch.keep = batch.keep and keep
+            batch = self._batch = _Batch(self._token)
+        if not keep:  # being let go: a hold from now on takes the lock again, and asks for this one are old
+            batch.keep = False
+            self._let_go()
         return batch
 
     async def _send_next(self) -> None:
@@ -581,7 +582,7 @@ class RedisCoordinator:
             if data is not None:
                 written += [doc, data]
         args: list[bytes | str | int] = [
-            self._token,
+            batch.token,
             self.worker,
             "1" if batch.keep else "0",
             LOCK_LEASE_MS,
@@ -603,16 +604,15 @@ class RedisCoordinator:
         finally:
             self._sending = None
         if version == -1:
-            self._let_go()
+            if self._token == batch.token:
+                self._let_go()
             self._fail(batch, Unavailable("lease ran out before the request finished"))
             return
         if int(version) > self.version + 1 and (markers or staged):
             self.version = -1  # someone wrote in between (a lost lease): reload
         else:
             self.version = int(version)
-        if not batch.keep:
-            self._let_go()
-        elif self._trusted_until:
+        if batch.keep and self._trusted_until:
             self._trusted_until = sent + LOCK_LEASE_MS / 1000 - LEASE_MARGIN_SECONDS
         batch.done.set_result(None)
         if self._batch is not None:
