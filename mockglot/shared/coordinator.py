@@ -35,7 +35,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -272,6 +272,7 @@ class RedisCoordinator:
         self.forwarded = 0  # requests this worker sent to another (for health)
         self._stopping = False
         self._workers: list[str] = []  # the other workers, as of the last heartbeat
+        self._relaying = False  # another live worker shows the feed: relay this one's events to it
         self._relayed: list[FeedEvent] = []  # this worker's feed events, not yet told to the others
 
     # --- keys -----------------------------------------------------------------------------------------
@@ -307,6 +308,7 @@ class RedisCoordinator:
             pass
         self._listening = True
         await self._heartbeat()
+        await self._redis.publish(self._key("changed"), self.worker)  # here: the others relay their feed to it
         self._tasks = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._flush_forever()),
@@ -343,33 +345,10 @@ class RedisCoordinator:
     # --- holding the state ----------------------------------------------------------------------------
 
     def hold(self) -> contextlib.AbstractAsyncContextManager[object]:
-        return self._hold(wait=True, background=False)
+        return _Hold(self, wait=True, background=False)
 
     def hold_unless_busy(self) -> contextlib.AbstractAsyncContextManager[bool]:
-        return self._hold(wait=False, background=True)
-
-    @contextlib.asynccontextmanager
-    async def _hold(self, wait: bool, background: bool) -> AsyncIterator[bool]:
-        """`wait`: for the lock, asking its holder for it; else hold nothing (False) while another worker holds
-        it. `background`: outside any request, so a lock taken for it is let go after, not kept from the
-        workers that serve requests."""
-        if _holding.get():  # already held by this request
-            yield True
-            return
-        took = await self._enter(wait)
-        if took is None:
-            yield False
-            return
-        sticky = not (background and took)
-        reset = _holding.set(True)
-        try:
-            yield True
-        except BaseException:
-            _holding.reset(reset)
-            await self._leave(sticky, lazy=not background)
-            raise
-        _holding.reset(reset)
-        await self._leave(sticky, lazy=not background)
+        return _Hold(self, wait=False, background=True)
 
     async def _enter(self, wait: bool = True) -> bool | None:
         """Hold the local lock and Redis's: whether Redis's had to be taken (it was not this worker's), or None,
@@ -681,7 +660,7 @@ class RedisCoordinator:
                     for record in sessions.streaming_sessions():
                         sessions.tracker.touch(record.id)
             try:  # a change is written now; the progress of the streams waits while another worker is busy
-                async with self._hold(wait=due, background=True):
+                async with _Hold(self, wait=due, background=True):
                     pass
             except ApiError as exc:
                 log.warning("could not write back stream changes: %s", exc.message)
@@ -696,7 +675,7 @@ class RedisCoordinator:
         return any(tracker.unsaved() for tracker in trackers if tracker is not None)
 
     def _relay(self, event: FeedEvent) -> None:
-        if len(self._relayed) < MAX_RELAYED:
+        if self._relaying and len(self._relayed) < MAX_RELAYED:
             self._relayed.append(event)
 
     async def _relay_forever(self) -> None:
@@ -728,6 +707,7 @@ class RedisCoordinator:
             listening = await self._redis.pubsub_numsub(*(self._key(f"w:{worker}") for worker in others))
             dead |= {worker for worker, (_, count) in zip(others, listening, strict=True) if not count}
         self._dead = dead - {self.worker}
+        self._relaying = any(worker not in self._dead for worker in others)
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -786,7 +766,8 @@ class RedisCoordinator:
                     waiter = self._waiting.pop(answer.id, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(answer)
-                elif data != self.worker.encode():
+                elif data != self.worker.encode():  # `changed`: another worker saved, or started
+                    self._relaying = True
                     self._catch_up_due.set()
             except Exception:  # a message this worker cannot read must not stop it listening
                 log.exception("a message from another worker could not be handled")
@@ -877,6 +858,36 @@ class RedisCoordinator:
         answer = _Answer(request.id, status, [(bytes(n), bytes(v)) for n, v in headers], b"".join(chunks))
         with contextlib.suppress(Exception):
             await self._redis.publish(request.reply_to, msgspec.msgpack.encode(answer))
+
+
+class _Hold:
+    """A hold of the shared state. `wait`: for the lock, asking its holder for it; else hold nothing (False)
+    while another worker holds it. `background`: outside any request, so a lock taken for it is let go after, not
+    kept from the workers that serve requests. (A class, not a generator: every request goes through it.)"""
+
+    __slots__ = ("background", "coordinator", "reset", "sticky", "wait")
+
+    def __init__(self, coordinator: RedisCoordinator, wait: bool, background: bool) -> None:
+        self.coordinator = coordinator
+        self.wait = wait
+        self.background = background
+        self.sticky = True
+        self.reset: contextvars.Token[bool] | None = None  # set while this hold holds (not nested in another)
+
+    async def __aenter__(self) -> bool:
+        if _holding.get():  # already held by this request
+            return True
+        took = await self.coordinator._enter(self.wait)
+        if took is None:
+            return False
+        self.sticky = not (self.background and took)
+        self.reset = _holding.set(True)
+        return True
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.reset is not None:
+            _holding.reset(self.reset)
+            await self.coordinator._leave(self.sticky, lazy=not self.background)
 
 
 def _stage_changes(name: str, replica: Replica, staged: dict[str, bytes | None]) -> None:
