@@ -308,11 +308,15 @@ def test_a_worker_whose_lease_was_lost_answers_503_then_serves_what_the_other_wr
             client.delete("mockglot:lock")
         ended = http.post(f"{b.base_url}/v1/sessions/{session_id}/end", headers=auth())
         assert ended.status_code == 200
-        refused = http.get(f"{a.base_url}/v1/sessions/{session_id}", headers=auth())
+        again = auth(**{"Idempotency-Key": "after"})
+        refused = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=again)
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "service_unavailable"
         seen = http.get(f"{a.base_url}/v1/sessions/{session_id}", headers=auth())
         assert seen.status_code == 200 and seen.json()["status"] == "ended"
+        retried = http.post(f"{a.base_url}/v1/sessions", json=BODY, headers=again)
+        assert retried.status_code == 201  # the refused create was not kept: its key is free, not a replay
+        assert "idempotent-replayed" not in retried.headers
 
 
 def test_a_rate_limit_counts_reads_on_every_worker(redis: str) -> None:

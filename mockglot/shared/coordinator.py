@@ -8,7 +8,11 @@ seen, in one Lua script. On the way out, the documents the request changed are w
 raised, in a second script. The lock is sticky: its holder keeps it (each commit renews the lease) until another
 worker asks for it (on `mockglot:l:<worker>`, published by that worker's acquire script). So while no other
 worker needs the state, a request pays no round trip to take it and one to save what it changed (none when it
-changed nothing). A holder asked lets go at the end of the request it runs, or at once when idle. Between
+changed nothing). A lease is trusted until 2 s before it would run out by this worker's clock, counted from
+when it was asked for, so a read answered without Redis is as fresh as Redis (a worker stalled longer than that
+inside one request could answer one stale read; its next save is refused). A Redis restart (the held path's
+connection closes) or a lost subscription (another worker may take the lock as a dead worker's) ends the trust
+at once. A holder asked lets go at the end of the request it runs, or at once when idle. Between
 requests a worker catches up when told (`mockglot:changed`), so streams it holds see faults armed elsewhere.
 
 Commits are grouped: a request's changes are staged when it ends and the worker's next request runs while they
