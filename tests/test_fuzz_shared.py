@@ -34,7 +34,8 @@ VALID = st.sampled_from(
 )
 OPERATIONS = st.one_of(
     st.tuples(st.just("create"), VALID | session_bodies | json_values, st.sampled_from([None, "k1", "k2"])),
-    st.tuples(st.just("bytes"), st.binary(max_size=60), content_types),
+    # Over real HTTP: a header value with whitespace at either end never leaves the client (h11 refuses it).
+    st.tuples(st.just("bytes"), st.binary(max_size=60), content_types.map(str.strip)),
     st.tuples(st.just("get"), st.integers(0, 3)),
     st.tuples(st.just("end"), st.integers(0, 3)),
     st.tuples(st.just("transcript"), st.integers(0, 3), st.sampled_from(["", "text", "srt", "vtt", "x"])),
