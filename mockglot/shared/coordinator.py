@@ -47,7 +47,7 @@ import msgspec
 from mockglot.errors import ApiError
 from mockglot.shared import resp
 from mockglot.state.feed import FeedEvent, RelayedEvent
-from mockglot.state.replica import Replica
+from mockglot.state.replica import DocTracker, Replica
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -302,9 +302,14 @@ class RedisCoordinator:
             retry_on_error=[ConnectionError, TimeoutError],
         )
         self._held = resp.Connection(self._redis, timeout=2.0)
-        self._acquire_keys = [self._key(k) for k in ("lock", "ver", "log", "docs", "epoch", "floor", "want")]
-        self._read_keys = [self._key(k) for k in ("ver", "log", "docs", "epoch", "floor")]
-        self._commit_keys = [self._key(k) for k in ("lock", "ver", "log", "docs", "floor", "changed")]
+        keys = self._key
+        self._acquire_call = resp.Call(
+            _ACQUIRE_SCRIPT, [keys(k) for k in ("lock", "ver", "log", "docs", "epoch", "floor", "want")]
+        )
+        self._read_call = resp.Call(_READ_SCRIPT, [keys(k) for k in ("ver", "log", "docs", "epoch", "floor")])
+        self._commit_call = resp.Call(
+            _COMMIT_SCRIPT, [keys(k) for k in ("lock", "ver", "log", "docs", "floor", "changed")]
+        )
         self._pubsub = self._redis.pubsub()
         channels = (f"w:{self.worker}", f"r:{self.worker}", f"l:{self.worker}", "changed", "feed")
         await self._pubsub.subscribe(*(self._key(channel) for channel in channels))  # before the lock is held
@@ -421,8 +426,7 @@ class RedisCoordinator:
                 ask_at = asked_at + ASK_EVERY_SECONDS
             try:
                 reply = await self._held.evalsha(
-                    _ACQUIRE_SCRIPT,
-                    self._acquire_keys,
+                    self._acquire_call,
                     [
                         self._token,
                         LOCK_LEASE_MS,
@@ -530,6 +534,9 @@ class RedisCoordinator:
         before = len(staged)
         later: list[tuple[str, Replica]] = []
         for name, replica in self.replicas.items():
+            tracker: DocTracker | None = getattr(replica, "tracker", None)
+            if tracker is not None and not tracker.touched:
+                continue  # nothing touched, nothing to report (most stores, most requests)
             if lazy and replica.deferrable:
                 later.append((name, replica))
             else:
@@ -578,7 +585,7 @@ class RedisCoordinator:
         ]
         sent = time.monotonic()
         try:
-            version = await self._held.evalsha(_COMMIT_SCRIPT, self._commit_keys, args)
+            version = await self._held.evalsha(self._commit_call, args)
         except BaseException as exc:  # (a cancelled sender too: whether Redis ran it is unknown)
             self._fail(batch, Unavailable(f"at {_redacted(self.url)} failed while saving ({type(exc).__name__})"))
             if not isinstance(exc, Exception):
@@ -729,7 +736,7 @@ class RedisCoordinator:
             async with self._local:
                 with contextlib.suppress(Exception):
                     await self._drain()
-                    reply = await self._held.evalsha(_READ_SCRIPT, self._read_keys, [self.version, self.epoch])
+                    reply = await self._held.evalsha(self._read_call, [self.version, self.epoch])
                     if reply[0] != -3:
                         self._apply(int(reply[0]), reply[1:])
 

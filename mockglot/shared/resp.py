@@ -32,6 +32,16 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()  # Redis names scripts so
 
 
+class Call:
+    """A script with its keys, packed once: every call sends the same command head, only the arguments vary."""
+
+    def __init__(self, script: Script, keys: list[str]) -> None:
+        self.script = script
+        self.head: tuple[bytes | str | int, ...] = (script.sha, len(keys), *keys)
+        self.packed = b"$7\r\nEVALSHA\r\n" + _pack_args(self.head)
+        self.count = 1 + len(self.head)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -57,12 +67,16 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_exception(ConnectionError(f"connection to Redis lost ({exc or 'closed'})"))
 
 
-def _pack(args: tuple[bytes | str | int, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+def _pack_args(args: tuple[bytes | str | int, ...] | list[bytes | str | int]) -> bytes:
+    parts = []
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def _pack(args: tuple[bytes | str | int, ...]) -> bytes:
+    return b"*%d\r\n" % len(args) + _pack_args(args)
 
 
 class Connection:
@@ -79,24 +93,27 @@ class Connection:
         """Whether the connection made last is still open (a Redis restart closes it)."""
         return self._protocol is not None and not self._protocol.lost
 
-    async def evalsha(self, script: Script, keys: list[str], args: list[bytes | str | int]) -> Any:
-        reply = await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+    async def evalsha(self, call: Call, args: list[bytes | str | int]) -> Any:
+        reply = await self._send(b"*%d\r\n%s%s" % (call.count + len(args), call.packed, _pack_args(args)))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):  # it did not run
-            await self.call(b"SCRIPT", b"LOAD", script.source)
-            reply = await self.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+            await self.call(b"SCRIPT", b"LOAD", call.script.source)
+            reply = await self.call(b"EVALSHA", *call.head, *args)
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply
 
     async def call(self, *args: bytes | str | int) -> Any:
         """The reply (an error reply as a `hiredis.ReplyError` value), or ConnectionError or TimeoutError."""
+        return await self._send(_pack(args))
+
+    async def _send(self, command: bytes) -> Any:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
         assert protocol.transport is not None
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.waiting.append(waiter)
-        protocol.transport.write(_pack(args))
+        protocol.transport.write(command)
         timer = asyncio.get_running_loop().call_later(self.timeout, self._timed_out, protocol, waiter)
         try:
             return await waiter
