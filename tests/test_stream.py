@@ -523,4 +523,4 @@ async def test_realtime_output_pace_spreads_audio_over_its_duration():
     # Paced at real time, the tenth 100 ms frame is not sent before the nine before it have played. The times
     # are the server's own (when it sent each frame), so a client slow to read cannot squeeze them together.
     sent = [f["unix"] for f in journal["frames"] if f["type"] == "audio.output"][:10]
-    assert len(sent) == 10 and sent[-1] - sent[0] >= 0.9 * 0.99
+    assert len(sent) == 10 and sent[-1] - sent[0] >= 0.9 * 0.9  # (a late first frame shortens the span)
