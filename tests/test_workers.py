@@ -28,6 +28,7 @@ from mockglot.settings import Settings, from_env, redact
 from mockglot.testing.client import audio_frame, utterance
 from mockglot.transport import HttpProtocol, WebSocketProtocol, WorkerConfig, worker_config
 from tests.ports import free_port
+from tests.shared_workers import on
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_SECONDS = 60.0  # how long a wait for a process may take on a loaded machine before the test gives up
@@ -317,8 +318,8 @@ def test_a_rolling_restart_moves_a_live_stream_to_another_worker(tmp_path, redis
         assert a.process.wait(WAIT_SECONDS) == 0
         live = httpx.get(f"{b.base_url}/v1/sessions/{session['id']}", headers=auth).json()
         assert live["status"] != "ended" and live["ended_at"] is None
-        stream = f"ws{b.base_url.removeprefix('http')}/v1/{live['stream']['url'].split('/v1/', 1)[1]}"
-        with connect(f"{stream}?token={live['stream']['token']}") as ws:
+        stream = on(b.base_url, live)["stream"]
+        with connect(f"{stream['url']}?token={stream['token']}") as ws:
             assert msgspec.json.decode(ws.recv(WAIT_SECONDS))["type"] == "session.ready"
             ws.send(audio_frame("customer", 2, utterance(1500)))
             ws.send('{"type": "session.end"}')
