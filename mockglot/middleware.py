@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -121,18 +123,8 @@ class EdgeMiddleware:
                     await start(first)
             else:
                 await self.app(scope, receive, send_edge)
-        except ClientDisconnect:
-            if not recorded:
-                record(CLIENT_CLOSED, b"")
-            # nobody is left to answer; the request changed nothing
-        except Elsewhere:
-            raise  # run on the worker holding the session's stream (mockglot/shared/middleware.py), journaled there
-        except Exception:
-            log.exception("internal error on %s %s", scope["method"], scope["path"])
-            if not recorded:
-                with contextlib.suppress(Exception):  # the failure itself is logged just above
-                    record(500, b"")
-            if not answered:
+        except Exception as exc:
+            if failed(exc, scope, None if recorded else record) and not answered:
                 held = None
                 await internal_error(rid)(scope, receive, send_edge)
 
@@ -148,17 +140,9 @@ class EdgeMiddleware:
             response = await endpoint.run(Request(scope, receive))
             recorded = True
             record(scope, started, size, response.status_code, response.body)
-        except ClientDisconnect:
-            if not recorded:
-                record(scope, started, size, CLIENT_CLOSED, b"")
-            return  # nobody is left to answer; the request changed nothing
-        except Elsewhere:
-            raise  # run on the worker holding the session's stream (mockglot/shared/middleware.py), journaled there
-        except Exception:
-            log.exception("internal error on %s %s", scope["method"], scope["path"])
-            if not recorded:
-                with contextlib.suppress(Exception):  # the failure itself is logged just above
-                    record(scope, started, size, 500, b"")
+        except Exception as exc:
+            if not failed(exc, scope, None if recorded else functools.partial(record, scope, started, size)):
+                return  # the client left
             response = internal_error(rid)
         headers = response.raw_headers  # made for this response: added to, not copied
         headers.append((b"x-request-id", rid.encode()))
@@ -176,6 +160,23 @@ def header_bytes(headers: RawHeaders) -> int | None:
         return None
     size = sum(map(len, _flatten(headers)))
     return size if size <= MAX_HEADER_BYTES else None
+
+
+def failed(exc: Exception, scope: Scope, record: Callable[[int, bytes], object] | None) -> bool:
+    """What a failure inside the edge comes to, the same in both its passes (`EdgeMiddleware.__call__`, `_public`):
+    True when the 500 envelope is due. `record` journals the request, None once it is. Called only from their
+    `except`, so a request that does not fail pays nothing for it."""
+    if isinstance(exc, ClientDisconnect):
+        if record is not None:
+            record(CLIENT_CLOSED, b"")
+        return False  # nobody is left to answer; the request changed nothing
+    if isinstance(exc, Elsewhere):
+        raise exc  # run on the worker holding the session's stream (mockglot/shared/middleware.py), journaled there
+    log.exception("internal error on %s %s", scope["method"], scope["path"])
+    if record is not None:
+        with contextlib.suppress(Exception):  # the failure itself is logged just above
+            record(500, b"")
+    return True
 
 
 def internal_error(rid: str | None) -> RawResponse:

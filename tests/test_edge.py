@@ -60,8 +60,10 @@ async def test_the_control_plane_has_the_same_limit(app, make_client):
     expect_error(response, 413, "request_too_large")
 
 
-def test_a_client_gone_before_its_body_is_complete_changes_nothing(server, api_key):
-    """`POST .../end` whose client left mid-body: the session stays live and the journal says the client left."""
+@pytest.mark.parametrize("prefer", ["", "Prefer: respond-async\r\n"], ids=["direct", "instrumented"])
+def test_a_client_gone_before_its_body_is_complete_changes_nothing(server, api_key, prefer):
+    """`POST .../end` whose client left mid-body: the session stays live and the journal says the client left.
+    The same on the edge's pass straight to the endpoint and on its instrumented one (a `Prefer` asking nothing)."""
     auth = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=server.base_url, headers=auth) as client:
         session = client.post("/v1/sessions", json=BASIC).json()
@@ -69,7 +71,7 @@ def test_a_client_gone_before_its_body_is_complete_changes_nothing(server, api_k
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             head = (
                 f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api_key}\r\n"
-                "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+                f"{prefer}Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
             )
             sock.sendall(head.encode() + b'{"reason": ')
         for _ in range(200):  # until the server has seen the socket close (bounded: 10 s)

@@ -18,6 +18,7 @@ from mockglot.app import create_app
 from mockglot.errors import CATALOGUE
 from mockglot.settings import Settings
 from mockglot.state.auth import load_keys_file
+from mockglot.state.replica import Elsewhere
 from mockglot.state.server import ServerState
 from tests.checks import BASIC, create
 
@@ -638,27 +639,51 @@ async def test_a_rejected_create_costs_nothing_and_creates_nothing(client, state
 # --- 500 --------------------------------------------------------------------------------------------------
 
 
-async def test_a_bug_is_a_500_envelope_with_its_request_id(client, monkeypatch):
+# The edge's two passes: a request no fault or `Prefer` concerns goes straight to its endpoint, one with a `Prefer`
+# (here one that asks for nothing) through the instrumented pass. A bug looks the same on both.
+BOTH_PASSES = pytest.mark.parametrize("headers", [{}, {"Prefer": "respond-async"}], ids=["direct", "instrumented"])
+
+
+@BOTH_PASSES
+async def test_a_bug_is_a_500_envelope_with_its_request_id(app, client, make_client, monkeypatch, headers):
     """No input should get here (test_fuzz_rest.py); when a bug does, the client still gets the envelope."""
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(render, "session", broken)
-    response = await client.post("/v1/sessions", json=BASIC)
+    response = await client.post("/v1/sessions", json=BASIC, headers=headers)
     error = expect_error(response, 500, "internal_error")
     assert "bug" in error["message"]
     assert "secret internals" not in error["message"]  # internals stay in the log
+    journal = (await make_client(app).get("/_mockglot/requests")).json()["data"]
+    assert [entry["status"] for entry in journal] == [500]
 
 
-async def test_a_bug_outside_the_handlers_is_the_same_envelope(client, state, monkeypatch):
+@BOTH_PASSES
+async def test_a_bug_outside_the_handlers_is_the_same_envelope(client, state, monkeypatch, headers):
     def broken(entry):
         raise RuntimeError("journal broke")
 
     monkeypatch.setattr(state.requests, "append", broken)
-    response = await client.get("/v1/sessions/sess_missing")
+    response = await client.get("/v1/sessions/sess_missing", headers=headers)
     error = expect_error(response, 500, "internal_error")
     assert error["request_id"] == response.headers["x-request-id"]
+
+
+@BOTH_PASSES
+async def test_a_request_only_another_worker_runs_is_left_to_it(app, client, make_client, monkeypatch, caplog, headers):
+    """A handler that finds the session held by another worker (`Elsewhere`) is no bug: the request goes on to the
+    shared-state middleware, which forwards it, and is journaled where it runs; here, no 500 and no log line."""
+
+    def elsewhere(*args, **kwargs):
+        raise Elsewhere("wrk_b")
+
+    monkeypatch.setattr(render, "session", elsewhere)
+    with pytest.raises(Elsewhere):
+        await client.post("/v1/sessions", json=BASIC, headers=headers)
+    assert (await make_client(app).get("/_mockglot/requests")).json()["data"] == []
+    assert not [record for record in caplog.records if "internal error" in record.getMessage()]
 
 
 # --- 429 --------------------------------------------------------------------------------------------------
