@@ -2,7 +2,7 @@
 
 Every request that changes anything makes one of these calls, and through redis-py (its connection pool, retry
 wrapper, timeouts and stream reader) each cost about three times the CPU of the call written here, which is an
-`asyncio.Protocol` writing RESP and parsing replies with hiredis (bench/RESULTS.md, "Shared state on Redis").
+`asyncio.Protocol` with hiredis packing commands and parsing replies (bench/RESULTS.md, "Shared state on Redis").
 redis-py still does everything else (pub/sub, heartbeats, forwarding) and says where and how to connect: host or
 socket, TLS, credentials and database come from its reading of the URL. The coordinator's local lock makes the
 calls one at a time; a reply is matched to its call in order all the same.
@@ -33,13 +33,11 @@ class Script:
 
 
 class Call:
-    """A script with its keys, packed once: every call sends the same command head, only the arguments vary."""
+    """A script with its keys: every call sends the same command head, only the arguments vary."""
 
     def __init__(self, script: Script, keys: list[str]) -> None:
         self.script = script
-        self.head: tuple[bytes | str | int, ...] = (script.sha, len(keys), *keys)
-        self.packed = b"$7\r\nEVALSHA\r\n" + _pack_args(self.head)
-        self.count = 1 + len(self.head)
+        self.head: tuple[bytes | str | int, ...] = (b"EVALSHA", script.sha, len(keys), *keys)
 
 
 class _Protocol(asyncio.Protocol):
@@ -67,18 +65,6 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_exception(ConnectionError(f"connection to Redis lost ({exc or 'closed'})"))
 
 
-def _pack_args(args: tuple[bytes | str | int, ...] | list[bytes | str | int]) -> bytes:
-    parts = []
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def _pack(args: tuple[bytes | str | int, ...]) -> bytes:
-    return b"*%d\r\n" % len(args) + _pack_args(args)
-
-
 class Connection:
     """One connection to the Redis that `client` (redis-py) is configured for."""
 
@@ -94,17 +80,18 @@ class Connection:
         return self._protocol is not None and not self._protocol.lost
 
     async def evalsha(self, call: Call, args: list[bytes | str | int]) -> Any:
-        reply = await self._send(b"*%d\r\n%s%s" % (call.count + len(args), call.packed, _pack_args(args)))
+        command = (*call.head, *args)
+        reply = await self.call(*command)
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):  # it did not run
             await self.call(b"SCRIPT", b"LOAD", call.script.source)
-            reply = await self.call(b"EVALSHA", *call.head, *args)
+            reply = await self.call(*command)
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply
 
     async def call(self, *args: bytes | str | int) -> Any:
         """The reply (an error reply as a `hiredis.ReplyError` value), or ConnectionError or TimeoutError."""
-        return await self._send(_pack(args))
+        return await self._send(hiredis.pack_command(args))
 
     async def _send(self, command: bytes) -> Any:
         protocol = self._protocol
