@@ -91,7 +91,7 @@ class Connection:
 
     async def call(self, *args: bytes | str | int) -> Any:
         """The reply (an error reply as a `hiredis.ReplyError` value), or ConnectionError or TimeoutError."""
-        return await self._send(hiredis.pack_command(args))
+        return await self._send(hiredis.pack_command(args))  # type: ignore[arg-type]  # (its stub: a 1-tuple)
 
     async def _send(self, command: bytes) -> Any:
         protocol = self._protocol
