@@ -15,7 +15,7 @@ async def create_analysis(ctx: Context) -> Reply:
     request = ctx.parse(wire.AnalysisRequest)
     session = ctx.state.sessions.get(ctx.key.owner, ctx.path("session_id"))
     ctx.state.analyses.check(session)
-    ctx.key.charge()
+    ctx.state.keys.charge(ctx.key)
     record = ctx.state.analyses.create(session, request.profile, request.include)
     return Reply(202, wire.AnalysisAccepted(id=record.id, session_id=session.id))
 

@@ -104,7 +104,7 @@ async def create_session(ctx: Context) -> Reply:
             f"Unknown engine {engine!r} in metadata.mockglot_engine: use {' or '.join(ENGINES)}.",
             param="metadata.mockglot_engine",
         )
-    ctx.key.charge()
+    ctx.state.keys.charge(ctx.key)
     record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine)
     return Reply(201, render.session(record, record.token, ctx.origin("ws")))
 

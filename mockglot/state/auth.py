@@ -120,18 +120,6 @@ class ApiKey:
         total = NOMINAL_CREDITS if self.balance.credits is None else self.balance.credits
         return max(total - self.balance.used, 0)
 
-    def charge(self) -> None:
-        """Spend one of the organization's credits, or refuse with 402 when a configured balance is exhausted."""
-        balance = self.balance
-        if balance.credits is not None and balance.used >= balance.credits:
-            raise ApiError(
-                "insufficient_api_credits",
-                f"Organization `{self.organization}` has used all {balance.credits} of its API credits (they "
-                "are shared by all its keys). Give it more through the control plane (POST /_mockglot/keys) "
-                "or in the keys file.",
-            )
-        balance.used += 1
-
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
             raise ApiError(
@@ -304,7 +292,6 @@ class KeyStore(SharedDocs):
                     "keys file (--keys); add this one there or use a listed key.",
                 )
             key = self.ensure(secret)
-        self._touch(key.organization)  # the request may spend its organization's credits
         if key.revoked:
             raise ApiError(
                 "revoked_api_key",
@@ -318,6 +305,20 @@ class KeyStore(SharedDocs):
                 "control plane or the keys file.",
             )
         return key
+
+    def charge(self, key: ApiKey) -> None:
+        """Spend one of the key's organization's credits, or refuse with 402 when a configured balance is
+        exhausted. Here, not on the key: the organization's document changes, and is shared with it."""
+        balance = key.balance
+        if balance.credits is not None and balance.used >= balance.credits:
+            raise ApiError(
+                "insufficient_api_credits",
+                f"Organization `{key.organization}` has used all {balance.credits} of its API credits (they "
+                "are shared by all its keys). Give it more through the control plane (POST /_mockglot/keys) "
+                "or in the keys file.",
+            )
+        balance.used += 1
+        self._touch(key.organization)
 
     def ensure(self, secret: str) -> ApiKey:
         """The key's record, created as its own organization in open mode."""
