@@ -27,6 +27,7 @@ from tests.shared_workers import on, workers
 
 KEY = "sk_test_sharedstate01"
 BODY = {"mode": "bidirectional_translation", "source_language": "en", "target_language": "es"}
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 def auth(key: str = KEY, **extra: str) -> dict[str, str]:
@@ -51,6 +52,26 @@ def test_a_session_made_on_one_worker_is_the_same_session_on_the_other(pair: lis
         # another organization sees none of it, on either worker
         other = http.get(f"{b.base_url}/v1/sessions/{session['id']}", headers=auth("sk_test_someoneelse01"))
         assert other.status_code == 404
+
+
+def test_a_body_sent_in_chunks_is_read_whole_and_one_over_the_limit_is_refused(pair: list[ServerThread]) -> None:
+    """A worker on shared state reads the body before it holds the state: in pieces as a client streams it."""
+    a, b = pair
+    payload = json.dumps(BODY).encode()
+
+    def pieces(data: bytes, size: int) -> Any:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    with httpx.Client() as http:
+        made = http.post(f"{a.base_url}/v1/sessions", content=pieces(payload, 7), headers=auth(**JSON_TYPE))
+        assert made.status_code == 201, made.text
+        seen = http.get(f"{b.base_url}/v1/sessions/{made.json()['id']}", headers=auth())
+        assert seen.json()["mode"] == BODY["mode"]
+        too_big = http.post(
+            f"{a.base_url}/v1/sessions", content=pieces(b"x" * (3 * 1024 * 1024), 64 * 1024), headers=auth(**JSON_TYPE)
+        )
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_too_large"
 
 
 def test_sixty_four_identical_creates_across_two_workers_make_one_session_and_one_charge(

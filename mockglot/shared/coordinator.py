@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import secrets
@@ -522,8 +523,9 @@ class RedisCoordinator:
         """Take what the hold changed into the next commit: the batch to wait for, or None when nothing it did
         or saw waits for Redis. `lazy`: changes of deferrable stores alone wait (for the next commit, or the
         flush) while the lock is kept."""
-        markers = [RESET_PREFIX + (organization or "*") for organization in self.state.markers]
-        self.state.markers.clear()
+        pending = self.state.markers
+        markers = [RESET_PREFIX + (organization or "*") for organization in pending] if pending else []
+        pending.clear()
         if self._failures != self._entered_after:  # it built on changes a failed commit lost
             for replica in self.replicas.values():
                 replica.changes()
@@ -533,8 +535,7 @@ class RedisCoordinator:
         staged = self._staged
         before = len(staged)
         later: list[tuple[str, Replica]] = []
-        for name, replica in self.replicas.items():
-            tracker: DocTracker | None = getattr(replica, "tracker", None)
+        for name, replica, tracker in self._stores:
             if tracker is not None and not tracker.touched:
                 continue  # nothing touched, nothing to report (most stores, most requests)
             if lazy and replica.deferrable:
@@ -557,6 +558,11 @@ class RedisCoordinator:
             batch.keep = False
             self._let_go()
         return batch
+
+    @functools.cached_property
+    def _stores(self) -> list[tuple[str, Replica, DocTracker | None]]:
+        """Each store with its tracker, looked up once (made when the state was shared, after this coordinator)."""
+        return [(name, replica, getattr(replica, "tracker", None)) for name, replica in self.replicas.items()]
 
     async def _send_next(self) -> None:
         """Commit the staged batch; then hand the one staged meanwhile on to a task of its own."""

@@ -58,8 +58,13 @@ class _Replay:
 
 async def _read(receive: Receive) -> tuple[list[Message], bytes]:
     """The body's messages, up to a little past the body limit (the app answers 413 beyond it)."""
-    messages: list[Message] = []
-    size = 0
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        return [message], message.get("body", b"")  # as nearly every request comes: one message
+    messages: list[Message] = [message]
+    if message["type"] != "http.request":
+        return messages, b""
+    size = len(message.get("body", b""))
     while size <= MAX_BODY_BYTES:
         message = await receive()
         messages.append(message)
