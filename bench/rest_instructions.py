@@ -12,6 +12,11 @@ under `valgrind --tool=callgrind`, for `--round-trips` A and B round trips; the 
 3 × (B - A) requests is the cost of one request, start-up and warm-up cancelled out. A null ASGI app (answers
 at once) shows what this driver itself costs a request; it is in both apps' figures.
 
+`--app redis` is mockglot on shared state (`--state redis://...`, a `redis-server` this bench starts on a free
+port and empties before each run; the app's lifespan runs, as the coordinator needs): the same round trip, with
+each create and end saved to Redis before it is answered. Its ratio to `mockglot` is what the shared state
+costs a request in instructions, which a busy machine does not change (bench/shared.py measures CPU time).
+
 With `--uvicorn`, the server process of `bench/rest.py` (`rest.py serve mockglot|bare`: uvicorn, uvloop,
 httptools) runs under callgrind instead, driven by `bench/rest.py`'s client over 8 keep-alive connections: the
 same difference of two runs, with uvicorn's and the event loop's share of a request in it (the null app has no
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import os
@@ -34,22 +40,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 BODY = json.dumps({"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}).encode()
 KEYS = [f"sk_test_bench{index:016x}" for index in range(8)]
-APPS = ("mockglot", "bare", "null")
+APPS = ("mockglot", "redis", "bare", "null")
+REDIS_URL_VARIABLE = "MOCKGLOT_BENCH_REDIS_URL"  # how the measured process is told where the bench's Redis is
 
 ASGI = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 def build(which: str) -> ASGI:
-    if which == "mockglot":
+    if which in ("mockglot", "redis"):
         from mockglot.app import create_app
         from mockglot.settings import Settings
 
-        return create_app(Settings())  # type: ignore[return-value]
+        state = os.environ[REDIS_URL_VARIABLE] if which == "redis" else "memory"
+        return create_app(Settings(state=state))  # type: ignore[return-value]
     if which == "bare":
         from starlette.applications import Starlette
         from starlette.responses import JSONResponse
@@ -109,10 +118,30 @@ def expect(got: tuple[int, bytes], status: int) -> bytes:
     return got[1]
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: ASGI) -> AsyncIterator[None]:
+    """The app started and stopped as uvicorn does it (shared state connects to Redis at start)."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    running = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    await inbox.put({"type": "lifespan.startup"})
+    started = await outbox.get()
+    if started["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"the app did not start: {started}")
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await running
+
+
 async def round_trips(app: ASGI, which: str, count: int, start: int = 0) -> None:
     for index in range(start, start + count):
         key = KEYS[index % len(KEYS)]
-        if which == "mockglot":
+        if which in ("mockglot", "redis"):
             created = expect(await call(app, "POST", "/v1/sessions", key, BODY), 201)
             session_id = created[7 : created.index(b'"', 7)].decode()  # {"id":"sess_...": no JSON parser here
             expect(await call(app, "GET", f"/v1/sessions/{session_id}", key), 200)
@@ -128,6 +157,10 @@ def inner(which: str, warmup: int, count: int, profile: str | None) -> None:
     app = build(which)
 
     async def main() -> None:
+        async with lifespan(app) if which == "redis" else contextlib.nullcontext():
+            await measured()
+
+    async def measured() -> None:
         await round_trips(app, which, warmup)
         if profile:
             profiler = cProfile.Profile()
@@ -143,8 +176,10 @@ def inner(which: str, warmup: int, count: int, profile: str | None) -> None:
     asyncio.run(main())
 
 
-def callgrind_total(which: str, warmup: int, count: int, keep: str | None) -> int:
-    """Instructions the whole process executes (valgrind's callgrind)."""
+def callgrind_total(which: str, warmup: int, count: int, keep: str | None, redis: Any = None) -> int:
+    """Instructions the whole process executes (valgrind's callgrind); `redis` is emptied first."""
+    if redis is not None:
+        redis.flush()
     directory = keep or tempfile.mkdtemp(prefix="rest_instructions_")
     out = os.path.join(directory, f"callgrind.{which}.{count}")
     command = [
@@ -200,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         inner(argv[1], int(argv[2]), int(argv[3]), profile)
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--app", action="append", choices=APPS, help="repeatable; default: all three")
+    parser.add_argument("--app", action="append", choices=APPS, help="repeatable; default: mockglot, bare, null")
     parser.add_argument("--round-trips", default="50,350", help="A,B: the two runs whose difference is measured")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--keep", help="keep the callgrind files in this directory")
@@ -208,19 +243,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="cProfile the measured round trips of --app (the first) to this file")
     parser.add_argument("--uvicorn", action="store_true", help="the bench/rest.py server process, under uvicorn")
     args = parser.parse_args(argv)
-    apps = args.app or list(APPS)
+    apps = args.app or ["mockglot", "bare", "null"]
     low, high = (int(n) for n in args.round_trips.split(","))
     load = os.getloadavg()
     print(f"# bench/rest_instructions.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
           f"load average {load[0]:.2f} {load[1]:.2f}; round trips {low},{high} after {args.warmup}")  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(bench_redis()) if "redis" in apps and not args.uvicorn else None
+        return measure(args, apps, low, high, redis)
+
+
+@contextlib.contextmanager
+def bench_redis() -> Iterator[Any]:
+    """A redis-server for `--app redis`, its URL handed to the measured processes."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.redis_server import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="rest_instructions_redis_") as directory:
+        server = RedisServer(Path(directory))
+        server.start()
+        os.environ[REDIS_URL_VARIABLE] = server.url
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def measure(args: argparse.Namespace, apps: list[str], low: int, high: int, redis: Any) -> int:
     if args.profile:
         command = [sys.executable, __file__, "inner", apps[0], str(args.warmup), str(high), args.profile]
         subprocess.run(command, check=True)
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(40)
         return 0
+    per_request: dict[str, float] = {}
     for which in apps:
         if args.time:
-            per_request = []
+            timings = []
             for _ in range(5):
                 run = subprocess.run(
                     [sys.executable, __file__, "inner", which, str(args.warmup), str(high)],
@@ -228,16 +286,25 @@ def main(argv: list[str] | None = None) -> int:
                     capture_output=True,
                     text=True,
                 )
-                per_request.append(float(run.stdout.split()[-1]) / (3 * high) * 1e6)
-            print(f"{which:9s} {min(per_request):6.1f} µs a request in-process (best of 5; all: "
-                  f"{', '.join(f'{v:.1f}' for v in per_request)})")  # fmt: skip
+                timings.append(float(run.stdout.split()[-1]) / (3 * high) * 1e6)
+            print(f"{which:9s} {min(timings):6.1f} µs a request in-process (best of 5; all: "
+                  f"{', '.join(f'{v:.1f}' for v in timings)})")  # fmt: skip
             continue
-        if args.uvicorn and which == "null":
-            continue
-        total = uvicorn_total if args.uvicorn else callgrind_total
-        difference = total(which, args.warmup, high, args.keep) - total(which, args.warmup, low, args.keep)
+        if args.uvicorn and which in ("null", "redis"):
+            continue  # (bench/shared.py measures shared state under uvicorn, by CPU time)
+        if args.uvicorn:
+            difference = uvicorn_total(which, args.warmup, high, args.keep) - uvicorn_total(
+                which, args.warmup, low, args.keep
+            )
+        else:
+            difference = callgrind_total(which, args.warmup, high, args.keep, redis) - callgrind_total(
+                which, args.warmup, low, args.keep, redis
+            )
         where = "under uvicorn" if args.uvicorn else "in-process"
-        print(f"{which:9s} {difference / (3 * (high - low)) / 1000:7.1f}k instructions a request {where}", flush=True)
+        per_request[which] = difference / (3 * (high - low))
+        print(f"{which:9s} {per_request[which] / 1000:7.1f}k instructions a request {where}", flush=True)
+    if "redis" in per_request and "mockglot" in per_request:
+        print(f"shared state on Redis / in memory: {per_request['redis'] / per_request['mockglot']:.2f}")
     return 0
 
 
