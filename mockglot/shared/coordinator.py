@@ -277,7 +277,6 @@ class RedisCoordinator:
         self.forwarded = 0  # requests this worker sent to another (for health)
         self._stopping = False
         self._workers: list[str] = []  # the other workers, as of the last heartbeat
-        self._relaying = False  # another live worker shows the feed: relay this one's events to it
         self._relayed: list[FeedEvent] = []  # this worker's feed events, not yet told to the others
 
     # --- keys -----------------------------------------------------------------------------------------
@@ -326,7 +325,6 @@ class RedisCoordinator:
             asyncio.create_task(self._catch_up_forever()),
             asyncio.create_task(self._relay_forever()),
         ]
-        self.state.feed.relay = self._relay
 
     async def stop(self) -> None:
         """Write back what the streams changed last and leave; each step bounded, so a shutdown never hangs on
@@ -691,8 +689,12 @@ class RedisCoordinator:
         trackers = (getattr(replica, "tracker", None) for replica in self.replicas.values())
         return any(tracker.unsaved() for tracker in trackers if tracker is not None)
 
+    def _relay_to_others(self, relaying: bool) -> None:
+        """Whether another live worker shows the feed: only then does each of this worker's events come here."""
+        self.state.feed.relay = self._relay if relaying else None
+
     def _relay(self, event: FeedEvent) -> None:
-        if self._relaying and len(self._relayed) < MAX_RELAYED:
+        if len(self._relayed) < MAX_RELAYED:
             self._relayed.append(event)
 
     async def _relay_forever(self) -> None:
@@ -724,7 +726,7 @@ class RedisCoordinator:
             listening = await self._redis.pubsub_numsub(*(self._key(f"w:{worker}") for worker in others))
             dead |= {worker for worker, (_, count) in zip(others, listening, strict=True) if not count}
         self._dead = dead - {self.worker}
-        self._relaying = any(worker not in self._dead for worker in others)
+        self._relay_to_others(any(worker not in self._dead for worker in others))
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -784,7 +786,7 @@ class RedisCoordinator:
                     if waiter is not None and not waiter.done():
                         waiter.set_result(answer)
                 elif data != self.worker.encode():  # `changed`: another worker saved, or started
-                    self._relaying = True
+                    self._relay_to_others(True)
                     self._catch_up_due.set()
             except Exception:  # a message this worker cannot read must not stop it listening
                 log.exception("a message from another worker could not be handled")
