@@ -497,8 +497,7 @@ class RedisCoordinator:
     def _reload(self, version: int, flat: list[Any]) -> None:
         """Another generation of the state (or this worker fell too far behind): load it whole."""
         docs = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
-        for name, replica in self.replicas.items():
-            tracker = getattr(replica, "tracker", None)
+        for name, replica, tracker in self._stores:
             known = tracker.known() if tracker is not None else set()
             for doc in known:
                 if f"{name}/{doc}" not in docs:
@@ -510,8 +509,7 @@ class RedisCoordinator:
 
     def _restore(self) -> None:
         """Touch every document this worker knows, so the commit writes all of them."""
-        for replica in self.replicas.values():
-            tracker = getattr(replica, "tracker", None)
+        for _, _, tracker in self._stores:
             if tracker is not None:
                 for doc in tracker.known():
                     tracker.touch(doc)
@@ -686,8 +684,7 @@ class RedisCoordinator:
         """Whether this worker changed anything since it last saved."""
         if self.state.markers:
             return True
-        trackers = (getattr(replica, "tracker", None) for replica in self.replicas.values())
-        return any(tracker.unsaved() for tracker in trackers if tracker is not None)
+        return any(tracker.unsaved() for _, _, tracker in self._stores if tracker is not None)
 
     def _relay_to_others(self, relaying: bool) -> None:
         """Whether another live worker shows the feed: only then does each of this worker's events come here."""
