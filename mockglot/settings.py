@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from mockglot.wire import MAX_COUNT
+
 MAX_WORKERS = 64
 STATE_SCHEMES = ("redis", "rediss", "unix")
 
@@ -19,7 +21,7 @@ STATE_SCHEMES = ("redis", "rediss", "unix")
 class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
-    seed: int | None = None
+    seed: Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | None = None  # as POST /_mockglot/seed takes
     keys: str | None = None
     strict: bool = False
     log_format: Literal["text", "json"] = "text"
@@ -28,13 +30,14 @@ class Settings(msgspec.Struct, kw_only=True):
     engine: Literal["scripted", "vosk"] = "scripted"
     vosk_models: list[str] = msgspec.field(default_factory=list)
     output_pace: Literal["realtime", "instant"] = "realtime"
-    vad_silence_ms: int = 500
-    rate_limit: int | None = None
+    vad_silence_ms: Annotated[int, Meta(ge=1, le=60_000)] = 500
+    rate_limit: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = None  # 0 would refuse every request: off is unset
     control_token: str | None = None
     pacing_checks: bool = False
     webhooks: list[str] = msgspec.field(default_factory=list)  # URL or URL#SECRET
-    max_connections: int | None = None  # open sockets; None: 1,000 or the file limit less a reserve
-    header_timeout: float = 10.0  # seconds a socket has to send a complete request head
+    # Open sockets; None: 1,000 or the file limit less a reserve.
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    header_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0  # seconds to send a complete request head
     # Retention of ended sessions (with their journal, audio, recordings, analyses): the oldest go first once
     # there are more than `retain_sessions`, they hold more than `retain_mb`, or they ended `retain_minutes` ago.
     retain_sessions: Annotated[int, Meta(ge=1, le=10_000_000)] = 1000
@@ -130,7 +133,10 @@ def redact(url: str) -> str:
 
 def _expected(type_: object) -> str:
     """What a setting of this type takes, in words: `one of text, json`, `a whole number`, `a whole number from 1
-    to 64`."""
+    to 64`; an optional setting as its value's type (unset is never a bad value)."""
+    arguments = typing.get_args(type_)
+    if type(None) in arguments:
+        type_ = next(a for a in arguments if a is not type(None))
     if typing.get_origin(type_) is Annotated:
         base, *metas = typing.get_args(type_)
         meta = next((m for m in metas if isinstance(m, Meta)), None)
@@ -139,9 +145,9 @@ def _expected(type_: object) -> str:
         return _expected(base) + (_bounds(meta) if meta is not None else "")
     if typing.get_origin(type_) is Literal:
         return "expected one of " + ", ".join(map(str, typing.get_args(type_)))
-    if type_ is int or [a for a in typing.get_args(type_) if a is not type(None)] == [int]:
+    if type_ is int:
         return "expected a whole number"
-    if type_ is float or [a for a in typing.get_args(type_) if a is not type(None)] == [float]:
+    if type_ is float:
         return "expected a number"
     return f"expected {type_}"
 

@@ -16,6 +16,8 @@ from mockglot.cli import main
 from mockglot.settings import from_env
 from tests.test_cli_stream import GERMAN_CALL
 
+SEEDS = f"{-(2**63)} to {2**63 - 1}"  # what POST /_mockglot/seed takes
+
 
 def test_version(capsys):
     with pytest.raises(SystemExit) as exited:
@@ -38,13 +40,42 @@ def test_an_unknown_serve_flag_shows_serves_usage(capsys):
         ({"MOCKGLOT_PORT": "70000"}, "invalid setting MOCKGLOT_PORT='70000': expected a port number from 0 to 65535"),
         ({"MOCKGLOT_ENGINE": "whisper"}, "invalid setting MOCKGLOT_ENGINE='whisper': expected one of scripted, vosk"),
         ({"MOCKGLOT_LOG_FORMAT": "xml"}, "invalid setting MOCKGLOT_LOG_FORMAT='xml': expected one of text, json"),
-        ({"MOCKGLOT_SEED": "1.5"}, "invalid setting MOCKGLOT_SEED='1.5': expected a whole number"),
+        ({"MOCKGLOT_SEED": "1.5"}, f"invalid setting MOCKGLOT_SEED='1.5': expected a whole number from {SEEDS}"),
+        (
+            {"MOCKGLOT_SEED": str(2**64)},
+            f"invalid setting MOCKGLOT_SEED='{2**64}': expected a whole number from {SEEDS}",
+        ),
     ],
 )
 def test_a_bad_environment_value_names_the_variable_the_value_and_the_choices(environ, message):
     with pytest.raises(ValueError) as raised:
         from_env(environ)
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"rate_limit": 0}, "invalid setting --rate-limit 0: expected a whole number from 1 to 1000000"),
+        ({"rate_limit": -1}, "invalid setting --rate-limit -1: expected a whole number from 1 to 1000000"),
+        ({"max_connections": 0}, "invalid setting --max-connections 0: expected a whole number from 1 to 1000000"),
+        ({"header_timeout": 0.0}, "invalid setting --header-timeout 0.0: expected a number above 0 and at most 3600"),
+    ],
+)
+def test_a_number_that_would_break_the_server_is_refused_at_start(flags, message):
+    """`--rate-limit 0` used to answer every request 429, `--header-timeout 0` to drop every connection and
+    `--max-connections 0` to be ignored: each is now refused, naming the flag and the range."""
+    with pytest.raises(ValueError) as raised:
+        from_env({}, **flags)
+    assert str(raised.value) == message
+
+
+def test_an_optional_numeric_variable_names_its_range():
+    with pytest.raises(ValueError) as raised:
+        from_env({"MOCKGLOT_MAX_CONNECTIONS": "lots"})
+    expected = "invalid setting MOCKGLOT_MAX_CONNECTIONS='lots': expected a whole number from 1 to 1000000"
+    assert str(raised.value) == expected
+    assert from_env({"MOCKGLOT_RATE_LIMIT": "60"}).rate_limit == 60
 
 
 def test_flags_beat_the_environment_and_are_named_when_bad():
