@@ -27,7 +27,7 @@ from mockglot.errors import ApiError
 from mockglot.faults import stream_fault_problem
 from mockglot.speech import codec
 from mockglot.state.replica import DocTracker, SharedDocs
-from mockglot.wire import Language, StreamFault
+from mockglot.wire import WAV_RATES_HZ, Language, StreamFault
 
 if TYPE_CHECKING:
     import yaml
@@ -154,6 +154,9 @@ def decode_audio(data: bytes, *, wav: bool) -> bytes:
     with wave.open(io.BytesIO(data), "rb") as reader:
         if reader.getnchannels() != 1 or reader.getsampwidth() != 2:
             raise ValueError("WAV audio must be mono 16-bit PCM")
+        low, high = WAV_RATES_HZ
+        if not low <= reader.getframerate() <= high:  # a broken header: resampling would fail on it
+            raise ValueError(f"the WAV says {reader.getframerate()} samples a second: give {low:,} to {high:,} Hz")
         pcm = reader.readframes(reader.getnframes())
         return codec.pcm_to_mulaw(codec.resample(pcm, reader.getframerate(), codec.SAMPLE_RATE_HZ))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mockglot.speech import codec
-from mockglot.wire import MODES
+from mockglot.wire import MODES, WAV_RATES_HZ
 
 if TYPE_CHECKING:  # the client side (httpx, websockets) loads when the command runs, not for `mockglot serve`
     from mockglot.testing.client import Stream
@@ -111,6 +111,9 @@ def wav_to_mulaw(wav: Wav) -> bytes:
     """8 kHz mono mu-law, the only audio the stream takes."""
     if wav.channels != 1:
         raise ValueError(f"the WAV file has {wav.channels} channels: the stream takes mono audio")
+    low, high = WAV_RATES_HZ
+    if not low <= wav.rate_hz <= high:  # a broken header: resampling would fail on it
+        raise ValueError(f"the WAV file says {wav.rate_hz} samples a second: give audio of {low:,} to {high:,} Hz")
     if wav.format == WAVE_FORMAT_MULAW and wav.bits == 8:
         if wav.rate_hz == codec.SAMPLE_RATE_HZ:
             return wav.data

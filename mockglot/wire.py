@@ -51,6 +51,7 @@ Language = Literal[
 MAX_CLOCK_ADVANCE = 100 * 365.25 * 24 * 3600  # seconds, either way; the clock itself stays in 2000..2100
 MAX_COUNT = 1_000_000  # times a fault fires, sessions a scenario covers, requests a minute
 MAX_CREDITS = 10**12
+WAV_RATES_HZ = (1_000, 384_000)  # sample rates a WAV given as audio may have (scenario audio, `mockglot stream`)
 
 MODES = ("bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice")
 Mode = Literal["bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice"]

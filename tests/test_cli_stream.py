@@ -36,6 +36,14 @@ def write_pcm_wav(path: Path, pcm: bytes, rate: int, channels: int = 1, width: i
     return path
 
 
+def with_rate(path: Path, rate: int) -> Path:
+    """The WAV file at `path` claiming `rate` samples a second (a broken or hand-made header)."""
+    content = bytearray(path.read_bytes())
+    content[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate, in a canonical header
+    path.write_bytes(content)
+    return path
+
+
 def test_streams_a_ulaw_file_prints_events_then_the_transcript(mockglot, capsys):
     assert stream(mockglot, str(GERMAN_CALL), "--speed", "full") == 0
     out, err = capsys.readouterr()
@@ -159,6 +167,12 @@ def test_a_session_error_frame_exits_1(mockglot, capsys):
          "{path}: unsupported WAV encoding (format 1, 8-bit): use 16-bit PCM or 8-bit mu-law (raw 8 kHz mu-law must "
          "be named *.ulaw)"),
         (lambda d: d / "empty.ulaw", "{path} holds no audio"),
+        (lambda d: with_rate(write_pcm_wav(d / "rate0.wav", b"\0\0" * 1600, 8000), 0),
+         "{path}: the WAV file says 0 samples a second: give audio of 1,000 to 384,000 Hz (raw 8 kHz mu-law must be "
+         "named *.ulaw)"),
+        (lambda d: with_rate(write_pcm_wav(d / "fast.wav", b"\0" * 1600, 8000, width=1), 4_000_000_000),
+         "{path}: the WAV file says 4000000000 samples a second: give audio of 1,000 to 384,000 Hz (raw 8 kHz mu-law "
+         "must be named *.ulaw)"),
     ],
 )  # fmt: skip
 def test_unusable_files_exit_2_with_one_line(mockglot, tmp_path, capsys, make, message):

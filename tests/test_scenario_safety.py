@@ -161,6 +161,25 @@ async def test_an_upload_carries_its_audio_inline(app, client):
     assert response.status_code == 422 and "audio_base64" in error_of(response)["message"]
 
 
+@pytest.mark.parametrize("rate", [0, 2**31])
+async def test_inline_wav_audio_with_a_broken_sample_rate_is_a_422_not_a_500(client, rate):
+    fmt = (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little") + bytes(4)
+    fmt += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    data = bytes(1600)
+    riff = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" + len(data).to_bytes(4, "little") + data
+    wav = b"RIFF" + len(riff).to_bytes(4, "little") + riff
+    body = {
+        "name": "badrate",
+        "turns": {"customer": [{"text": "Hallo", "audio_base64": base64.b64encode(wav).decode()}]},
+    }
+    response = await upload(client, {"scenario": body})
+    assert response.status_code == 422, response.text
+    assert error_of(response)["message"] == (
+        f"scenario upload: turns.customer[0].audio_base64: the WAV says {rate} samples a second: give 1,000 to "
+        "384,000 Hz"
+    )
+
+
 async def test_a_yaml_alias_bomb_is_refused_at_once(client):
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     for level in range(1, 30):
