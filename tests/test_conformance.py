@@ -76,6 +76,41 @@ def test_lines_and_exit_status(live, capsys):
     assert re.match(r"^\d+ checks: \d+ passed, 0 failed, 0 skipped in [\d.]+ s against http://", lines[-1])
 
 
+def test_the_api_url_with_its_v1_is_the_same_server(live, capsys):
+    from mockglot.cli import main
+
+    assert main(["conform", f"{live.base_url}/v1/", "--api-key", KEY, "--check", "sessions.create"]) == 0
+    assert capsys.readouterr().out.startswith("PASS  seed        sessions.create")
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["http://127.0.0.1:9"], 1, "mockglot conform: cannot reach http://127.0.0.1:9: "),
+        (["localhost:8080"], 2, "mockglot conform: the URL must start with http:// or https://, not 'localhost:8080'"),
+    ],
+)  # fmt: skip
+def test_a_server_it_cannot_use_is_one_line_not_25_failures(capsys, argv, status, message):
+    """An unreachable server or a URL without its scheme failed each check with the same connection error."""
+    from mockglot.cli import main
+
+    assert main(["conform", *argv, "--api-key", KEY]) == status
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(message) and err.count("\n") == 1
+
+
+def test_a_check_prefix_that_names_no_check_is_refused_not_a_pass(live):
+    """A typo in `--check` ran nothing and exited 0: a CI step that passed and checked nothing."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mockglot", "conform", live.base_url, "--api-key", KEY, "--check", "stream.",
+         "--check", "sesions."],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("mockglot conform: no check id starts with 'sesions.'; the checks are auth., ")
+    assert done.stderr.rstrip().endswith(" webhooks.")
+
+
 # --- a server that breaks one rule makes that check fail ------------------------------------------------------
 
 

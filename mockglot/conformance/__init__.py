@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CHECKS", "Check", "Report", "add_parser", "main", "run"]
 
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
 
 def __getattr__(name: str) -> Any:
     """The checks (and httpx) load when used: `mockglot serve` builds this command's parser and nothing more."""
@@ -59,17 +61,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
+    """The command. What would make every check fail for one reason (no such server, a URL without a scheme) or
+    run none (a `--check` that names nothing, a typo that would pass CI) is one line on stderr instead."""
+    import httpx
+
+    from mockglot.conformance import checks as _checks  # noqa: F401  (registers the checks)
+    from mockglot.conformance.runner import CHECKS
+    from mockglot.stream_cli import server_url
+
+    url = server_url(args.url)  # `.../v1`, as a client's configuration holds it, is the same server
+    if not url.startswith(("http://", "https://")):
+        return _refuse(f"the URL must start with http:// or https://, not {args.url!r}", EXIT_USAGE)
     sources: list[Source] | None = None
     if args.only:
         sources = ["seed", *args.only] if "documented" in args.only else list(args.only)
         sources = list(dict.fromkeys(sources))
     prefixes = tuple(args.check or ())
+    if unknown := [p for p in prefixes if not any(c.id.startswith(p) for c in CHECKS)]:
+        groups = ", ".join(dict.fromkeys(c.id.split(".")[0] + "." for c in CHECKS))
+        return _refuse(f"no check id starts with {', '.join(map(repr, unknown))}; the checks are {groups}", EXIT_USAGE)
+    try:
+        httpx.get(url, timeout=10)
+    except httpx.TransportError as exc:
+        return _refuse(f"cannot reach {url}: {exc or type(exc).__name__} (is the server running?)", EXIT_FAILED)
 
     def select(item: Check) -> bool:
         return not prefixes or item.id.startswith(prefixes)
 
     report = run(
-        args.url,
+        url,
         args.api_key,
         sources=sources,
         control_token=args.control_token,
@@ -80,4 +100,9 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(report.json().decode() + "\n")
     else:
         print(report.text())
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_FAILED
+
+
+def _refuse(message: str, status: int) -> int:
+    print(f"mockglot conform: {message}", file=sys.stderr)
+    return status
