@@ -343,3 +343,39 @@ async def test_an_oversized_body_is_refused_before_it_is_forwarded(proxied):
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
     assert (await report(proxied))["rest_calls"] == 0  # nothing was checked or sent upstream
+
+
+async def test_odd_paths_are_forwarded_as_sent_and_record_nothing(upstream, proxied, tmp_path):
+    """The proxy forwarded the decoded path: `%00` made no URL (a 500 and a traceback), `%2E%2E` became `..`, and
+    the recording of that "session" was written to `--record DIR/..`. Every path that names no session the
+    upstream knows made a recording folder."""
+    key = new_key()
+    async with httpx.AsyncClient(base_url=proxied.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+        for path in ("/v1/sessions/%00", "/v1/sessions/a%3Fb", "/v1/sessions/%E2%82%AC", "/v1/sessions/nope"):
+            answer = await http.get(path)
+            direct = httpx.get(upstream.base_url + path, headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == direct.status_code == 404, (path, answer.text)
+            assert answer.json()["error"]["message"] == direct.json()["error"]["message"]
+        answer = await http.post("/v1/sessions/%2E%2E/end")
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "session_not_found"
+    async with Client(proxied.base_url, key) as client:  # a stream to a session the upstream does not know
+        stream = await client.open_stream({"id": "sess_nope", "stream": {"url": f"{proxied.ws_url}/v1/sessions/"
+                                           "sess_nope/connect", "token": "kst_test_nope0000"}})  # fmt: skip
+        await stream.drain()
+        assert stream.close_code == 4004
+    assert not (tmp_path / "recording.json").exists()
+    assert not (tmp_path / "recordings").exists() or list((tmp_path / "recordings").iterdir()) == []
+
+
+async def test_a_recording_of_an_auto_detected_session_keeps_the_languages_the_stream_chose(proxied, tmp_path):
+    """The header took the languages from the create's answer (null when auto-detected), so the replay's
+    `session.ready` said null where the recorded one said `de` and `en`."""
+    async with Client(proxied.base_url, new_key()) as client:
+        session = await client.create_session()
+        stream = await client.open_stream(session)
+        await stream.send_audio("customer", AUDIO)
+        await stream.end()
+    ready = next(f for f in stream.received if f["type"] == "session.ready")
+    header = recording.load(tmp_path / "recordings" / session["id"]).recording.header
+    assert (header.source_language, header.target_language) == (ready["source_language"], ready["target_language"])
+    assert (header.source_language, header.target_language) == ("de", "en")

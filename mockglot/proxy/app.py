@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -45,6 +47,7 @@ HOP_BY_HOP = {
     "upgrade", "host", "content-length", "content-encoding", "accept-encoding",
 }  # fmt: skip
 REPORT_PATH = "/_mockglot/proxy/report"
+RECORDABLE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # a folder name that stays inside --record DIR
 
 
 @dataclass(slots=True)
@@ -105,9 +108,10 @@ class Proxy:
         assert self.client is not None
         upstream_started = time.perf_counter()
         try:
-            answer = await self.client.request(
-                method, self.settings.base + path, params=request.url.query or None, headers=headers, content=body
-            )
+            answer = await self.client.request(method, self.settings.base + _raw_target(request.scope),
+                                               headers=headers, content=body)  # fmt: skip
+        except httpx.InvalidURL as exc:
+            return envelope(ApiError("invalid_request", f"The request's path cannot be forwarded: {exc}"))
         except httpx.HTTPError as exc:
             self.report.add("upstream_unavailable", f"{method} {path}", f"{type(exc).__name__}: {exc}", session_id)
             error = ApiError(
@@ -148,9 +152,14 @@ class Proxy:
     def _record_rest(
         self, session_id: str | None, method: str, path: str, query: str, status: int, body: bytes, response: Any
     ) -> None:
-        if self.settings.record is None or session_id is None:
+        """A session's exchange goes into its recording; a path naming no session the upstream knows (a 404, a
+        typo) starts none, so it makes no folder."""
+        if self.settings.record is None or session_id is None or not recordable(session_id):
+            return
+        if session_id not in self.recorders and not 200 <= status < 300:
             return
         recorder = self._recorder(session_id, response if method == "POST" and path == "/v1/sessions" else None)
+        recorder.confirmed = True
         recorder.rest(time.time(), method, path, query, status, _json(body), response)
         if path.endswith("/end") or path.endswith("/transcript"):
             self._write(recorder)
@@ -176,6 +185,8 @@ class Proxy:
         return recorder
 
     def _write(self, recorder: Recorder) -> None:
+        if not recorder.confirmed:  # a stream the upstream refused (an unknown session): nothing to replay
+            return
         try:
             recorder.write()
         except OSError as exc:
@@ -185,8 +196,7 @@ class Proxy:
 
     async def stream(self, websocket: WebSocket) -> None:
         session_id = websocket.path_params["session_id"]
-        query = websocket.url.query
-        target = f"{self.ws_base}{websocket.url.path}" + (f"?{query}" if query else "")
+        target = self.ws_base + _raw_target(websocket.scope)
         headers = {"Authorization": websocket.headers["authorization"]} if "authorization" in websocket.headers else {}
         await websocket.accept()
         try:
@@ -200,7 +210,8 @@ class Proxy:
             await websocket.send_text(wire.encode(frame_error(session_id, error)).decode())
             await websocket.close(1011)
             return
-        recorder = self._recorder(session_id) if self.settings.record is not None else None
+        recording = self.settings.record is not None and recordable(session_id)
+        recorder = self._recorder(session_id) if recording else None
         async with upstream:
             to_upstream = asyncio.create_task(self._client_to_upstream(websocket, upstream, session_id, recorder))
             try:
@@ -213,8 +224,10 @@ class Proxy:
             code = upstream.close_code if upstream.close_code not in (None, 1005, 1006) else 1011
             with contextlib.suppress(Exception):
                 await websocket.close(code)
-        if recorder is not None:
+        if recorder is not None and recorder.confirmed:
             self._write(recorder)
+        elif recorder is not None:  # the upstream refused it: keep nothing of a session that does not exist
+            self.recorders.pop(session_id, None)
 
     async def _client_to_upstream(
         self, websocket: WebSocket, upstream: ClientConnection, session_id: str, recorder: Recorder | None
@@ -273,6 +286,19 @@ class Proxy:
     def write_report(self) -> None:
         if self.settings.report_file is not None:
             write_atomic(self.settings.report_file, msgspec.json.format(msgspec.json.encode(self.report.view())))
+
+
+def recordable(session_id: str) -> bool:
+    """Whether a session id (from a client's path) is safe as the name of its recording's folder."""
+    return RECORDABLE_ID.fullmatch(session_id) is not None
+
+
+def _raw_target(scope: Scope) -> str:
+    """The path and query exactly as the client sent them, still percent-encoded: decoded, `%2F` or `%3F` would
+    change the path and `%00` would not make a URL at all."""
+    path: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string") or b""
+    return path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
 
 
 def _json(body: bytes) -> Any:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import msgspec
 
 from mockglot import __version__
-from mockglot.wire import Language
+from mockglot.wire import LANGUAGES, Language
 
 FORMAT = "mockglot-recording"
 VERSION = 1
@@ -180,6 +180,7 @@ class Recorder:
         self.side: dict[str, bytearray] = {}
         self.received: dict[str, int] = {}  # client audio bytes per speaker
         self.ended = False
+        self.confirmed = False  # the upstream knows the session (a 2xx about it, or its stream's session.ready)
 
     def rest(self, now: float, method: str, path: str, query: str, status: int, request: Any, response: Any) -> None:
         self.recording.rest.append(
@@ -205,6 +206,8 @@ class Recorder:
             ref = self._audio(direction, value)
         if direction == "client" and kind == "session.end":
             self.ended = True
+        if direction == "server" and kind == "session.ready" and isinstance(value, dict):
+            self._ready(value)
         self.recording.frames.append(
             Frame(
                 at_ms=int((now - self.stream_started) * 1000),
@@ -216,6 +219,17 @@ class Recorder:
                 after_end=self.ended,
             )
         )
+
+    def _ready(self, frame: dict[str, Any]) -> None:
+        """The upstream accepted the stream; the languages it chose (an auto-detected session has none on REST)
+        are the recording's, so a replay's `session.ready` says what the recorded one said."""
+        self.confirmed = True
+        header = self.recording.header
+        for field in ("source_language", "target_language"):
+            if getattr(header, field) is None and frame.get(field) in LANGUAGES:
+                setattr(header, field, frame[field])
+        if header.mode is None and isinstance(frame.get("mode"), str):
+            header.mode = frame["mode"]
 
     def _audio(self, direction: str, value: dict[str, Any]) -> AudioRef | None:
         """Move the payload into its side file; the frame keeps a reference."""
