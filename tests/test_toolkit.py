@@ -43,6 +43,18 @@ def test_a_wait_that_is_not_met_fails_with_what_did_arrive(mockglot):
         mockglot.frames(session["id"], type="transcript.final", wait_for=1, timeout=0.2)
 
 
+async def test_a_stream_read_that_times_out_says_what_did_arrive(mockglot):
+    """`until` and `recv` raised a bare TimeoutError: the test's failure said nothing of what the server sent."""
+    async with mockglot.async_client() as client:
+        stream = await client.open_stream(await client.create_session())
+        with pytest.raises(TimeoutError) as waited:
+            await stream.until("transcript.final", timeout=0.2)
+        assert str(waited.value) == "no transcript.final within 0.2 s; received 1 frame(s): session.ready"
+        with pytest.raises(TimeoutError, match=r"^no frame from the server within 0.1 s; received 1 frame\(s\): "):
+            await stream.recv(timeout=0.1)
+        await stream.end()
+
+
 def test_rest_fault_fails_the_next_create_with_503_and_the_one_after_succeeds(mockglot):
     mockglot.fault(method="POST", path="/v1/sessions", status=503)
     failed = mockglot.client.http.post("/v1/sessions", json={"mode": "bidirectional_translation"})

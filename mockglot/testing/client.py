@@ -161,19 +161,36 @@ class Stream:
                 await asyncio.sleep(max(due - loop.time(), 0))
 
     async def recv(self, timeout: float | None = 10) -> dict[str, Any]:
-        """The next frame (None: wait as long as it takes); `ConnectionClosed` once the server has closed."""
-        frame: dict[str, Any] = msgspec.json.decode(await asyncio.wait_for(self.ws.recv(), timeout))
+        """The next frame (None: wait as long as it takes); `ConnectionClosed` once the server has closed, and
+        a `TimeoutError` that says what did arrive when nothing comes in time."""
+        try:
+            message = await asyncio.wait_for(self.ws.recv(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no frame from the server within {timeout:g} s; {self._history()}") from None
+        frame: dict[str, Any] = msgspec.json.decode(message)
         self.received.append(frame)
         return frame
 
     async def until(self, type_: str, timeout: float = 10) -> dict[str, Any]:
-        """Read frames until one of `type_` arrives; returns it."""
+        """Read frames until one of `type_` arrives; returns it. A `TimeoutError` names what came instead."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        start = len(self.received)
         while True:
-            frame = await self.recv(max(deadline - loop.time(), 0.001))
+            try:
+                frame = await self.recv(max(deadline - loop.time(), 0.001))
+            except TimeoutError:
+                raise TimeoutError(f"no {type_} within {timeout:g} s; {self._history(start)}") from None
             if frame["type"] == type_:
                 return frame
+
+    def _history(self, start: int = 0) -> str:
+        """The types of the frames received (since `start`), the last 20, for a timeout's message."""
+        types = [
+            frame.get("type", "?") if isinstance(frame, dict) else "(not an object)" for frame in self.received[start:]
+        ]
+        shown = ", ".join(map(str, types[-20:])) or "nothing"
+        return f"received {len(types)} frame(s): {'..., ' if len(types) > 20 else ''}{shown}"
 
     async def drain(self, timeout: float = 10) -> list[dict[str, Any]]:
         """Read until the server closes the socket; returns every frame read."""
