@@ -18,7 +18,7 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from mockglot.proxy import recording
 from mockglot.proxy.app import ProxySettings, create_proxy_app
@@ -379,3 +379,23 @@ async def test_a_recording_of_an_auto_detected_session_keeps_the_languages_the_s
     header = recording.load(tmp_path / "recordings" / session["id"]).recording.header
     assert (header.source_language, header.target_language) == (ready["source_language"], ready["target_language"])
     assert (header.source_language, header.target_language) == ("de", "en")
+
+
+@pytest.mark.parametrize(("status", "code", "close"), [(401, "invalid_token", 4001), (404, "session_not_found", 4004),
+                                                       (503, "service_unavailable", 1011)])  # fmt: skip
+async def test_a_stream_handshake_the_upstream_refuses_is_told_as_what_it_is(status, code, close):
+    """Every refused handshake was `service_unavailable`, close 1011, "try again": a bad token or an unknown
+    session sent the client into retries that cannot succeed."""
+
+    async def refuse(websocket):
+        await websocket.send_denial_response(JSONResponse({"error": "no"}, status_code=status))
+
+    upstream = Starlette(routes=[WebSocketRoute("/v1/sessions/{session_id}/connect", refuse)])
+    with AppThread(upstream) as refusing, AppThread(create_proxy_app(ProxySettings(refusing.base_url))) as proxy:
+        async with Client(proxy.base_url, new_key()) as client:
+            url = f"{proxy.ws_url}/v1/sessions/sess_refused/connect"
+            stream = await client.open_stream({"stream": {"url": url, "token": "kst_test_refused00"}})
+            frames = await stream.drain()
+        found = await report(proxy)
+    assert [f["error"]["code"] for f in frames] == [code] and stream.close_code == close
+    assert found["counts"] == ({"upstream_unavailable": 1} if status == 503 else {"unexpected_status": 1})

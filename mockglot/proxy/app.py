@@ -28,11 +28,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from mockglot import wire
 from mockglot.api.stream import frame_error
-from mockglot.errors import ApiError
+from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.http import read_body
 from mockglot.proxy.drift import Difference, DriftReport
 from mockglot.proxy.recording import Header, Recorder, write_atomic
@@ -205,10 +205,9 @@ class Proxy:
                 compression=None, max_size=None,
             )  # fmt: skip
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            self.report.add("upstream_unavailable", f"stream {session_id}", f"{type(exc).__name__}: {exc}", session_id)
-            error = ApiError("service_unavailable", f"The upstream {self.ws_base} refused the stream; try again.")
+            error = self._refused(session_id, exc)
             await websocket.send_text(wire.encode(frame_error(session_id, error)).decode())
-            await websocket.close(1011)
+            await websocket.close(STREAM_CLOSE_CODES.get(error.code, 1011))
             return
         recording = self.settings.record is not None and recordable(session_id)
         recorder = self._recorder(session_id) if recording else None
@@ -228,6 +227,23 @@ class Proxy:
             self._write(recorder)
         elif recorder is not None:  # the upstream refused it: keep nothing of a session that does not exist
             self.recorders.pop(session_id, None)
+
+    def _refused(self, session_id: str, exc: Exception) -> ApiError:
+        """What the client is told when the upstream's WebSocket would not open: a handshake refused with 401/403
+        or 404 is the client's token or session (the contract closes those 4001 and 4004; retrying cannot help),
+        anything else is the upstream being unavailable."""
+        status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+        where = f"stream {session_id}"
+        if status in (401, 403, 404):
+            detail = f"the upstream refused the WebSocket handshake with HTTP {status} instead of accepting it"
+            self.report.add(
+                "unexpected_status", where, f"{detail} (the contract: session.error, then a close)", session_id
+            )
+            if status == 404:
+                return ApiError("session_not_found", f"The upstream {self.ws_base} knows no session {session_id!r}.")
+            return ApiError("invalid_token", f"The upstream {self.ws_base} refused the stream's token (HTTP {status}).")
+        self.report.add("upstream_unavailable", where, f"{type(exc).__name__}: {exc}", session_id)
+        return ApiError("service_unavailable", f"The upstream {self.ws_base} refused the stream; try again.")
 
     async def _client_to_upstream(
         self, websocket: WebSocket, upstream: ClientConnection, session_id: str, recorder: Recorder | None
