@@ -399,3 +399,39 @@ async def test_a_stream_handshake_the_upstream_refuses_is_told_as_what_it_is(sta
         found = await report(proxy)
     assert [f["error"]["code"] for f in frames] == [code] and stream.close_code == close
     assert found["counts"] == ({"upstream_unavailable": 1} if status == 503 else {"unexpected_status": 1})
+
+
+async def released(proxy: AppThread) -> None:
+    """Until the proxy holds no recording in memory (it lets one go once the stream's close has passed)."""
+    for _ in range(1000):
+        if not proxy.app.state.proxy.recorders:  # type: ignore[attr-defined]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the proxy still holds {list(proxy.app.state.proxy.recorders)}")  # type: ignore[attr-defined]
+
+
+async def test_a_finished_recording_leaves_memory_and_a_reconnect_adds_to_it(proxied, tmp_path):
+    """Each recording stayed in memory with all its audio until 1,000 later sessions pushed it out (gigabytes on a
+    proxy left running); now it is let go once written, and what comes later is added to the file, not over it."""
+    first, second = utterance(), utterance(900, 700)
+    async with Client(proxied.base_url, new_key()) as client:
+        session = await client.create_session(source_language="de", target_language="en")
+        stream = await client.open_stream(session)
+        await stream.send_audio("customer", first)
+        await stream.until("transcript.final")  # the first turn has passed the proxy
+        await stream.ws.close()  # a dropped connection; the session lives on
+        await released(proxied)
+        again = await client.open_stream(await client.get_session(session["id"]))  # a fresh token
+        again.sequences, again.sent_ms = stream.sequences, stream.sent_ms  # a reconnect goes on counting
+        await again.send_audio("customer", second)
+        await again.end()
+        await client.end_session(session["id"])
+        await released(proxied)
+    loaded = recording.load(tmp_path / "recordings" / session["id"])
+    assert loaded.client_audio("customer") == first + second
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in loaded.recording.rest] == [
+        ("POST", "sessions"), ("GET", session["id"]), ("POST", "end")]  # fmt: skip
+    finals = [f.frame["text"] for f in loaded.recording.frames if f.type == "transcript.final"]
+    assert finals == ["Ich möchte meine Bestellung ändern", "Meine Bestellnummer ist 12345"]
+    at = [f.at_ms for f in loaded.recording.frames]
+    assert at == sorted(at)

@@ -34,13 +34,15 @@ from mockglot import wire
 from mockglot.api.stream import frame_error
 from mockglot.errors import STREAM_CLOSE_CODES, ApiError
 from mockglot.http import read_body
+from mockglot.proxy import recording
 from mockglot.proxy.drift import Difference, DriftReport
-from mockglot.proxy.recording import Header, Recorder, write_atomic
+from mockglot.proxy.recording import RECORDING_FILE, Header, Recorder, write_atomic
 from mockglot.wire import LANGUAGES, Language
 
 log = logging.getLogger("mockglot.proxy")
 
 MAX_OPEN_RECORDINGS = 1000  # sessions being recorded at once; the oldest is written and let go first
+MAX_RELEASED_CLOCKS = 100_000  # written recordings whose time bases are kept, to go on exactly if they resume
 UPSTREAM_TIMEOUT_SECONDS = 30.0
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
@@ -84,7 +86,9 @@ class Proxy:
     def __init__(self, settings: ProxySettings) -> None:
         self.settings = settings
         self.report = DriftReport(settings.base, strict=settings.strict)
-        self.recorders: OrderedDict[str, Recorder] = OrderedDict()
+        self.recorders: OrderedDict[str, Recorder] = OrderedDict()  # in progress, or not yet written
+        self.streaming: dict[str, int] = {}  # session id -> its open streams
+        self.clocks: OrderedDict[str, tuple[float, float | None]] = OrderedDict()  # a released recording's time bases
         self.client: httpx.AsyncClient | None = None
         split = urlsplit(settings.base)
         self.ws_base = f"{'wss' if split.scheme == 'https' else 'ws'}://{split.netloc}"
@@ -156,16 +160,24 @@ class Proxy:
         typo) starts none, so it makes no folder."""
         if self.settings.record is None or session_id is None or not recordable(session_id):
             return
-        if session_id not in self.recorders and not 200 <= status < 300:
+        if session_id not in self.recorders and not self._on_disk(session_id) and not 200 <= status < 300:
             return
         recorder = self._recorder(session_id, response if method == "POST" and path == "/v1/sessions" else None)
         recorder.confirmed = True
         recorder.rest(time.time(), method, path, query, status, _json(body), response)
-        if path.endswith("/end") or path.endswith("/transcript"):
-            self._write(recorder)
+        if (path.endswith("/end") or path.endswith("/transcript")) and self._write(recorder):
+            self._release(session_id)
+
+    def _on_disk(self, session_id: str) -> bool:
+        assert self.settings.record is not None
+        return (self.settings.record / session_id / RECORDING_FILE).is_file()
 
     def _recorder(self, session_id: str, session: Any = None) -> Recorder:
+        """The session's recording: in memory, or written and let go earlier (read back, so that what comes
+        later is added to it rather than written over it), or a new one."""
         recorder = self.recorders.get(session_id)
+        if recorder is None and self._on_disk(session_id):
+            recorder = self._resume(session_id)
         if recorder is None:
             assert self.settings.record is not None
             session = session if isinstance(session, dict) else {}
@@ -177,20 +189,48 @@ class Proxy:
                 source_language=_language(session.get("source_language")),
                 target_language=_language(session.get("target_language")),
             )
-            recorder = self.recorders[session_id] = Recorder(self.settings.record, header, time.time())
-            while len(self.recorders) > MAX_OPEN_RECORDINGS:
-                _, oldest = self.recorders.popitem(last=False)
-                self._write(oldest)
+            recorder = Recorder(self.settings.record, header, time.time())
+        self.recorders[session_id] = recorder
         self.recorders.move_to_end(session_id)
+        while len(self.recorders) > MAX_OPEN_RECORDINGS:
+            oldest_id, oldest = self.recorders.popitem(last=False)
+            self._write(oldest)
+            self._keep_clock(oldest_id, oldest)
         return recorder
 
-    def _write(self, recorder: Recorder) -> None:
-        if not recorder.confirmed:  # a stream the upstream refused (an unknown session): nothing to replay
+    def _resume(self, session_id: str) -> Recorder | None:
+        assert self.settings.record is not None
+        try:
+            loaded = recording.load(self.settings.record / session_id)
+        except recording.RecordingError as exc:
+            log.error("cannot add to the recording of %s: %s", session_id, exc)
+            return None
+        return Recorder.resume(self.settings.record, loaded, *self.clocks.pop(session_id, (None, None)))
+
+    def _release(self, session_id: str) -> None:
+        """Let a written recording go from memory, unless its stream is open: a proxy that runs for weeks keeps
+        only the sessions in progress, not the last thousand calls' audio."""
+        recorder = self.recorders.get(session_id)
+        if recorder is None or not recorder.confirmed or session_id in self.streaming:
             return
+        del self.recorders[session_id]
+        self._keep_clock(session_id, recorder)
+
+    def _keep_clock(self, session_id: str, recorder: Recorder) -> None:
+        self.clocks[session_id] = (recorder.started, recorder.stream_started)
+        while len(self.clocks) > MAX_RELEASED_CLOCKS:
+            self.clocks.popitem(last=False)
+
+    def _write(self, recorder: Recorder) -> bool:
+        """Write a confirmed recording; False when it is not on disk (then it stays in memory to try again)."""
+        if not recorder.confirmed:  # a stream the upstream refused (an unknown session): nothing to replay
+            return False
         try:
             recorder.write()
         except OSError as exc:
             log.error("cannot write the recording of %s: %s", recorder.recording.header.session_id, exc)
+            return False
+        return True
 
     # --- the stream --------------------------------------------------------------------------------
 
@@ -209,8 +249,23 @@ class Proxy:
             await websocket.send_text(wire.encode(frame_error(session_id, error)).decode())
             await websocket.close(STREAM_CLOSE_CODES.get(error.code, 1011))
             return
-        recording = self.settings.record is not None and recordable(session_id)
-        recorder = self._recorder(session_id) if recording else None
+        recorded = self.settings.record is not None and recordable(session_id)
+        recorder = self._recorder(session_id) if recorded else None
+        self.streaming[session_id] = self.streaming.get(session_id, 0) + 1
+        try:
+            await self._relay(websocket, upstream, session_id, recorder)
+        finally:
+            if (left := self.streaming.pop(session_id) - 1) > 0:
+                self.streaming[session_id] = left
+        if recorder is not None and recorder.confirmed:
+            if self._write(recorder):
+                self._release(session_id)
+        elif recorder is not None:  # the upstream refused it: keep nothing of a session that does not exist
+            self.recorders.pop(session_id, None)
+
+    async def _relay(
+        self, websocket: WebSocket, upstream: ClientConnection, session_id: str, recorder: Recorder | None
+    ) -> None:
         async with upstream:
             to_upstream = asyncio.create_task(self._client_to_upstream(websocket, upstream, session_id, recorder))
             try:
@@ -223,10 +278,6 @@ class Proxy:
             code = upstream.close_code if upstream.close_code not in (None, 1005, 1006) else 1011
             with contextlib.suppress(Exception):
                 await websocket.close(code)
-        if recorder is not None and recorder.confirmed:
-            self._write(recorder)
-        elif recorder is not None:  # the upstream refused it: keep nothing of a session that does not exist
-            self.recorders.pop(session_id, None)
 
     def _refused(self, session_id: str, exc: Exception) -> ApiError:
         """What the client is told when the upstream's WebSocket would not open: a handshake refused with 401/403

@@ -18,6 +18,7 @@ import binascii
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,6 +182,27 @@ class Recorder:
         self.received: dict[str, int] = {}  # client audio bytes per speaker
         self.ended = False
         self.confirmed = False  # the upstream knows the session (a 2xx about it, or its stream's session.ready)
+
+    @classmethod
+    def resume(
+        cls, root: Path, loaded: LoadedRecording, started: float | None, stream_started: float | None
+    ) -> Recorder:
+        """A written recording read back to go on with it. Without its time bases (`started`, `stream_started`),
+        what comes next is placed right after what was recorded."""
+        saved = loaded.recording
+        now = time.time()
+        if started is None:
+            started = now - max((exchange.at_ms for exchange in saved.rest), default=0) / 1000
+        if stream_started is None and saved.frames:
+            stream_started = now - saved.frames[-1].at_ms / 1000
+        recorder = cls(root, saved.header, started)
+        recorder.recording = saved
+        recorder.stream_started = stream_started
+        recorder.side = {name: bytearray(data) for name, data in loaded.audio.items()}
+        recorder.received = {s: len(loaded.audio[f"{s}.ulaw"]) for s in SPEAKERS if f"{s}.ulaw" in loaded.audio}
+        recorder.ended = any(frame.after_end for frame in saved.frames)
+        recorder.confirmed = True
+        return recorder
 
     def rest(self, now: float, method: str, path: str, query: str, status: int, request: Any, response: Any) -> None:
         self.recording.rest.append(
