@@ -256,7 +256,30 @@ def test_expired_keys_are_purged_oldest_first():
     store = IdempotencyStore()
     owner = ("org", "test")
     for index, created in enumerate((0.0, 10.0, 20.0)):
-        store.begin(owner, f"k{index}", "fp", created)
-        store.complete(owner, f"k{index}", StoredResponse(201, b"{}"))
+        store.complete(store.begin(owner, f"k{index}", "fp", created), StoredResponse(201, b"{}"))
     store.purge(LIFETIME_SECONDS + 15)
     assert [key for (_, key) in store._records] == ["k2"]
+
+
+async def test_a_request_that_outlives_a_reset_does_not_answer_for_the_key_claimed_after_it(
+    app, client, make_client, api_key
+):
+    """Held by a latency fault, the first request finishes after a reset let another request claim its key: the
+    key then replays the second request's answer (the one it now belongs to), never the first's."""
+    control = make_client(app)
+    rule = {"method": "POST", "path": "/v1/sessions", "latency_ms": 2000, "times": 1}
+    assert (await control.post("/_mockglot/faults/rest", json=rule)).status_code == 201
+    held = asyncio.create_task(client.post("/v1/sessions", json=BASIC, headers=key("k")))
+    for _ in range(500):  # until the fault has fired (bounded: 5 s)
+        if app.state.mockglot.faults.all()[0].fired:
+            break
+        await asyncio.sleep(0.01)
+    assert (await control.post("/_mockglot/reset", json={"api_key": api_key})).status_code == 200
+    other = {"mode": "assistive_translation"}
+    second = await client.post("/v1/sessions", json=other, headers=key("k"))
+    assert second.status_code == 201
+    assert (await held).status_code == 201
+
+    replay = await client.post("/v1/sessions", json=other, headers=key("k"))
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == second.json()

@@ -210,44 +210,46 @@ def test_a_rate_limit_counts_requests_on_both_workers() -> None:
 @pytest.mark.parametrize("key", ["k-1", 'a"b\\c\0:,]["x', "é/ü 🙂", "org_a"])
 def test_an_idempotency_key_claimed_on_one_worker_replays_on_the_other(key: str) -> None:
     a, b = server(worker="a"), server(worker="b")
-    assert a.idempotency.begin(OWNER, key, "fp", T) is None
+    claim = a.idempotency.begin(OWNER, key, "fp", T)
+    assert claim.response is None
     replicate(a, b)
     with pytest.raises(ApiError) as conflict:
         b.idempotency.begin(OWNER, key, "fp", T)
     assert conflict.value.code == "idempotency_conflict"
     response = StoredResponse(201, b'{"id":"sess_1"}')
-    a.idempotency.complete(OWNER, key, response)
+    a.idempotency.complete(claim, response)
     replicate(a, b)
-    assert b.idempotency.begin(OWNER, key, "fp", T) == response
+    assert b.idempotency.begin(OWNER, key, "fp", T).response == response
     with pytest.raises(ApiError) as mismatch:
         b.idempotency.begin(OWNER, key, "other", T)
     assert mismatch.value.code == "idempotency_mismatch"
-    assert b.idempotency.begin(("org_a", "live"), key, "fp", T) is None  # another owner's key is another key
+    other = b.idempotency.begin(("org_a", "live"), key, "fp", T)
+    assert other.response is None  # another owner's key is another key
     replicate(b, a)
     assert_same(a, b)
     nothing_left(a, b)
-    b.idempotency.abandon(("org_a", "live"), key)
+    b.idempotency.abandon(other)
     replicate(b, a)
     a.idempotency.reset("org_a")
     assert list(replicate(a, b)["idempotency"].values()) == [None]
-    assert b.idempotency.begin(OWNER, key, "other", T) is None  # gone: claimable again, with any request
+    assert b.idempotency.begin(OWNER, key, "other", T).response is None  # gone: claimable again, with any request
 
 
 def test_abandoned_and_expired_keys_go_on_every_worker() -> None:
     a, b = server(worker="a"), server(worker="b")
-    a.idempotency.begin(OWNER, "abandoned", "fp", T)
-    a.idempotency.begin(OWNER, "kept", "fp", T)
-    a.idempotency.complete(OWNER, "kept", StoredResponse(200, b"{}"))
+    abandoned = a.idempotency.begin(OWNER, "abandoned", "fp", T)
+    a.idempotency.complete(a.idempotency.begin(OWNER, "kept", "fp", T), StoredResponse(200, b"{}"))
     replicate(a, b)
-    a.idempotency.abandon(OWNER, "abandoned")
+    a.idempotency.abandon(abandoned)
     replicate(a, b)
-    assert b.idempotency.begin(OWNER, "abandoned", "other", T) is None
-    b.idempotency.abandon(OWNER, "abandoned")
+    again = b.idempotency.begin(OWNER, "abandoned", "other", T)
+    assert again.response is None
+    b.idempotency.abandon(again)
     replicate(b, a)
     a.clock.advance(LIFETIME_SECONDS)  # the sweep purges, and the clock's move reaches b
     sent = replicate(a, b)
     assert set(sent["idempotency"].values()) == {None}
-    assert b.idempotency.begin(OWNER, "kept", "other", T + LIFETIME_SECONDS) is None
+    assert b.idempotency.begin(OWNER, "kept", "other", T + LIFETIME_SECONDS).response is None
     assert_same(a, b)
 
 
@@ -432,11 +434,12 @@ def run(state: ServerState, operation: tuple[str, Any]) -> object:
         if name == "hit":
             return state.rate_limiter.hit(arg, 3, now)
         if name == "begin":
-            return state.idempotency.begin(OWNER, arg, "fp", now)
+            return state.idempotency.begin(OWNER, arg, "fp", now).response
+        claim = state.idempotency._records.get((OWNER, arg))  # the key's claim as this worker holds it
         if name == "complete":
-            return state.idempotency.complete(OWNER, arg, StoredResponse(201, arg.encode()))
+            return claim and state.idempotency.complete(claim, StoredResponse(201, arg.encode()))
         if name == "abandon":
-            return state.idempotency.abandon(OWNER, arg)
+            return claim and state.idempotency.abandon(claim)
         if name == "advance":
             return state.clock.advance(arg)
         if name == "add_fault":

@@ -33,7 +33,7 @@ from mockglot.http import (
     response,
 )
 from mockglot.state.auth import SCOPES, ApiKey
-from mockglot.state.idempotency import StoredResponse
+from mockglot.state.idempotency import Claim, StoredResponse
 from mockglot.state.ratelimit import RateLimited, RateStatus
 from mockglot.state.server import ServerState
 from mockglot.wire import encode
@@ -115,7 +115,7 @@ class PublicEndpoint:
         scope = request.scope
         key: ApiKey | None = None
         rate: RateStatus | None = None
-        claimed: tuple[Any, str] | None = None
+        claimed: Claim | None = None
         try:
             raw = await read_body(request) if self.has_body else b""
             key = state.keys.authenticate(credentials_of(scope))
@@ -130,11 +130,12 @@ class PublicEndpoint:
             idempotency_key = headers_of(scope).get("idempotency-key") if self.idempotent else None
             if idempotency_key is not None:
                 fingerprint = _fingerprint(request, body)
-                replay = state.idempotency.begin(key.owner, idempotency_key, fingerprint, state.clock.now())
+                claim = state.idempotency.begin(key.owner, idempotency_key, fingerprint, state.clock.now())
+                replay = claim.response
                 if replay is not None:
                     headers = [*usage_headers(key, rate), (b"idempotent-replayed", b"true")]
                     return response(replay.status, replay.body, JSON, headers)
-                claimed = (key.owner, idempotency_key)
+                claimed = claim
             if DELAY_SCOPE_KEY in scope:  # a latency fault holds the request here: in flight, its key claimed
                 delay = scope.pop(DELAY_SCOPE_KEY)
                 if delay:
@@ -145,7 +146,7 @@ class PublicEndpoint:
             if reply.status == 201:
                 scope[CREATED_SCOPE_KEY] = getattr(reply.body, "id", None)
             if claimed is not None:
-                state.idempotency.complete(*claimed, StoredResponse(reply.status, content))
+                state.idempotency.complete(claimed, StoredResponse(reply.status, content))
                 claimed = None
             headers = usage_headers(key, rate)
             if reply.headers:
@@ -159,7 +160,7 @@ class PublicEndpoint:
             return error_response(exc, request_id(scope), extra)
         finally:
             if claimed is not None:
-                state.idempotency.abandon(*claimed)
+                state.idempotency.abandon(claimed)
 
 
 def header_safe(text: str) -> str:

@@ -20,8 +20,12 @@ class StoredResponse:
     body: bytes
 
 
-@dataclass(slots=True)
-class _Record:
+@dataclass(slots=True, eq=False)
+class Claim:
+    """A key as one request claimed it. That request completes or abandons this claim and no later one: a reset
+    or the key's expiry may have let another request claim the key while it ran."""
+
+    key: tuple[Owner, str]
     fingerprint: str
     created_at: float
     response: StoredResponse | None = None  # None while the first request is still running
@@ -29,7 +33,7 @@ class _Record:
 
 class IdempotencyStore(SharedDocs):
     def __init__(self) -> None:
-        self._records: dict[tuple[Owner, str], _Record] = {}  # oldest first
+        self._records: dict[tuple[Owner, str], Claim] = {}  # oldest first
         self._by_org: dict[str, set[tuple[Owner, str]]] = {}  # so one organization's reset costs only its own
         self.tracker: DocTracker | None = None  # shared between workers: one document per (owner, key)
 
@@ -73,7 +77,7 @@ class IdempotencyStore(SharedDocs):
             record.fingerprint, record.response = new.fingerprint, response  # the same claim: it keeps its place
             return
         self._records.pop(key, None)  # a new claim is the newest (`purge` goes oldest first)
-        self._records[key] = _Record(new.fingerprint, new.created_at, response)
+        self._records[key] = Claim(key, new.fingerprint, new.created_at, response)
         self._by_org.setdefault(key[0][0], set()).add(key)
 
     def reset(self, organization: str | None = None) -> None:
@@ -97,10 +101,10 @@ class IdempotencyStore(SharedDocs):
             if not keys:
                 del self._by_org[key[0][0]]
 
-    def begin(self, owner: Owner, key: str, fingerprint: str, now: float) -> StoredResponse | None:
-        """Claim the key for this request, or return the response to replay.
+    def begin(self, owner: Owner, key: str, fingerprint: str, now: float) -> Claim:
+        """Claim the key for this request, or find the response to replay (the claim's `response`).
 
-        Returns None when the caller should run the request (and then `complete` or `abandon` the key).
+        A claim without a response is this request's: it runs, then `complete`s or `abandon`s it.
         """
         if not key or len(key) > MAX_KEY_LENGTH:
             raise ApiError(
@@ -125,12 +129,12 @@ class IdempotencyStore(SharedDocs):
                     f"A request with the Idempotency-Key {key!r} is still being processed. Retry after 1 s.",
                     retry_after=1,
                 )
-            return record.response
+            return record
         self._touch((owner, key))
         self._records.pop((owner, key), None)  # an expired record: the new one goes to the end (newest)
-        self._records[(owner, key)] = _Record(fingerprint=fingerprint, created_at=now)
+        claim = self._records[(owner, key)] = Claim((owner, key), fingerprint, now)
         self._by_org.setdefault(owner[0], set()).add((owner, key))
-        return None
+        return claim
 
     def purge(self, now: float) -> None:
         """Forget keys past their lifetime, so a long-running server does not keep every body forever."""
@@ -139,17 +143,15 @@ class IdempotencyStore(SharedDocs):
                 break
             self._forget(key)
 
-    def complete(self, owner: Owner, key: str, response: StoredResponse) -> None:
-        record = self._records.get((owner, key))
-        if record is not None:
-            self._touch((owner, key))
-            record.response = response
+    def complete(self, claim: Claim, response: StoredResponse) -> None:
+        if self._records.get(claim.key) is claim:
+            self._touch(claim.key)
+            claim.response = response
 
-    def abandon(self, owner: Owner, key: str) -> None:
+    def abandon(self, claim: Claim) -> None:
         """Errors are not cached: the key may be retried."""
-        record = self._records.get((owner, key))
-        if record is not None and record.response is None:
-            self._forget((owner, key))
+        if self._records.get(claim.key) is claim and claim.response is None:
+            self._forget(claim.key)
 
 
 class _RecordDoc(msgspec.Struct, array_like=True):
