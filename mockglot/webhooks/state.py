@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import hmac
 import math
+import re
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -111,6 +112,9 @@ class Delivery:
             self.next_attempt_at = float(math.ceil(due))  # a whole second, so the time shown is the time due
 
 
+_HOST = re.compile(rb"[A-Za-z0-9._:-]+")  # a name (IDNA already encoded), an IPv4 or an IPv6 address
+
+
 def url_problem(url: str) -> str | None:
     """Why `url` cannot receive webhooks, or None. Parsed as the sender will parse it."""
     import httpx  # here, not at import: serving starts without httpx
@@ -123,6 +127,10 @@ def url_problem(url: str) -> str | None:
         return "must be an absolute http:// or https:// URL"
     if not parsed.host:
         return "has no host"
+    if not _HOST.fullmatch(parsed.raw_host):
+        return f"has an invalid host {parsed.host!r}"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return f"has port {parsed.port}, outside 1-65535"
     return None
 
 
