@@ -515,8 +515,8 @@ class Health(Struct, kw_only=True):
 
 
 class ResetRequest(Struct, kw_only=True):
-    organization: str | None = None
-    api_key: str | None = None
+    organization: Annotated[str, Meta(min_length=1)] | None = None  # "" is no organization, not "everything"
+    api_key: Annotated[str, Meta(min_length=1)] | None = None
 
 
 class ResetResult(Struct, kw_only=True):

@@ -99,3 +99,25 @@ async def test_armed_faults_are_bounded(app, make_client, monkeypatch):
     error = expect_error(await control.post("/_mockglot/faults/rest", json={"status": 503}), 422, "invalid_field_value")
     assert "3 faults are armed" in error["message"]
     assert MAX_FAULTS == 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"organization": ""}, "organization"),
+        ({"api_key": ""}, "api_key"),
+        ({"organization": "org_a", "api_key": "sk_test_ranges0001"}, "api_key"),
+    ],
+)
+async def test_a_reset_that_names_no_one_organization_is_a_422_and_resets_nothing(app, make_client, body, param):
+    """An empty organization (an unset variable) once answered `"reset": "all"` and reset nobody."""
+    tenant = make_client(app, new_key())
+    session = (await tenant.post("/v1/sessions", json=BODY)).json()
+    error = expect_error(await make_client(app).post("/_mockglot/reset", json=body), 422, "invalid_field_value")
+    assert error["param"] == param
+    assert (await tenant.get(f"/v1/sessions/{session['id']}")).status_code == 200
+
+
+async def test_an_out_of_range_clock_says_the_range_in_a_sentence(app, make_client):
+    error = (await make_client(app).post("/_mockglot/clock", json={"set": 1e20})).json()["error"]
+    assert error["message"].startswith("`set` is out of range: the server clock stays between 2000-01-01T00:00:00Z")

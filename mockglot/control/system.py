@@ -33,6 +33,12 @@ async def health(ctx: ControlContext) -> Reply:
 async def reset(ctx: ControlContext) -> Reply:
     request = ctx.parse(wire.ResetRequest)
     organization = request.organization
+    if request.api_key is not None and organization is not None:
+        raise ApiError(
+            "invalid_field_value",
+            "Give `api_key` or `organization` (or neither, to reset everything), not both.",
+            param="api_key",
+        )
     if request.api_key is not None:
         key = ctx.state.keys.get(request.api_key)
         if key is None:
@@ -73,7 +79,7 @@ async def set_clock(ctx: ControlContext) -> Reply:
     except ValueError as exc:  # out of range: nothing changed
         raise ApiError(
             "invalid_field_value",
-            f"`{param}` would move {exc}. Give a time between those, or `reset: true`.",
+            f"`{param}` is out of range: {exc}. Give a time between those, or `reset: true`.",
             param=param,
         ) from None
     return Reply(200, _clock_state(ctx))
