@@ -162,6 +162,11 @@ def media_type(request: Request) -> str:
     return (headers_of(request.scope).get("content-type") or "").split(";", 1)[0].strip().lower()
 
 
+JSON_TYPES: dict[type, str] = {  # the names a JSON user knows, not Python's (`NoneType`, `list`)
+    list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null",
+}  # fmt: skip
+
+
 def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
     """The body as a decoded JSON object, or None when it may be and is empty."""
     if not body or body.isspace():
@@ -185,7 +190,10 @@ def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
     except RecursionError:
         raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
     if not isinstance(value, dict):
-        raise ApiError("invalid_request", f"The request body must be a JSON object, not {type(value).__name__}.")
+        raise ApiError(
+            "invalid_request",
+            f"The request body must be a JSON object ({{...}}), not {JSON_TYPES.get(type(value), 'that')}.",
+        )
     return value
 
 
