@@ -29,7 +29,7 @@ from mockglot.state.server import ServerState
 from mockglot.testing.client import Client
 from mockglot.testing.webhooks import WebhookReceiver
 from mockglot.webhooks import WebhookSignatureError, sign, verify
-from mockglot.webhooks.dispatcher import Dispatcher
+from mockglot.webhooks.dispatcher import MAX_CONCURRENT_ATTEMPTS, Dispatcher
 from mockglot.webhooks.state import MAX_ATTEMPTS, RETRY_DELAYS_SECONDS, RETRY_JITTER
 from tests.audio import utterance
 from tests.ports import free_port
@@ -302,6 +302,28 @@ async def test_a_hanging_receiver_blocks_neither_the_api_nor_other_endpoints(ctl
         webhook_receiver.release()
         arrived = [r.json()["data"]["id"] for r in await webhook_receiver.wait_async(6)]
         assert arrived == [s["id"] for s in created]
+
+
+async def test_retries_held_by_a_hanging_receiver_leave_room_for_other_endpoints(ctl, api, key, webhook_receiver):
+    """More retries fall due at once (a clock move) than the dispatcher sends at a time: while a hanging receiver
+    holds its own, another endpoint's events still arrive."""
+    many = MAX_CONCURRENT_ATTEMPTS + 1
+    webhook_receiver.fail(many)
+    await register(ctl, webhook_receiver.url, api_key=key, events=["session.created"])
+    for _ in range(many):
+        await api.create_session()
+    failed = await eventually(
+        lambda: deliveries(ctl, status="pending"), lambda ds: len(ds) == many and all(settled(1)(d) for d in ds)
+    )
+    webhook_receiver.hang()
+    with WebhookReceiver() as healthy:
+        await register(ctl, healthy.url, api_key=key, events=["session.created"])
+        await set_clock(ctl, max(d["next_attempt_at"] for d in failed))
+        await webhook_receiver.wait_async(many + 1)  # some retries are held by the receiver
+        session = await api.create_session()
+        (arrived,) = await healthy.wait_async(1)
+        assert arrived.json()["data"]["id"] == session["id"]
+        webhook_receiver.release()
 
 
 # --- the control plane --------------------------------------------------------------------------------------

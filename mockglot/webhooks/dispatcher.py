@@ -2,8 +2,8 @@
 
 Nothing on the request path awaits a delivery. An event is rendered and recorded synchronously (the data is
 a snapshot of the resource at that moment), then background tasks send it: one ordered lane per endpoint for
-first attempts, retries when the server clock makes them due, all under one bound on concurrent requests.
-A receiver that hangs or refuses holds only its own lane.
+first attempts, retries when the server clock makes them due, all under one bound on concurrent requests and a
+smaller one per endpoint. A receiver that hangs or refuses holds only its own lane and its own share.
 
 Shared between workers, each worker sends only the deliveries it owns (see `webhooks/state.py`), and claims,
 every CLAIM_SECONDS, those whose owner stopped or died.
@@ -37,6 +37,7 @@ log = logging.getLogger("mockglot.webhooks")
 
 ATTEMPT_TIMEOUT_SECONDS = 30.0
 MAX_CONCURRENT_ATTEMPTS = 32
+MAX_ATTEMPTS_PER_ENDPOINT = 4  # of those, one endpoint's: retries of a receiver that hangs cannot take them all
 DISCARD_SECONDS = 1.0  # how long a receiver's answer body may take before its connection is closed instead
 MAX_DISCARDED_BYTES = 64 * 1024
 USER_AGENT = f"mockglot/{__version__} (Kallglot webhooks)"
@@ -46,10 +47,11 @@ _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 @dataclass(slots=True)
 class _Lane:
-    """One endpoint's first attempts, sent one after another in event order."""
+    """One endpoint's first attempts, sent one after another in event order; `slots` bounds all its attempts."""
 
     queue: deque[Delivery] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_ATTEMPTS_PER_ENDPOINT))
 
 
 class Dispatcher:
@@ -283,7 +285,8 @@ class Dispatcher:
         assert self._loop is not None
         attempt = delivery.begin(self.clock.now())
         self.store.changed(delivery)
-        task = self._loop.create_task(self._send(delivery, attempt))
+        lane = self._lanes.setdefault(delivery.endpoint.id, _Lane())
+        task = self._loop.create_task(self._send(delivery, attempt, lane.slots))
         self._attempts[delivery.id] = task
         task.add_done_callback(lambda done: self._forget(delivery.id, done))
         return task
@@ -292,7 +295,7 @@ class Dispatcher:
         if self._attempts.get(delivery_id) is task:  # a retry may already have taken its place
             del self._attempts[delivery_id]
 
-    async def _send(self, delivery: Delivery, attempt: Attempt) -> None:
+    async def _send(self, delivery: Delivery, attempt: Attempt, slots: asyncio.Semaphore) -> None:
         assert self._semaphore is not None
         client = self._http()
         import httpx  # loaded by _http()
@@ -302,7 +305,7 @@ class Dispatcher:
         started = time.perf_counter()
         latency: float | None = None
         try:
-            async with self._semaphore:
+            async with slots, self._semaphore:
                 started = time.perf_counter()
                 request = client.build_request(
                     "POST", delivery.endpoint.url, content=delivery.body, headers=_headers(delivery, attempt),
