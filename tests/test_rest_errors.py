@@ -581,6 +581,17 @@ async def test_the_warning_lists_at_most_ten_fields(client):
     assert "and 15 more" in warning
 
 
+async def test_a_long_unknown_field_name_is_shortened_in_the_warning(server_client):
+    """A 200 000-character field name once made a 200 kB header that clients refuse to read (httpx, Node: 16 kB)."""
+    long_names = {f"{letter}" * 200_000: 1 for letter in "ab"}
+    routing = {"type": "sip", "c" * 5000: 1}
+    response = await server_client.post("/v1/sessions", json={**BASIC, **long_names, "routing": routing})
+    assert response.status_code == 201
+    warning = response.headers["x-mockglot-warning"]
+    assert len(warning) < 1000
+    assert "a" * 39 in warning and "routing.ccc" in warning
+
+
 @pytest.mark.parametrize("mode", ["translation", "AI_AGENT", "", 3, None, ["ai_agent"]])
 async def test_an_invalid_mode(client, mode):
     error = expect_error(await client.post("/v1/sessions", json={"mode": mode}), 422, "invalid_mode", "mode")

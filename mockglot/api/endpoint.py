@@ -42,6 +42,7 @@ T = TypeVar("T")
 WARNING_HEADER = b"x-mockglot-warning"
 UNKNOWN_FIELDS_WARNING = "ignored unknown field(s): "
 MAX_WARNED_FIELDS = 10
+MAX_WARNED_NAME = 40  # characters of a field's name the warning shows: a header has room for names, not documents
 DELAY_SCOPE_KEY = "mockglot.delay"  # a latency fault's delay, served once the request holds its idempotency key
 KEY_SCOPE_KEY = "mockglot.key"  # the key the request authenticated with, for its record (no second lookup)
 WARNINGS_SCOPE_KEY = "mockglot.warnings"  # what the warning header says, for the contract report (no re-parsing)
@@ -72,7 +73,7 @@ class Context(msgspec.Struct):
     def parse(self, type_: type[T]) -> T:
         value, unknown = validation.convert(self.body or {}, type_, strict=self.state.settings.strict)
         if unknown:
-            shown = ", ".join(unknown[:MAX_WARNED_FIELDS])
+            shown = ", ".join(_shortened(name) for name in unknown[:MAX_WARNED_FIELDS])
             more = f" and {len(unknown) - MAX_WARNED_FIELDS} more" if len(unknown) > MAX_WARNED_FIELDS else ""
             self.warnings = [*(self.warnings or ()), f"{UNKNOWN_FIELDS_WARNING}{shown}{more}"]
         return value
@@ -161,6 +162,10 @@ class PublicEndpoint:
         finally:
             if claimed is not None:
                 state.idempotency.abandon(claimed)
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= MAX_WARNED_NAME else f"{name[: MAX_WARNED_NAME - 1]}…"
 
 
 def header_safe(text: str) -> str:
