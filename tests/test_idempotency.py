@@ -283,3 +283,37 @@ async def test_a_request_that_outlives_a_reset_does_not_answer_for_the_key_claim
     replay = await client.post("/v1/sessions", json=other, headers=key("k"))
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == second.json()
+
+
+async def test_the_oldest_keys_are_forgotten_beyond_the_count_bound(client, monkeypatch):
+    """Keys live a day, but a client that sends a fresh key with every request must not grow the server without
+    end: past MAX_KEYS the oldest key is forgotten (and acts as new), the others still replay."""
+    monkeypatch.setattr("mockglot.state.idempotency.MAX_KEYS", 3)
+    first = [await client.post("/v1/sessions", json=BASIC, headers=key(f"k{i}")) for i in range(4)]
+    again = [await client.post("/v1/sessions", json=BASIC, headers=key(f"k{i}")) for i in (3, 2, 0)]
+    assert [r.headers.get("idempotent-replayed") for r in again] == ["true", "true", None]
+    assert again[0].json() == first[3].json()
+    assert again[2].json()["id"] != first[0].json()["id"]
+
+
+async def test_the_oldest_keys_are_forgotten_beyond_the_byte_bound(client, monkeypatch):
+    monkeypatch.setattr("mockglot.state.idempotency.MAX_ANSWER_BYTES", 4000)
+    big = {**BASIC, "metadata": {f"k{i}": "v" * 400 for i in range(5)}}  # answers of about 2.5 kB
+    first = await client.post("/v1/sessions", json=big, headers=key("big-1"))
+    second = await client.post("/v1/sessions", json=big, headers=key("big-2"))
+    assert (await client.post("/v1/sessions", json=big, headers=key("big-2"))).json() == second.json()
+    forgotten = await client.post("/v1/sessions", json=big, headers=key("big-1"))
+    assert "idempotent-replayed" not in forgotten.headers
+    assert forgotten.json()["id"] != first.json()["id"]
+
+
+async def test_a_key_keeps_a_digest_of_its_request_not_the_request(client, state):
+    """What a key keeps for a day is bounded by the answer's size, not the (up to 1 MiB) request's."""
+    tools = [{"name": f"tool{i}", "description": "x" * 1000, "parameters": {"type": "object"}} for i in range(500)]
+    body = {**BASIC, "mode": "ai_agent", "ai_agent": {"system_prompt": "x", "tools": tools}}
+    assert (await client.post("/v1/sessions", json=body, headers=key("huge"))).status_code == 201
+    (claim,) = state.idempotency._records.values()
+    assert len(claim.fingerprint) < 100
+    changed = {**body, "ai_agent": {"system_prompt": "y", "tools": tools}}
+    response = await client.post("/v1/sessions", json=changed, headers=key("huge"))
+    assert response.json()["error"]["code"] == "idempotency_mismatch"

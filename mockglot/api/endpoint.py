@@ -8,6 +8,7 @@ builds the routes and the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any, TypeVar
 
 import msgspec
@@ -174,5 +175,7 @@ def header_safe(text: str) -> str:
 
 
 def _fingerprint(request: Request, body: Any) -> str:
-    canonical = msgspec.json.encode(body, order="sorted").decode() if body is not None else ""
-    return f"{request.method} {request.scope['path']} {canonical}"
+    """A digest, not the request: a key is kept a day, and its body may be a megabyte."""
+    canonical = msgspec.json.encode(body, order="sorted") if body is not None else b""
+    route = f"{request.method} {request.scope['path']} ".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(route + canonical).hexdigest()

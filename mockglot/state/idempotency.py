@@ -12,6 +12,8 @@ from mockglot.state.replica import DocTracker, SharedDocs
 
 LIFETIME_SECONDS = 24 * 60 * 60
 MAX_KEY_LENGTH = 255
+MAX_KEYS = 100_000  # kept at once, and the answers they replay: beyond either, the oldest key is forgotten early
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class IdempotencyStore(SharedDocs):
     def __init__(self) -> None:
         self._records: dict[tuple[Owner, str], Claim] = {}  # oldest first
         self._by_org: dict[str, set[tuple[Owner, str]]] = {}  # so one organization's reset costs only its own
+        self._answer_bytes = 0  # of the responses kept for replay
         self.tracker: DocTracker | None = None  # shared between workers: one document per (owner, key)
 
     # --- shared between workers (see state/replica.py) ---------------------------------------------------
@@ -74,10 +77,13 @@ class IdempotencyStore(SharedDocs):
         new = _DECODER.decode(data)
         response = None if new.status is None or new.body is None else StoredResponse(new.status, new.body)
         if record is not None and record.created_at == new.created_at:
+            self._answer_bytes += _size(response) - _size(record.response)
             record.fingerprint, record.response = new.fingerprint, response  # the same claim: it keeps its place
             return
-        self._records.pop(key, None)  # a new claim is the newest (`purge` goes oldest first)
+        if record is not None:  # a new claim is the newest (`purge` goes oldest first)
+            self._answer_bytes -= _size(self._records.pop(key).response)
         self._records[key] = Claim(key, new.fingerprint, new.created_at, response)
+        self._answer_bytes += _size(response)
         self._by_org.setdefault(key[0][0], set()).add(key)
 
     def reset(self, organization: str | None = None) -> None:
@@ -87,14 +93,17 @@ class IdempotencyStore(SharedDocs):
                 self.tracker.touched.update(_doc_id(key) for key in self._records)
             self._records.clear()
             self._by_org.clear()
+            self._answer_bytes = 0
         else:
             for key in self._by_org.pop(organization, ()):
                 self._touch(key)
-                self._records.pop(key, None)
+                record = self._records.pop(key, None)
+                if record is not None:
+                    self._answer_bytes -= _size(record.response)
 
     def _forget(self, key: tuple[Owner, str]) -> None:
         self._touch(key)
-        del self._records[key]
+        self._answer_bytes -= _size(self._records.pop(key).response)
         keys = self._by_org.get(key[0][0])
         if keys is not None:
             keys.discard(key)
@@ -130,10 +139,12 @@ class IdempotencyStore(SharedDocs):
                     retry_after=1,
                 )
             return record
+        if (owner, key) in self._records:  # an expired record: the new one goes to the end (newest)
+            self._forget((owner, key))
         self._touch((owner, key))
-        self._records.pop((owner, key), None)  # an expired record: the new one goes to the end (newest)
         claim = self._records[(owner, key)] = Claim((owner, key), fingerprint, now)
         self._by_org.setdefault(owner[0], set()).add((owner, key))
+        self._shed()
         return claim
 
     def purge(self, now: float) -> None:
@@ -147,6 +158,13 @@ class IdempotencyStore(SharedDocs):
         if self._records.get(claim.key) is claim:
             self._touch(claim.key)
             claim.response = response
+            self._answer_bytes += _size(response)
+            self._shed()
+
+    def _shed(self) -> None:
+        """Keep within MAX_KEYS and MAX_ANSWER_BYTES, forgetting the oldest keys first."""
+        while self._records and (len(self._records) > MAX_KEYS or self._answer_bytes > MAX_ANSWER_BYTES):
+            self._forget(next(iter(self._records)))
 
     def abandon(self, claim: Claim) -> None:
         """Errors are not cached: the key may be retried."""
@@ -166,6 +184,10 @@ class _RecordDoc(msgspec.Struct, array_like=True):
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(_RecordDoc)
 _ID_DECODER = msgspec.json.Decoder(tuple[str, Environment, str])
+
+
+def _size(response: StoredResponse | None) -> int:
+    return 0 if response is None else len(response.body)
 
 
 def _doc_id(key: tuple[Owner, str]) -> str:
