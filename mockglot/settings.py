@@ -16,6 +16,7 @@ from mockglot.wire import MAX_COUNT
 
 MAX_WORKERS = 64
 STATE_SCHEMES = ("redis", "rediss", "unix")
+CONTROL_TOKEN = re.compile(r"[!-~]+")  # what `Authorization: Bearer <token>` can carry and compare byte for byte
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -85,6 +86,12 @@ def from_env(environ: Mapping[str, str] = os.environ, **overrides: object) -> Se
     settings = Settings(**values)  # type: ignore[arg-type]  # each value converted to its field's type above
     if not 0 <= settings.port <= 65535:
         raise ValueError(f"invalid setting {sources['port']}: expected a port number from 0 to 65535")
+    if settings.control_token is not None and not CONTROL_TOKEN.fullmatch(settings.control_token):
+        shown = sources["control_token"].split(" ", 1)[0].split("=", 1)[0]  # never the token itself
+        raise ValueError(
+            f"invalid setting {shown}: a control token is one or more visible ASCII characters, no spaces (as an "
+            "Authorization header carries it); an empty one would leave the control plane open"
+        )
     if settings.state != "memory" and not state_url_ok(settings.state):
         raise ValueError(
             f"invalid setting {sources['state']}: expected memory or a Redis URL "

@@ -70,6 +70,18 @@ def test_a_number_that_would_break_the_server_is_refused_at_start(flags, message
     assert str(raised.value) == message
 
 
+@pytest.mark.parametrize("token", ["", " ", "two words", "pässwort"])
+def test_a_control_token_that_cannot_protect_is_refused_without_showing_it(token):
+    """`--control-token ""` (an unset shell variable) left the control plane open to every request, while the
+    inspector asked for a token nobody could type; a token with spaces or beyond ASCII could never be presented."""
+    with pytest.raises(ValueError) as raised:
+        from_env({}, control_token=token)
+    assert str(raised.value).startswith("invalid setting --control-token: a control token is one or more visible ")
+    with pytest.raises(ValueError, match=r"^invalid setting MOCKGLOT_CONTROL_TOKEN: ") as raised:
+        from_env({"MOCKGLOT_CONTROL_TOKEN": f"hunter2 {token}"})
+    assert "hunter2" not in str(raised.value)  # a secret, even a broken one, is not printed
+
+
 def test_an_optional_numeric_variable_names_its_range():
     with pytest.raises(ValueError) as raised:
         from_env({"MOCKGLOT_MAX_CONNECTIONS": "lots"})
