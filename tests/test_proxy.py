@@ -325,6 +325,28 @@ def test_the_commands(upstream, tmp_path):
     assert broken.returncode == 2 and "cannot read recording" in broken.stderr and "Traceback" not in broken.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--upstream", "http://"], "--upstream must be an http:// or https:// URL with a host, not 'http://'"),
+        (["--upstream", "localhost:8080"], "--upstream must be an http:// or https:// URL with a host, not "
+         "'localhost:8080'"),
+        (["--port", "99999"], "--port 99999: expected a port number from 0 to 65535"),
+        (["--record", "{tmp}/file/rec"], "--record: cannot create {tmp}/file/rec: Not a directory"),
+        (["--report", "{tmp}/file/report.json"], "--report: cannot create {tmp}/file: File exists"),
+    ],
+)  # fmt: skip
+def test_proxy_flags_that_cannot_work_are_one_line_before_it_listens(tmp_path, capsys, flags, message):
+    """A port out of range was a traceback; an upstream without a host made every call a 503, and a record or
+    report folder that cannot be written lost each recording (or the report at exit) to the log."""
+    from mockglot.cli import main
+
+    (tmp_path / "file").write_text("")
+    argv = ["proxy", "--upstream", "http://127.0.0.1:9", *[f.format(tmp=tmp_path) for f in flags]]
+    assert main(argv) == 2
+    assert capsys.readouterr() == ("", f"mockglot proxy: {message.format(tmp=tmp_path)}\n")
+
+
 def test_the_readme_commands_are_the_real_ones():
     from mockglot.cli import build_parser
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -43,8 +45,8 @@ def run_proxy(args: argparse.Namespace) -> int:
     from mockglot.logs import uvicorn_log_config
     from mockglot.proxy.app import ProxySettings, create_proxy_app
 
-    if not args.upstream.startswith(("http://", "https://")):
-        print(f"mockglot proxy: --upstream must be an http:// or https:// URL, not {args.upstream!r}", file=sys.stderr)
+    if (problem := _problem(args)) is not None:
+        print(f"mockglot proxy: {problem}", file=sys.stderr)
         return EXIT_USAGE
     settings = ProxySettings(
         upstream=args.upstream,
@@ -73,6 +75,26 @@ def run_proxy(args: argparse.Namespace) -> int:
     )  # fmt: skip
     uvicorn.Server(config).run(sockets=[sock])
     return EXIT_OK
+
+
+def _problem(args: argparse.Namespace) -> str | None:
+    """What would otherwise surface later, one request or one write at a time (a 503 for every call, a recording
+    lost to the log), or as a traceback: said once, before the proxy listens."""
+    split = urlsplit(args.upstream)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        return f"--upstream must be an http:// or https:// URL with a host, not {args.upstream!r}"
+    if not 0 <= args.port <= 65535:
+        return f"--port {args.port}: expected a port number from 0 to 65535"
+    for flag, folder in (("--record", args.record), ("--report", args.report and Path(args.report).parent)):
+        if folder is None:
+            continue
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"{flag}: cannot create {folder}: {exc.strerror}"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{flag}: cannot write into {folder}"
+    return None
 
 
 def run_scenario(args: argparse.Namespace) -> int:
