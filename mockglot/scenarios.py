@@ -48,8 +48,11 @@ class ScriptedTurn(Struct, kw_only=True, forbid_unknown_fields=True):
     audio_base64: str | None = None  # or inline: raw 8 kHz mu-law, or a mono 16-bit WAV
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a scenario's name: also a file name, in YAML and in URLs
+
+
 class Scenario(Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    name: Annotated[str, Meta(pattern=NAME_PATTERN)]
     description: str = ""
     source_language: Language | None = None
     target_language: Language | None = None

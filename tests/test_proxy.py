@@ -328,6 +328,29 @@ def test_the_commands(upstream, tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
+        (["--name", "calls/refund"], "'calls/refund' cannot name a scenario: 1 to 64 letters, digits, `_`, `.` or `-`, "
+         "starting with a letter or digit"),
+        (["--name", "the refund"], "'the refund' cannot name a scenario: "),
+        (["-o", "{tmp}/file/out"], "cannot write the scenario into {tmp}/file/out: Not a directory"),
+    ],
+)  # fmt: skip
+def test_from_recording_refuses_a_name_no_scenario_can_have(recorded, tmp_path, capsys, flags, message):
+    """`--name calls/refund` or an unwritable `-o` was a traceback; `--name "the refund"` wrote a scenario that
+    stopped `mockglot serve --fixtures` from starting."""
+    from mockglot.cli import main
+
+    folder, session, _ = recorded
+    (tmp_path / "file").write_text("")
+    argv = ["scenario", "from-recording", str(folder / session["id"]), "-o", str(tmp_path / "out")]
+    assert main([*argv, *[f.format(tmp=tmp_path) for f in flags]]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"mockglot scenario: {message.format(tmp=tmp_path)}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
         (["--upstream", "http://"], "--upstream must be an http:// or https:// URL with a host, not 'http://'"),
         (["--upstream", "localhost:8080"], "--upstream must be an http:// or https:// URL with a host, not "
          "'localhost:8080'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -99,12 +100,25 @@ def _problem(args: argparse.Namespace) -> str | None:
 
 def run_scenario(args: argparse.Namespace) -> int:
     from mockglot.proxy import recording, to_scenario
+    from mockglot.scenarios import NAME_PATTERN
 
     try:
         loaded = recording.load(Path(args.recording))
     except recording.RecordingError as exc:
         print(f"mockglot scenario: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    path = to_scenario.write(loaded, Path(args.out), args.name)
+    name = args.name or loaded.name
+    if not re.match(NAME_PATTERN, name):
+        print(
+            f"mockglot scenario: {name!r} cannot name a scenario: 1 to 64 letters, digits, `_`, `.` or `-`, starting "
+            "with a letter or digit" + ("" if args.name else " (the recording's folder name; give --name)"),
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        path = to_scenario.write(loaded, Path(args.out), name)
+    except OSError as exc:
+        print(f"mockglot scenario: cannot write the scenario into {args.out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     print(path)
     return EXIT_OK
