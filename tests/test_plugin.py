@@ -157,7 +157,7 @@ def test_mockglot_url_uses_an_external_server_with_its_control_token(user_projec
         )
     )
     url, token = f"--mockglot-url={external.base_url}", "--mockglot-control-token=plugin-tests-token"
-    run(user_project, url, token).assert_outcomes(passed=1)
+    run(user_project, f"{url}/v1/", token).assert_outcomes(passed=1)  # the API's URL, as `mockglot stream` takes it
     uploaded = [loaded.name for _, loaded in external.call(external.state.scenarios.all)]
     assert "external-probe" not in uploaded  # the test's own upload went with its organization's reset
 

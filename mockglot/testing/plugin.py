@@ -181,7 +181,9 @@ def mockglot_server(pytestconfig: pytest.Config) -> Iterator[MockglotServer]:
     url = _option(pytestconfig, "mockglot_url", ENV_URL)
     token = _option(pytestconfig, "mockglot_control_token", ENV_CONTROL_TOKEN)
     if url:
-        server = MockglotServer(url.rstrip("/"), token)
+        from mockglot.stream_cli import server_url
+
+        server = MockglotServer(server_url(url), token)  # `.../v1`, as `mockglot stream` and clients take it
         server.check()
         yield server
         server.transport.close_pool()
