@@ -480,3 +480,21 @@ async def test_a_finished_recording_leaves_memory_and_a_reconnect_adds_to_it(pro
     assert finals == ["Ich möchte meine Bestellung ändern", "Meine Bestellnummer ist 12345"]
     at = [f.at_ms for f in loaded.recording.frames]
     assert at == sorted(at)
+
+
+async def test_an_upstream_frame_past_16_mib_closes_the_stream_instead_of_filling_memory():
+    """The proxy read the upstream's frames without a size limit: one misbehaving upstream frame could take all
+    the memory there is."""
+
+    async def flood(websocket):
+        await websocket.accept()
+        await websocket.send_text("x" * (17 * 1024 * 1024))
+        await websocket.receive()
+
+    upstream = Starlette(routes=[WebSocketRoute("/v1/sessions/{session_id}/connect", flood)])
+    with AppThread(upstream) as flooding, AppThread(create_proxy_app(ProxySettings(flooding.base_url))) as proxy:
+        async with Client(proxy.base_url, new_key()) as client:
+            url = f"{proxy.ws_url}/v1/sessions/sess_flood/connect"
+            stream = await client.open_stream({"stream": {"url": url, "token": "kst_test_flood0000"}})
+            assert await stream.drain() == []
+    assert stream.close_code == 1009

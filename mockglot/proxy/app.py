@@ -44,6 +44,7 @@ log = logging.getLogger("mockglot.proxy")
 MAX_OPEN_RECORDINGS = 1000  # sessions being recorded at once; the oldest is written and let go first
 MAX_RELEASED_CLOCKS = 100_000  # written recordings whose time bases are kept, to go on exactly if they resume
 UPSTREAM_TIMEOUT_SECONDS = 30.0
+MAX_UPSTREAM_FRAME_BYTES = 16 * 1024 * 1024  # as uvicorn takes from the client: a bigger one closes the stream, 1009
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
     "upgrade", "host", "content-length", "content-encoding", "accept-encoding",
@@ -242,7 +243,7 @@ class Proxy:
         try:
             upstream = await connect(
                 target, additional_headers=headers, open_timeout=UPSTREAM_TIMEOUT_SECONDS, ping_interval=None,
-                compression=None, max_size=None,
+                compression=None, max_size=MAX_UPSTREAM_FRAME_BYTES,
             )  # fmt: skip
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             error = self._refused(session_id, exc)
@@ -276,6 +277,9 @@ class Proxy:
                     await to_upstream
         if websocket.client_state == WebSocketState.CONNECTED:
             code = upstream.close_code if upstream.close_code not in (None, 1005, 1006) else 1011
+            sent = upstream.protocol.close_sent
+            if sent is not None and sent.code == 1009:  # its frame was too big
+                code = 1009
             with contextlib.suppress(Exception):
                 await websocket.close(code)
 
