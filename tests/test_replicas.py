@@ -18,7 +18,7 @@ from mockglot.state.idempotency import LIFETIME_SECONDS, StoredResponse
 from mockglot.state.ratelimit import WINDOW_SECONDS, RateLimited
 from mockglot.state.replica import LocalCoordinator
 from mockglot.state.server import ServerState
-from mockglot.wire import RestFault
+from mockglot.wire import AgentCreate, RestFault
 
 T = 1_780_000_000.0  # a fixed wall clock, so every server agrees on the time
 SEED = 1234
@@ -41,6 +41,7 @@ def _mine(state: ServerState) -> list[Any]:
         state.faults,
         state.webhooks,
         state.scenarios,
+        state.agents,
     ]
 
 
@@ -417,6 +418,8 @@ OPERATIONS = st.one_of(
     st.tuples(st.just("choose"), st.sampled_from([KEY, OTHER_KEY])),
     st.tuples(st.just("forget"), st.sampled_from([KEY, OTHER_KEY])),
     st.tuples(st.just("reset"), st.sampled_from(["org_a", None])),
+    st.tuples(st.just("create_agent"), st.sampled_from([OWNER, ("org_b", "live")])),
+    st.tuples(st.just("agents"), st.sampled_from([OWNER, ("org_b", "live")])),
 )
 
 
@@ -462,6 +465,10 @@ def run(state: ServerState, operation: tuple[str, Any]) -> object:
             return state.randomness.forget({arg})
         if name == "reset":
             return state.reset(arg)
+        if name == "create_agent":
+            return state.agents.create(arg, AgentCreate(name="a", system_prompt="p")).id
+        if name == "agents":
+            return [record.id for record in state.agents.page(arg, 100).items]
     except ApiError as exc:
         return exc.code
     raise AssertionError(name)

@@ -54,6 +54,30 @@ def test_a_session_made_on_one_worker_is_the_same_session_on_the_other(pair: lis
         assert other.status_code == 404
 
 
+def test_an_agent_saved_on_one_worker_is_the_same_agent_on_the_other(pair: list[ServerThread]) -> None:
+    """Agents were each worker's own: on the other worker a GET was a 404 and `agent_id` a 422."""
+    a, b = pair
+    with httpx.Client(timeout=20) as http:
+        made = [
+            http.post(
+                f"{a.base_url}/v1/agents", json={"name": f"agent{i}", "system_prompt": "Be brief."}, headers=auth()
+            )
+            for i in range(3)
+        ]
+        assert [r.status_code for r in made] == [201] * 3
+        agent = made[0].json()
+        assert http.get(f"{b.base_url}/v1/agents/{agent['id']}", headers=auth()).json() == agent
+        page = http.get(f"{b.base_url}/v1/agents", params={"limit": 2}, headers=auth()).json()
+        assert [x["id"] for x in page["data"]] == [made[2].json()["id"], made[1].json()["id"]]
+        assert page["has_more"] is True
+        session = http.post(
+            f"{b.base_url}/v1/sessions", json={"mode": "ai_agent", "agent_id": agent["id"]}, headers=auth()
+        )
+        assert session.status_code == 201, session.text
+        assert http.post(f"{b.base_url}/_mockglot/reset", json={"api_key": KEY}).status_code == 200
+        assert http.get(f"{a.base_url}/v1/agents/{agent['id']}", headers=auth()).status_code == 404
+
+
 def test_a_body_sent_in_chunks_is_read_whole_and_one_over_the_limit_is_refused(pair: list[ServerThread]) -> None:
     """A worker on shared state reads the body before it holds the state: in pieces as a client streams it."""
     a, b = pair

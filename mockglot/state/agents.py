@@ -1,19 +1,22 @@
 """Saved AI agents (`agt_`): what `POST /v1/agents` stores and a session's `agent_id` names.
 
-Scoped by owner like sessions; listed newest first with Stripe-style cursors.
+Scoped by owner like sessions; listed newest first with Stripe-style cursors. Shared between workers (one document
+per agent), so an agent saved on one is the same agent on every other.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import msgspec
 
 from mockglot.errors import ApiError
-from mockglot.state.auth import Owner
+from mockglot.state.auth import Environment, Owner
 from mockglot.state.clock import Clock
 from mockglot.state.pagination import Page, paginate
 from mockglot.state.randomness import Randomness
+from mockglot.state.replica import DocTracker, SharedDocs
 from mockglot.wire import AgentCreate, AiAgentConfig
 
 AGENT_FIELDS = tuple(f.name for f in msgspec.structs.fields(AiAgentConfig))
@@ -34,21 +37,55 @@ class AgentRecord:
         return AiAgentConfig(**values)
 
 
-class AgentStore:
+class AgentStore(SharedDocs):
     def __init__(self, clock: Clock, randomness: Randomness) -> None:
         self.clock = clock
         self.randomness = randomness
         self._agents: dict[str, AgentRecord] = {}
         self._by_owner: dict[Owner, list[AgentRecord]] = {}  # oldest first
+        self.tracker: DocTracker | None = None  # shared between workers (`share()`)
+
+    # --- shared between workers (see state/replica.py): a document per agent -------------------------------
+
+    name = "agents"
+
+    def share(self) -> None:
+        self.tracker = DocTracker(self._encode)
+
+    def _encode(self, agent_id: str) -> bytes | None:
+        record = self._agents.get(agent_id)
+        if record is None:
+            return None
+        organization, environment = record.owner
+        return _ENCODER.encode(_AgentDoc(organization, environment, record.request, record.created_at))
+
+    def load(self, doc: str, data: bytes | None) -> None:
+        if self.tracker is not None:
+            self.tracker.loaded(doc, data)
+        old = self._agents.pop(doc, None)
+        if old is not None:
+            self._by_owner[old.owner].remove(old)
+        if data is None:
+            return
+        loaded = _DECODER.decode(data)
+        record = AgentRecord(doc, (loaded.organization, loaded.environment), loaded.request, loaded.created_at)
+        self._agents[doc] = record
+        # in the order they were made, whatever the order other workers' documents arrive in
+        bisect.insort(self._by_owner.setdefault(record.owner, []), record, key=lambda r: (r.created_at, r.id))
 
     def reset(self, organization: str | None = None) -> None:
         if organization is None:
+            if self.tracker is not None:
+                self.tracker.touched.update(self.tracker.known())
+                self.tracker.touched.update(self._agents)
             self._agents.clear()
             self._by_owner.clear()
             return
         for environment in ("live", "test"):  # only this organization's agents: a reset costs O(its agents)
             for record in self._by_owner.pop((organization, environment), ()):
                 self._agents.pop(record.id, None)
+                if self.tracker is not None:
+                    self.tracker.touch(record.id)
 
     def create(self, owner: Owner, request: AgentCreate) -> AgentRecord:
         now = self.clock.now()
@@ -56,6 +93,8 @@ class AgentStore:
         record = AgentRecord(self.randomness.new_id("agt", "agent", now, scope), owner, request, now)
         self._agents[record.id] = record
         self._by_owner.setdefault(owner, []).append(record)
+        if self.tracker is not None:
+            self.tracker.touch(record.id)
         return record
 
     def find(self, owner: Owner, agent_id: str) -> AgentRecord | None:
@@ -79,3 +118,16 @@ class AgentStore:
         """The owner's agents, newest first, one page (see `mockglot.state.pagination`)."""
         newest_first = list(reversed(self._by_owner.get(owner, [])))
         return paginate(newest_first, lambda r: r.id, limit, starting_after, ending_before, "GET /v1/agents")
+
+
+class _AgentDoc(msgspec.Struct, array_like=True):
+    """An agent as workers share it (its id is the document's)."""
+
+    organization: str
+    environment: Environment
+    request: AgentCreate
+    created_at: float
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_AgentDoc)

@@ -79,7 +79,7 @@ class ServerState:
 
     def replicas(self) -> list[Replica]:
         """The stores several workers share (see state/replica.py). What stays with each worker: the request
-        journal, the inspector's feed, the contract report, agents, provider legs, endpoints from the settings, and
+        journal, the inspector's feed, the contract report, provider legs, endpoints from the settings, and
         what a stream holds (its pipeline, frame journal and audio: read on the worker it ran on)."""
         return [
             self.clock,
@@ -93,6 +93,7 @@ class ServerState:
             self.sessions,
             self.recordings,
             self.analyses,
+            self.agents,
         ]
 
     def share(self, coordinator: Coordinator, worker: str, alive: Callable[[str], bool]) -> None:
@@ -100,7 +101,7 @@ class ServerState:
         self.coordinator = coordinator
         self.shared = True
         self.randomness.share(worker)
-        for store in (self.clock, self.keys, self.rate_limiter, self.idempotency, self.faults):
+        for store in (self.clock, self.keys, self.rate_limiter, self.idempotency, self.faults, self.agents):
             store.share()
         self.scenarios.share()
         self.webhooks.share(worker, alive, coordinator)
