@@ -317,3 +317,14 @@ async def test_a_key_keeps_a_digest_of_its_request_not_the_request(client, state
     changed = {**body, "ai_agent": {"system_prompt": "y", "tools": tools}}
     response = await client.post("/v1/sessions", json=changed, headers=key("huge"))
     assert response.json()["error"]["code"] == "idempotency_mismatch"
+
+
+async def test_an_empty_body_and_an_empty_object_are_the_same_request(client):
+    """`POST .../end` may have an empty body: a retry that sends `{}` instead is the same request, not a mismatch."""
+    session = (await client.post("/v1/sessions", json=BASIC)).json()
+    path = f"/v1/sessions/{session['id']}/end"
+    first = await client.post(path, headers=key("end-once"))
+    assert first.status_code == 200
+    retry = await client.post(path, json={}, headers=key("end-once"))
+    assert (retry.status_code, retry.headers.get("idempotent-replayed")) == (200, "true")
+    assert retry.content == first.content

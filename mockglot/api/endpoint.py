@@ -175,7 +175,7 @@ def header_safe(text: str) -> str:
 
 
 def _fingerprint(request: Request, body: Any) -> str:
-    """A digest, not the request: a key is kept a day, and its body may be a megabyte."""
-    canonical = msgspec.json.encode(body, order="sorted") if body is not None else b""
+    """A digest, not the request: a key is kept a day, and its body may be a megabyte. No body is `{}`."""
+    canonical = msgspec.json.encode(body, order="sorted") if body is not None else b"{}"
     route = f"{request.method} {request.scope['path']} ".encode("utf-8", "surrogatepass")
     return hashlib.sha256(route + canonical).hexdigest()
