@@ -238,3 +238,23 @@ def test_the_in_process_server_says_its_pages_go_with_the_run(user_project):
             "*stops with the run*",
         ]
     )
+
+
+def test_a_server_that_goes_away_mid_run_fails_its_tests_in_one_line_not_the_run(user_project):
+    """A server that stopped answering (a crashed or stopped container) made the contract report's request raise
+    inside a pytest hook: INTERNALERROR, and the whole run aborted with a traceback."""
+    user_project.makepyfile(
+        textwrap.dedent(
+            """
+            def test_stops_the_server(mockglot):
+                mockglot.server.thread.__exit__(None, None, None)
+
+            def test_after(mockglot):
+                pass
+            """
+        )
+    )
+    result = run(user_project)
+    result.assert_outcomes(passed=2, errors=2)
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*mockglot: the server at http://127.0.0.1:* stopped answering (*"])

@@ -463,4 +463,7 @@ def mockglot(mockglot_server: MockglotServer, request: pytest.FixtureRequest) ->
                 pytest.fail(f"@pytest.mark.{MARKER}({name!r}): {exc.error_message}", pytrace=False)
         yield helper
     finally:
-        helper.close()
+        try:
+            helper.close()
+        except httpx.TransportError as exc:  # a container that crashed or was stopped mid-run: say so in one line
+            pytest.fail(f"mockglot: the server at {helper.base_url} stopped answering ({exc})", pytrace=False)
