@@ -498,3 +498,16 @@ async def test_an_upstream_frame_past_16_mib_closes_the_stream_instead_of_fillin
             stream = await client.open_stream({"stream": {"url": url, "token": "kst_test_flood0000"}})
             assert await stream.drain() == []
     assert stream.close_code == 1009
+
+
+async def test_a_refused_connect_passes_a_strict_proxy_as_the_upstream_sent_it(upstream):
+    """A connect the upstream refuses as documented (`session.error`, then 4001) was reported as `ordering` (the
+    first frame not `session.ready`), so a `--strict` proxy swapped the client's invalid_token for its own error."""
+    with AppThread(create_proxy_app(ProxySettings(upstream.base_url, strict=True))) as proxy:
+        async with Client(proxy.base_url, new_key()) as client:
+            session = await client.create_session()
+            stream = await client.open_stream(session, token="kst_test_wrongtoken0")
+            frames = await stream.drain()
+        found = await report(proxy)
+    assert [f["error"]["code"] for f in frames] == ["invalid_token"] and stream.close_code == 4001
+    assert found["counts"] == {}

@@ -267,7 +267,7 @@ class DriftReport:
 
     def _check_order(self, order: _TurnOrder, raw: dict[str, Any], where: str, session_id: str) -> list[Difference]:
         kind, turn = raw.get("type"), raw.get("turn")
-        if order.frames == 1 and kind != "session.ready":
+        if order.frames == 1 and kind not in ("session.ready", "session.error"):  # an error: a refused connect
             return [self.add("ordering", where, "the first server frame must be session.ready", session_id)]
         if not isinstance(turn, int):
             return []
