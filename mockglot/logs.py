@@ -23,17 +23,20 @@ class JsonFormatter(logging.Formatter):
 
 
 _SECRET_IN_URL = re.compile(r"((?:^|[?&])(?:token|api_key)=)([^&\s\"]*)")
+# Whatever it is called (`API_KEY=`, `api%5Fkey=`, a path): an API key or a stream token, by its shape.
+_SECRET = re.compile(r"((?:sk|kst)_(?:live|test)_)[A-Za-z0-9]+")
 
 
 def redact_url(text: str) -> str:
-    """`?token=kst_test_abc` -> `?token=kst_test_<redacted>`; `api_key=sk_...` -> `api_key=<redacted>`."""
+    """`?token=kst_test_abc` -> `?token=kst_test_<redacted>`; `api_key=sk_...` -> `api_key=<redacted>`; any other
+    `sk_test_...` or `kst_live_...` -> its prefix and `<redacted>`."""
 
     def hide(match: re.Match[str]) -> str:
         value = match.group(2)
         keep = value[: value.index("_", 4) + 1] if value.startswith("kst_") and value.count("_") >= 2 else ""
         return f"{match.group(1)}{keep}<redacted>"
 
-    return _SECRET_IN_URL.sub(hide, text)
+    return _SECRET.sub(r"\1<redacted>", _SECRET_IN_URL.sub(hide, text))
 
 
 class RedactSecrets(logging.Filter):

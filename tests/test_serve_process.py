@@ -88,6 +88,18 @@ def test_the_access_log_holds_no_stream_token_or_api_key():
     assert "api_key=<redacted>" in log and "limit=5&api_key=<redacted>" in log
 
 
+def test_a_key_in_a_url_is_redacted_whatever_names_it():
+    """The server reads `api%5Fkey` as `api_key`, and a client may put a key where none belongs: by its shape."""
+    with serve() as server:
+        httpx.get(f"{server.base_url}/_mockglot/requests?api%5Fkey={KEY}")
+        httpx.get(f"{server.base_url}/_mockglot/requests?API_KEY={KEY}")
+        httpx.get(f"{server.base_url}/v1/sessions/{KEY}", headers={"X-API-Key": KEY})
+        code, log = server.stop()
+    assert code == 0
+    assert KEY not in log
+    assert log.count("sk_test_<redacted>") == 3
+
+
 def test_sigterm_ends_live_streams_with_server_shutdown_and_exits_0():
     with serve("--output-pace", "instant") as server:
         session = create_session(server)
