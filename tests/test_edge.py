@@ -222,6 +222,16 @@ async def test_the_journal_redacts_every_credential(app, make_client, api_key):
     assert journal[0]["headers"]["x-auth-token"].startswith("authtoke")  # recognisable, not usable
 
 
+async def test_the_journal_redacts_a_key_or_token_wherever_the_client_put_it(app, make_client, api_key):
+    """A key in the path, or under a name the journal does not know (`API_KEY`), is recognised by its shape."""
+    client = make_client(app, api_key)
+    await client.get(f"/v1/sessions/{api_key}")
+    await client.get("/v1/agents", params={"API_KEY": api_key, "Tok": "kst_test_0123456789abcdef"})
+    shown = json.dumps((await make_client(app).get("/_mockglot/requests")).json()["data"])
+    assert api_key not in shown and "0123456789abcdef" not in shown
+    assert "/v1/sessions/sk_test_<redacted>" in shown
+
+
 # --- headers ----------------------------------------------------------------------------------------------
 
 

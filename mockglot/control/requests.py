@@ -9,6 +9,7 @@ import msgspec
 
 from mockglot import wire
 from mockglot.control.endpoint import ControlContext, Endpoint, Reply, query_float
+from mockglot.logs import redact_url
 from mockglot.state.auth import redact
 from mockglot.state.clock import isoformat
 
@@ -37,7 +38,8 @@ def shown_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 def shown_query(raw: bytes) -> str:
     """The query string as sent, with every credential-bearing parameter's value redacted."""
     pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
-    return urlencode([(name, redact(value) if is_credential(name) else value) for name, value in pairs], safe="…")
+    shown = [(name, redact(value) if is_credential(name) else redact_url(value)) for name, value in pairs]
+    return urlencode(shown, safe="…<>")
 
 
 class _Records(msgspec.Struct):
@@ -55,10 +57,11 @@ async def list_requests(ctx: ControlContext) -> Reply:
     entries = ctx.state.requests.entries(key, limit, ctx.query("session_id"))
     records = [
         wire.RequestRecord(
-            request_id=e.request_id, at=isoformat(e.at), method=e.method, path=e.path,
+            request_id=e.request_id, at=isoformat(e.at), method=e.method, path=redact_url(e.path),
             query=shown_query(e.query), status=e.status, api_key=redact(e.api_key) if e.api_key else None,
             headers=shown_headers(e.headers), body=e.body.decode("utf-8", "replace"),
-            duration_ms=round(e.duration_ms, 3), session_id=e.session_id, truncated=e.truncated, unix=round(e.at, 3),
+            duration_ms=round(e.duration_ms, 3), session_id=e.session_id and redact_url(e.session_id),
+            truncated=e.truncated, unix=round(e.at, 3),
         )
         for e in entries
     ]  # fmt: skip
