@@ -189,3 +189,20 @@ def test_without_a_control_plane_only_documented_checks_run():
     assert statuses["stream.connect_bad_token"] == ("SKIP", "emulator")
     assert statuses["usage.credits"] == ("SKIP", "documented")  # needs the control plane to arrange
     assert report.ok
+
+
+def test_no_webhook_delivery_at_all_says_how_a_server_elsewhere_reaches_the_receiver():
+    """Against a container, `webhooks.signed` failed with "0 of 2 deliveries arrived" and no word of why (the
+    container cannot reach the receiver on this machine's loopback) or of `--receiver-host`."""
+    from mockglot.conformance.receiver import Receiver
+    from mockglot.conformance.runner import Failed
+
+    async def wait() -> str:
+        async with Receiver() as receiver:
+            with pytest.raises(Failed) as failed:
+                await receiver.wait(2, 0.05)
+        return str(failed.value)
+
+    message = asyncio.run(wait())
+    assert message.startswith("0 of 2 webhook deliveries arrived within 0.05 s at http://127.0.0.1:")
+    assert "none did: can the server reach this machine at that address?" in message and "--receiver-host" in message

@@ -24,6 +24,12 @@ class Delivery:
         return json.loads(self.body)
 
 
+UNREACHED = (
+    "none did: can the server reach this machine at that address? A server in a container or on another machine "
+    "needs --receiver-host with this machine's address as the server sees it (e.g. the container network's gateway)"
+)
+
+
 class Receiver:
     """`async with Receiver(host) as r:` listens on a free port of `host`; `r.url` is what to register."""
 
@@ -60,8 +66,9 @@ class Receiver:
             try:
                 await asyncio.wait_for(self._arrived.wait(), max(deadline - loop.time(), 0.001))
             except TimeoutError:
+                hint = "" if self.deliveries else f"; {UNREACHED}"
                 raise Failed(f"{len(self.deliveries)} of {count} webhook deliveries arrived within {timeout:g} s "
-                             f"at {self.url}") from None  # fmt: skip
+                             f"at {self.url}{hint}") from None  # fmt: skip
         return self.deliveries[:count]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
