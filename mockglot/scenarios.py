@@ -169,6 +169,9 @@ def parse(raw: object, source: str, base: Path | None = None, root: Path | None 
 
     Turn audio is `audio: FILE` inside `root` (relative to `base`, the scenario file's folder), or inline as
     `audio_base64` (raw 8 kHz mu-law, or a WAV). Without `root` only inline audio is accepted."""
+    if not isinstance(raw, dict):  # the converter would speak of a request body
+        raise ValueError(f"scenario {source}: the document must be a mapping with `name:` and `turns:`, not a list "
+                         "or a single value")  # fmt: skip
     try:
         scenario, _ = validation.convert(raw, Scenario, strict=True)
     except ApiError as exc:

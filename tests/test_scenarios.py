@@ -58,6 +58,9 @@ def test_errors_name_the_file_and_the_field(tmp_path: Path):
     bad.write_text("name: bad\nturns:\n  customer:\n    - text: hi\n      confidence: high\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.yaml.*confidence"):
         load_file(bad)
+    bad.write_text("- name: bad\n  turns: {}\n", encoding="utf-8")  # a list: it said "The request body is invalid"
+    with pytest.raises(ValueError, match=r"^scenario .*bad\.yaml: the document must be a mapping with `name:` and "):
+        load_file(bad)
     bad.write_text("name: [unclosed\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.yaml does not parse"):
         load_file(bad)
