@@ -251,6 +251,26 @@ def test_a_keys_file_whose_keys_disagree_on_an_organizations_credits_is_refused(
         load_keys_file(path)
 
 
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ('{"key": "sk_test_acmefirst01", "organization": "acme", "credits": -1}',
+         r"Expected `int` >= 0 - at `\$.keys\[0\].credits`"),
+        ('{"key": "sk_test_acmefirst01", "organization": "acme", "rate_limit": 0}',
+         r"Expected `int` >= 1 - at `\$.keys\[0\].rate_limit`"),
+        ('{"key": "sk_test_acmefirst01", "organization": "acme"}, {"key": "sk_test_acmefirst01", "organization": "b"}',
+         r"`sk_test_…st01` is listed twice; list each key once"),
+    ],
+)  # fmt: skip
+def test_a_keys_file_entry_that_cannot_work_is_refused_at_start(tmp_path, entries, message):
+    """Negative credits and `rate_limit: 0` (every request a 429) were taken, and a key listed twice kept
+    one of its entries silently; the control plane refuses the first two, so the file does too."""
+    path = tmp_path / "keys.json"
+    path.write_text(f'{{"keys": [{entries}]}}')
+    with pytest.raises(ValueError, match=message):
+        load_keys_file(path)
+
+
 def test_a_keys_file_with_a_pre_r2_scope_name_is_refused_with_the_new_name(tmp_path):
     path = tmp_path / "keys.json"
     path.write_text('{"keys": [{"key": "sk_test_acmefirst01", "organization": "acme", "scopes": ["analyses:read"]}]}')

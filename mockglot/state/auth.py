@@ -11,12 +11,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from mockglot.errors import ApiError
 from mockglot.state.replica import DocTracker, SharedDocs
+from mockglot.wire import MAX_COUNT, MAX_CREDITS
 
 KEY_PATTERN = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{8,}$")
 SCOPES = (  # (r2) the documented names, then the emulator's own
@@ -72,11 +74,11 @@ class Credentials:
 class KeyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     key: str
     organization: str
-    credits: int | None = None
+    credits: Annotated[int, Meta(ge=0, le=MAX_CREDITS)] | None = None  # the ranges POST /_mockglot/keys takes
     scopes: list[str] | None = None
     revoked: bool = False
     inactive: bool = False
-    rate_limit: int | None = None
+    rate_limit: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = None  # 0 would refuse every request
 
 
 class KeysFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -148,9 +150,13 @@ def load_keys_file(path: str | Path) -> list[KeyConfig]:
         raise ValueError(f"cannot read keys file {path}: {exc.strerror}") from None
     except (yaml.YAMLError, msgspec.ValidationError) as exc:
         raise ValueError(f"keys file {path} is invalid: {exc}") from None
+    seen: set[str] = set()
     for entry in keys:
         if not KEY_PATTERN.match(entry.key):
             raise ValueError(f"keys file {path}: `{redact(entry.key)}` is not of the form sk_live_…/sk_test_…")
+        if entry.key in seen:  # which entry would win is anyone's guess
+            raise ValueError(f"keys file {path}: `{redact(entry.key)}` is listed twice; list each key once")
+        seen.add(entry.key)
         unknown = set(entry.scopes or ()) - set(SCOPES)
         if unknown:
             raise ValueError(f"keys file {path}: {unknown_scopes_message(unknown)}")
