@@ -203,9 +203,9 @@ def origin(request: Request, scheme: str = "http") -> str:
     headers = headers_of(request.scope)
     forwarded_proto, forwarded_host = headers.get("x-forwarded-proto"), headers.get("x-forwarded-host")
     host = forwarded_host or headers.get("host")
-    if host is None:
+    if not host:  # none, or empty (allowed by HTTP): the address the request came in on
         server_host, port = request.scope.get("server") or ("localhost", 80)
-        host = f"{server_host}:{port}"
+        host = server_host if port is None else f"{server_host}:{port}"
     seen = (scheme, forwarded_proto or request.scope.get("scheme", "http"), host)
     found = _origins.get(seen)
     if found is None:

@@ -166,6 +166,12 @@ async def test_stream_url_follows_the_origin_the_client_called(client):
     assert session["stream"]["url"] == f"ws://calls.example.test:9000/v1/sessions/{session['id']}/connect"
 
 
+async def test_an_empty_host_header_gives_a_stream_url_with_the_server_s_address(client):
+    """HTTP allows `Host:` empty; the stream URL was then `ws:///v1/...`, which no client can connect to."""
+    session = await create(client, headers={"Host": ""})
+    assert session["stream"]["url"] == f"ws://testserver/v1/sessions/{session['id']}/connect"
+
+
 async def test_stream_url_behind_a_tls_proxy_is_wss(client):
     headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com"}
     session = await create(client, headers=headers)
