@@ -260,7 +260,8 @@ class ScenarioLibrary(SharedDocs):
         for root in (Path(f) for f in folders):
             folder = root / "scenarios" if (root / "scenarios").is_dir() else root
             if not folder.is_dir():
-                raise ValueError(f"fixtures folder {root} does not exist")
+                why = "is not a folder" if folder.exists() else "does not exist"
+                raise ValueError(f"fixtures folder {root} {why}")
             self.roots.append(root)
             for path in sorted(folder.iterdir()):
                 if path.suffix.lower() in SUFFIXES:

@@ -70,9 +70,24 @@ def test_errors_name_the_file_and_the_field(tmp_path: Path):
         parse({"name": "x", "faults": [{"action": "close", "after_frames": 1, "after_finals": 1}]}, "x.yaml")
 
 
-def test_unknown_default_scenario_fails_at_start():
+def test_unknown_default_scenario_fails_at_start(tmp_path: Path):
     with pytest.raises(ValueError, match=r"unknown scenario 'nope'.*order-change"):
         create_app(Settings(scenario="nope"))
+    # a path gets what is wrong with that file: "give a scenario file's path" was the answer to one given
+    with pytest.raises(ValueError, match=r"^cannot read scenario .*missing\.yaml: No such file or directory$"):
+        create_app(Settings(scenario=str(tmp_path / "missing.yaml")))
+    (tmp_path / "notes.txt").write_text("name: x\n")
+    with pytest.raises(ValueError, match=r"^scenario .*notes\.txt: a scenario file's name ends in .yaml, .yml, .json$"):
+        create_app(Settings(scenario=str(tmp_path / "notes.txt")))
+
+
+def test_a_fixtures_folder_that_is_a_file_says_so(tmp_path: Path):
+    """It said the file "does not exist"."""
+    (tmp_path / "fixtures.yaml").write_text("")
+    with pytest.raises(ValueError, match=r"^fixtures folder .*fixtures\.yaml is not a folder$"):
+        create_app(Settings(fixtures=[str(tmp_path / "fixtures.yaml")]))
+    with pytest.raises(ValueError, match=r"^fixtures folder .*nowhere does not exist$"):
+        create_app(Settings(fixtures=[str(tmp_path / "nowhere")]))
 
 
 def test_a_broken_scenario_in_a_fixtures_folder_fails_at_start(tmp_path: Path):

@@ -47,12 +47,16 @@ class ServerState:
         self.scenarios = ScenarioLibrary(settings.fixtures)
         if settings.scenario not in self.scenarios.names():  # an unknown default fails at start, not later
             path = Path(settings.scenario)
-            if path.suffix.lower() not in SUFFIXES or not path.is_file():
+            if path.suffix.lower() not in SUFFIXES and not path.exists():
                 raise ValueError(
                     f"unknown scenario {settings.scenario!r}: give a scenario file's path or one of "
                     f"{', '.join(self.scenarios.names())} (add folders with --fixtures)"
                 )
-            settings.scenario = self.scenarios.add_file(path)  # the operator's file; sessions know it by name
+            if path.suffix.lower() not in SUFFIXES:
+                raise ValueError(f"scenario {path}: a scenario file's name ends in {', '.join(SUFFIXES)}")
+            # the operator's file (loading says what is wrong with one that is missing or broken); sessions know
+            # it by its name
+            settings.scenario = self.scenarios.add_file(path)
         self.faults = FaultRegistry(self.randomness, self.feed)
         self.requests = RequestJournal()
         self.contract = ContractReports()
