@@ -19,6 +19,7 @@ import pytest
 from mockglot.conformance.runner import run_checks
 from mockglot.testing.client import Client, utterance
 from mockglot.testing.server import AppThread, ServerThread
+from mockglot.testing.webhooks import WebhookReceiver
 from tests.containers import wait_healthy
 from tests.ports import free_port
 from tests.redis_server import RedisServer
@@ -76,6 +77,25 @@ def test_an_agent_saved_on_one_worker_is_the_same_agent_on_the_other(pair: list[
         assert session.status_code == 201, session.text
         assert http.post(f"{b.base_url}/_mockglot/reset", json={"api_key": KEY}).status_code == 200
         assert http.get(f"{a.base_url}/v1/agents/{agent['id']}", headers=auth()).status_code == 404
+
+
+def test_a_provider_leg_dialed_on_both_workers_connects_once_and_disconnects_once(pair: list[ServerThread]) -> None:
+    """Each worker kept its own legs: a dial on each announced `connected` twice, and an end on a worker that had
+    not dialed announced no `disconnected`."""
+    a, b = pair
+    routed = {**BODY, "routing": {"phone_number": "+4930123456"}}
+    legs = ["session.provider.connected", "session.provider.disconnected"]
+    with WebhookReceiver() as receiver, httpx.Client(timeout=20) as http:
+        hook = {"url": receiver.url, "api_key": KEY, "events": legs}
+        assert http.post(f"{a.base_url}/_mockglot/webhooks", json=hook).status_code == 201
+        for ender in (a, b):
+            session = http.post(f"{a.base_url}/v1/sessions", json=routed, headers=auth()).json()
+            for server in (a, b):
+                dialed = http.post(f"{server.base_url}/v1/sessions/{session['id']}/dial", json={}, headers=auth())
+                assert dialed.status_code == 202, dialed.text
+            assert http.post(f"{ender.base_url}/v1/sessions/{session['id']}/end", headers=auth()).status_code == 200
+            found = http.get(f"{b.base_url}/_mockglot/webhooks/deliveries", params={"session_id": session["id"]})
+            assert [d["event_type"] for d in found.json()["data"]] == legs
 
 
 def test_a_body_sent_in_chunks_is_read_whole_and_one_over_the_limit_is_refused(pair: list[ServerThread]) -> None:

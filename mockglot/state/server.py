@@ -65,7 +65,7 @@ class ServerState:
             url, secret = parse_setting(entry)
             self.webhooks.register(url, secret=secret, source="settings")
         self.agents = AgentStore(self.clock, self.randomness)
-        self.provider_legs = ProviderLegs(self.events)
+        self.provider_legs = ProviderLegs(self.events, self.sessions._changed)  # a dial shares its session
         self.recordings = RecordingStore(self.clock, self.randomness, self.events)
         self.analyses = AnalysisStore(self.clock, self.randomness, self.events)
         self.streams: LiveStreams[Any] = LiveStreams()  # pipelines and open sockets (built by engines/hub.py)
@@ -141,7 +141,6 @@ class ServerState:
         self.streams.reset(organization)
         self.sessions.reset(organization)
         self.agents.reset(organization)
-        self.provider_legs.reset(organization)
         self.recordings.reset(organization)
         self.analyses.reset(organization)
         self.idempotency.reset(organization)

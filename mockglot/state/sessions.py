@@ -91,6 +91,7 @@ class SessionRecord(msgspec.Struct, gc=False):
     worker: str = ""  # with several workers (`--state redis://`): the one holding its socket while connected
     scenario: str = "order-change"
     engine: str = "scripted"
+    provider_leg: bool = False  # its telephony leg is up (state/provider.py): shared, so any worker may end it
     past_tokens: tuple[str, ...] = ()  # expired tokens still answering expired_token; forgotten with the session
     ended_wall: float = 0.0  # monotonic seconds at the end: what retention counts from
     retained_bytes: int = 0  # kept_bytes() when it ended: what it counts against the retention budget
