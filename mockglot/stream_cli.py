@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mockglot.speech import codec
-from mockglot.wire import MODES, WAV_RATES_HZ
+from mockglot.wire import MALFORMED, MODES, WAV_RATES_HZ
 
 if TYPE_CHECKING:  # the client side (httpx, websockets) loads when the command runs, not for `mockglot serve`
     from mockglot.testing.client import Stream
@@ -185,6 +185,9 @@ class EventPrinter:
             self.line("ended", f"reason {frame.get('reason')}")
         elif kind == "pong":
             self.line("pong", "")
+        elif kind == MALFORMED:
+            self.errors += 1
+            self.line("error", f"a frame that is not a JSON object: {str(frame.get('raw'))[:80]!r}")
         else:
             self.line(str(kind), str({k: v for k, v in frame.items() if k not in ("type", "session_id")}))
 

@@ -52,6 +52,7 @@ MAX_CLOCK_ADVANCE = 100 * 365.25 * 24 * 3600  # seconds, either way; the clock i
 MAX_COUNT = 1_000_000  # times a fault fires, sessions a scenario covers, requests a minute
 MAX_CREDITS = 10**12
 WAV_RATES_HZ = (1_000, 384_000)  # sample rates a WAV given as audio may have (scenario audio, `mockglot stream`)
+MALFORMED = "(malformed)"  # the type a frame that is not a JSON object is shown under (journal, test client)
 
 MODES = ("bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice")
 Mode = Literal["bidirectional_translation", "assistive_translation", "ai_agent", "help_chat_voice"]

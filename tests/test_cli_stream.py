@@ -155,6 +155,16 @@ def test_a_session_error_frame_exits_1(mockglot, capsys):
     assert err == "mockglot stream: the server reported 1 error(s) on the stream\n"
 
 
+def test_a_frame_that_is_not_json_is_an_error_line_not_a_traceback(mockglot, capsys):
+    """mockglot's own `malformed` fault made the command end in a msgspec traceback."""
+    mockglot.stream_fault(action="malformed", after_frames=3)
+    assert stream(mockglot, str(GERMAN_CALL), "--speed", "full") == 1
+    out, err = capsys.readouterr()
+    assert 'error    a frame that is not a JSON object: \'{"type": "transcript.final", "text": \'' in out
+    assert "final    customer #2  Meine Bestellnummer ist 12345" in out  # the stream went on
+    assert err == "mockglot stream: the server reported 1 error(s) on the stream\n"
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -55,6 +55,20 @@ async def test_a_stream_read_that_times_out_says_what_did_arrive(mockglot):
         await stream.end()
 
 
+async def test_the_test_client_reads_on_past_a_frame_that_is_not_json(mockglot):
+    """A `malformed` fault made `recv`, `until` and `drain` raise msgspec.DecodeError: a test could not read past
+    the very fault it armed."""
+    mockglot.stream_fault(action="malformed", after_frames=1)
+    async with mockglot.async_client() as client:
+        stream = await client.open_stream(await client.create_session())
+        await stream.send_json({"type": "ping"})
+        await stream.until("(malformed)")
+        frames = await stream.end()
+    [malformed] = [f for f in stream.received if f["type"] == "(malformed)"]
+    assert malformed["raw"].startswith('{"type": "transcript.final"')
+    assert frames[-1]["type"] == "session.ended"
+
+
 def test_rest_fault_fails_the_next_create_with_503_and_the_one_after_succeeds(mockglot):
     mockglot.fault(method="POST", path="/v1/sessions", status=503)
     failed = mockglot.client.http.post("/v1/sessions", json={"mode": "bidirectional_translation"})

@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from mockglot.speech.codec import pcm_to_mulaw
+from mockglot.wire import MALFORMED
 
 FRAME_MS = 100
 SAMPLE_RATE_HZ = 8000
@@ -167,7 +168,7 @@ class Stream:
             message = await asyncio.wait_for(self.ws.recv(), timeout)
         except TimeoutError:
             raise TimeoutError(f"no frame from the server within {timeout:g} s; {self._history()}") from None
-        frame: dict[str, Any] = msgspec.json.decode(message)
+        frame = _decoded(message)
         self.received.append(frame)
         return frame
 
@@ -186,9 +187,7 @@ class Stream:
 
     def _history(self, start: int = 0) -> str:
         """The types of the frames received (since `start`), the last 20, for a timeout's message."""
-        types = [
-            frame.get("type", "?") if isinstance(frame, dict) else "(not an object)" for frame in self.received[start:]
-        ]
+        types = [frame.get("type", "?") for frame in self.received[start:]]
         shown = ", ".join(map(str, types[-20:])) or "nothing"
         return f"received {len(types)} frame(s): {'..., ' if len(types) > 20 else ''}{shown}"
 
@@ -209,6 +208,18 @@ class Stream:
         """`session.end`, then every frame up to the close."""
         await self.send_json({"type": "session.end"})
         return await self.drain(timeout)
+
+
+def _decoded(message: str | bytes) -> dict[str, Any]:
+    """A frame as a dict; one that is not a JSON object (a `malformed` fault sends such) is `{"type": MALFORMED,
+    "raw": its text}`, so reading goes on and a test can assert on it."""
+    try:
+        frame = msgspec.json.decode(message)
+    except (msgspec.DecodeError, RecursionError):
+        frame = None
+    if isinstance(frame, dict):
+        return frame
+    return {"type": MALFORMED, "raw": message if isinstance(message, str) else message.decode("utf-8", "replace")}
 
 
 class Client:
