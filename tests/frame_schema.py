@@ -1,7 +1,7 @@
 """Every frame the server sends in the test suite, checked against the AsyncAPI document (`mockglot.asyncapi`).
 
-`watch()` wraps the stream's two ways out (`Connection.send` for every typed frame, `reject` for a failed
-connect); each frame's JSON is validated against its message's payload schema in the document, made strict
+`watch()` wraps the stream's two ways out (`Connection.send_encoded` for every server frame, as sent, `reject`
+for a failed connect); each frame's JSON is validated against its message's payload schema in the document, made strict
 (no properties beyond those listed), by `jsonschema`. Findings are collected here, and the conftest fails the
 test that produced them. Frames a test injects through the control plane are the test's, not the server's.
 """
@@ -74,20 +74,20 @@ def record(text: str) -> None:
 
 def watch() -> None:
     """Validate every frame the stream sends from now on (idempotent)."""
-    if getattr(stream.Connection.send, "__wrapped_by_frame_schema__", False):
+    if getattr(stream.Connection.send_encoded, "__wrapped_by_frame_schema__", False):
         return
-    send, reject = stream.Connection.send, stream.reject
+    send, reject = stream.Connection.send_encoded, stream.reject
 
-    def checked_send(self: stream.Connection, frame: Any) -> None:
-        send(self, frame)
-        record(msgspec.json.encode(frame).decode())
+    def checked_send(self: stream.Connection, kind: str, text: str) -> None:
+        send(self, kind, text)
+        record(text)
 
     async def checked_reject(websocket: Any, session_id: str, exc: Any) -> None:
         record(msgspec.json.encode(stream.frame_error(session_id, exc)).decode())
         await reject(websocket, session_id, exc)
 
     checked_send.__wrapped_by_frame_schema__ = True  # type: ignore[attr-defined]
-    stream.Connection.send = checked_send  # type: ignore[method-assign]
+    stream.Connection.send_encoded = checked_send  # type: ignore[method-assign]
     stream.reject = checked_reject
 
 

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -53,9 +53,10 @@ def frame_error(session_id: str, exc: ApiError) -> wire.SessionError:
 _client_frame_decoder = msgspec.json.Decoder(wire.ClientFrame)
 
 
-def frame_type(frame: wire.ClientFrame | wire.ServerFrame) -> str:
-    """The frame's `type` tag, as its wire type declares it."""
-    return str(frame.__struct_config__.tag)
+# Each frame's `type` tag, as its wire type declares it.
+FRAME_TYPES: dict[type, str] = {
+    kind: str(kind.__struct_config__.tag) for kind in (*get_args(wire.ClientFrame), *get_args(wire.ServerFrame))
+}
 
 
 def run_now(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
@@ -221,11 +222,20 @@ class Connection:
         self.first_audio_wall: dict[str, float] = {}
         self.ended = False
         self.observer = self.state.contract.stream(record.owner[0], record.id)  # the contract report
+        self.journal = record.journal
+        self.clock = self.state.clock
+        self.feed = self.state.feed
+        self.pong: str | None = None  # the session's `pong`, encoded once
 
     # --- Sink ---------------------------------------------------------------------------------------
 
     def send(self, frame: wire.ServerFrame) -> None:
-        self._out((frame_type(frame), wire.encode(frame).decode()))
+        self.send_encoded(FRAME_TYPES[type(frame)], wire.encode(frame).decode())
+
+    def send_encoded(self, kind: str, text: str) -> None:
+        """Send a server frame as `wire.encode` writes it: what `send` encodes, or a frame filled in from one
+        (`pong`, `audio.output`). tests/frame_schema.py checks each against the AsyncAPI document."""
+        self._out((kind, text))
 
     def send_raw(self, kind: str, text: str) -> None:
         """Send text as it is (the control plane's inject, a malformed-frame fault)."""
@@ -250,9 +260,9 @@ class Connection:
     def _journal(self, direction: Direction, at: float, kind: str, text: str) -> None:
         """Journal a frame and show it to the inspector's feed."""
         record = self.record
-        entry = record.journal.append(direction, at, kind, text)
+        entry = self.journal.append(direction, at, kind, text)
         frame = Frame(entry.index, direction, kind, entry.text[:FEED_FRAME_CHARS], entry.length)
-        self.state.feed.publish("frame", record.id, record.owner[0], record.api_key, frame)
+        self.feed.publish("frame", record.id, record.owner[0], record.api_key, frame, at)
 
     # --- tasks --------------------------------------------------------------------------------------
 
@@ -261,8 +271,20 @@ class Connection:
         if self.writer is not None:
             self.backlog.append(item)
             return
+        if self.closed:
+            return
         try:
-            self.writer = run_now(self._write(item))
+            if item is None:
+                self.closed = True
+                if self.websocket.client_state != WebSocketState.CONNECTED:
+                    return
+                sending = self.websocket.close(self.close_code or 1000)
+            else:
+                kind, text = item
+                self._journal("out", self.clock.now(), kind, text)
+                self.observer.frame_out(kind)
+                sending = self.websocket.send({"type": "websocket.send", "text": text})
+            self.writer = run_now(sending)
         except Exception:  # the socket is gone: nothing more goes out
             self.closed = True
         if self.writer is not None:
@@ -276,19 +298,6 @@ class Connection:
         while self.backlog and self.writer is None:
             self._out(self.backlog.popleft())
 
-    async def _write(self, item: tuple[str, str] | None) -> None:
-        if self.closed:
-            return
-        if item is None:
-            self.closed = True
-            if self.websocket.client_state == WebSocketState.CONNECTED:
-                await self.websocket.close(self.close_code or 1000)
-            return
-        kind, text = item
-        self._journal("out", self.state.clock.now(), kind, text)
-        self.observer.frame_out(kind)
-        await self.websocket.send({"type": "websocket.send", "text": text})
-
     async def _sent(self) -> None:
         """Wait until every frame made so far is written (and the socket closed, if that was asked)."""
         while self.writer is not None:
@@ -298,21 +307,33 @@ class Connection:
     async def _say(self, job: SpeechJob) -> None:
         """Send the job's audio in 100 ms frames, all at once (instant pace)."""
         audio = job.audio if job.audio is not None else await self.hub.synthesize(job.text, job.language)
-        for offset in range(0, len(audio), OUTPUT_FRAME_BYTES):
-            self.send_audio(job, audio[offset : offset + OUTPUT_FRAME_BYTES])
+        frame = self.output_frame(job)
+        for payload in self.hub.frame_payloads(audio, OUTPUT_FRAME_BYTES):
+            self.send_audio(job, frame, payload)
 
-    def send_audio(self, job: SpeechJob, chunk: bytes) -> None:
-        self.send(
-            wire.AudioOutput(
-                session_id=self.record.id,
-                turn=job.turn,
-                speaker=job.speaker,  # type: ignore[arg-type]
-                listener=job.listener,  # type: ignore[arg-type]
-                language=job.language,
-                sequence=self.pipeline.next_output_sequence(job.listener),
-                audio=wire.OutputAudio(payload=binascii.b2a_base64(chunk, newline=False).decode()),
-            )
+    def output_frame(self, job: SpeechJob) -> tuple[str, str]:
+        """The job's `audio.output` frame as `wire.encode` writes it, cut around its `sequence` and `payload` (the
+        last fields): a job's 100 ms frames differ only there, and filling them in (`send_audio`) costs a fifth
+        of building and encoding each one."""
+        frame = wire.AudioOutput(
+            session_id=self.record.id,
+            turn=job.turn,
+            speaker=job.speaker,  # type: ignore[arg-type]
+            listener=job.listener,  # type: ignore[arg-type]
+            language=job.language,
+            sequence=0,
+            audio=wire.OutputAudio(payload=""),
         )
+        text = wire.encode(frame).decode()
+        at = text.rindex('"sequence":0,') + len('"sequence":')  # keys are the only unescaped quotes
+        return text[:at], text[at + 1 : -len('"}}')]
+
+    def send_audio(self, job: SpeechJob, frame: tuple[str, str], payload: str) -> None:
+        """One `audio.output` frame of `job` (`frame`: its `output_frame`): `payload`, 100 ms of its audio in
+        base64 (`StreamHub.frame_payloads`), with the listener's next sequence."""
+        head, middle = frame
+        sequence = self.pipeline.next_output_sequence(job.listener)
+        self.send_encoded("audio.output", f'{head}{sequence}{middle}{payload}"}}}}')
 
     async def _drain_players(self) -> None:
         """Send what is left to say, at once: the stream is ending."""
@@ -407,18 +428,21 @@ class Connection:
                 continue
             if not isinstance(frame, wire.AudioInput):
                 await self.pipeline.settled()
-            kind = frame_type(frame)
-            self._journal("in", self.state.clock.now(), kind, text)
+            kind = FRAME_TYPES[type(frame)]
+            self._journal("in", self.clock.now(), kind, text)
             self.observer.frame_in(kind, unknown_frame_fields(frame, text) if self.observer.wants_check(kind) else None)
             self.frames_in += 1
-            self.state.sessions.touch(self.record)
-            if isinstance(frame, wire.Ping):
-                self.send(wire.Pong(session_id=self.record.id))
-            elif isinstance(frame, wire.SessionEndFrame):
-                await self._finish()
-                return
-            else:
+            if isinstance(frame, wire.AudioInput):
                 await self._audio(frame)
+            else:
+                self.state.sessions.touch(self.record)  # (audio that is kept touches the session itself)
+                if isinstance(frame, wire.Ping):
+                    if self.pong is None:
+                        self.pong = wire.encode(wire.Pong(session_id=self.record.id)).decode()
+                    self.send_encoded("pong", self.pong)
+                else:
+                    await self._finish()
+                    return
             if self.faults:  # fixed at connect; most streams have none, and this runs for every frame
                 await self.pipeline.settled()  # a fault may count finals
                 await self._faults()
@@ -427,12 +451,14 @@ class Connection:
         try:
             data = audio_bytes(frame)
         except ApiError as exc:
+            self.state.sessions.touch(self.record)
             await self._audio_error(exc)
             return
         self.observer.audio(len(data))
         try:
             self.state.sessions.accept_audio(self.record, frame.speaker, frame.sequence, data)
         except ApiError as exc:
+            self.state.sessions.touch(self.record)
             await self._audio_error(exc)
             return
         if self.hub.settings.pacing_checks and self._too_fast(frame.speaker):
@@ -522,6 +548,8 @@ class Player:
         self.due = self.loop.time()  # loop time the next frame is due
         self.job: SpeechJob | None = None  # the job playing, with its audio and the next frame's offset
         self.audio = b""
+        self.payloads: tuple[str, ...] = ()  # the job's audio as `audio.output` payloads
+        self.frame = ("", "")  # the job's `Connection.output_frame`
         self.offset = 0
         self.timer: asyncio.TimerHandle | None = None
         self.rendering: asyncio.Task[None] | None = None
@@ -565,6 +593,8 @@ class Player:
 
     def _start(self, job: SpeechJob, audio: bytes) -> None:
         self.job, self.audio, self.offset = job, audio, 0
+        self.payloads = self.connection.hub.frame_payloads(audio, OUTPUT_FRAME_BYTES)
+        self.frame = self.connection.output_frame(job)
         self.timer = self.loop.call_at(self.due, self._play)
 
     def _play(self) -> None:
@@ -573,11 +603,11 @@ class Player:
         job, audio, connection = self.job, self.audio, self.connection
         assert job is not None
         while True:
-            chunk = audio[self.offset : self.offset + OUTPUT_FRAME_BYTES]
+            offset = self.offset
             self.offset += OUTPUT_FRAME_BYTES
             if not connection.ended:
-                self.due += len(chunk) / codec.SAMPLE_RATE_HZ
-            connection.send_audio(job, chunk)
+                self.due += min(OUTPUT_FRAME_BYTES, len(audio) - offset) / codec.SAMPLE_RATE_HZ
+            connection.send_audio(job, self.frame, self.payloads[offset // OUTPUT_FRAME_BYTES])
             if self.offset >= len(audio):
                 self._next()
                 return

@@ -34,10 +34,11 @@ Recognition = Partial | Final
 
 
 class Recognizer(Protocol):
-    def accept(self, pcm: bytes) -> Awaitable[list[Recognition]]:
-        """Take the next chunk of this speaker's audio; awaited, what it completed, in order. A recognizer that
-        decodes off the event loop takes the chunk at the call (a later call is behind it) and may return a
-        future still pending, so its caller can read on and await it later."""
+    def accept(self, pcm: bytes) -> list[Recognition] | Awaitable[list[Recognition]]:
+        """Take the next chunk of this speaker's audio; what it completed, in order: a list when it recognizes
+        at the call (the scripted engine; no coroutine per chunk), else an awaitable. A recognizer that decodes
+        off the event loop takes the chunk at the call (a later call is behind it) and may return a future still
+        pending, so its caller can read on and await it later."""
         ...
 
     async def flush(self) -> list[Recognition]:

@@ -4,7 +4,9 @@ pipeline (kept between connections so a client can reconnect where it left off).
 from __future__ import annotations
 
 import asyncio
+import binascii
 import functools
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from mockglot.engines.vosk import VoskEngine
 
 BUILTIN_PHRASEBOOK = Path(__file__).parent.parent / "builtin" / "phrasebook"
+PAYLOAD_CLIPS = 256  # clips whose frames' base64 the hub keeps, the most recently played...
+PAYLOAD_CHARS = 8 * 1024 * 1024  # ...and at most this much base64 in all (a longer clip is encoded each time)
 
 
 def phrases_from_metadata(metadata: dict[str, str]) -> list[str] | None:
@@ -50,6 +54,8 @@ class StreamHub:
         self.streams: LiveStreams[SessionPipeline] = state.streams  # what is live: kept in the state, reset with it
         self._vosk: VoskEngine | None = None
         self._rendering: dict[tuple[str, str], asyncio.Future[bytes]] = {}  # clips being synthesized now
+        self._payloads: OrderedDict[tuple[bytes, int], tuple[str, ...]] = OrderedDict()  # see `frame_payloads`
+        self._payload_chars = 0
         if self.settings.engine == "vosk" or self.settings.vosk_models:
             self.vosk()  # a missing or broken model path fails at start, naming the path
 
@@ -122,6 +128,27 @@ class StreamHub:
             )
             rendering.add_done_callback(functools.partial(self._rendered, key))
         return await asyncio.shield(rendering)
+
+    def frame_payloads(self, audio: bytes, frame_bytes: int) -> tuple[str, ...]:
+        """The base64 of each `frame_bytes` frame of a clip, as `audio.output` carries it. Every call on a script
+        says the same lines, and encoding a frame cost as much as the rest of sending it: the hub keeps the most
+        recently played clips' (at most `PAYLOAD_CLIPS`, `PAYLOAD_CHARS` in all)."""
+        key = (audio, frame_bytes)  # a clip is hashed once: the synthesizer's cache hands out the same bytes
+        payloads = self._payloads.get(key)
+        if payloads is not None:
+            self._payloads.move_to_end(key)
+            return payloads
+        payloads = tuple(
+            binascii.b2a_base64(audio[offset : offset + frame_bytes], newline=False).decode()
+            for offset in range(0, len(audio), frame_bytes)
+        )
+        chars = sum(map(len, payloads))
+        if chars <= PAYLOAD_CHARS:
+            self._payloads[key] = payloads
+            self._payload_chars += chars
+            while len(self._payloads) > PAYLOAD_CLIPS or self._payload_chars > PAYLOAD_CHARS:
+                self._payload_chars -= sum(map(len, self._payloads.popitem(last=False)[1]))
+        return payloads
 
     def _rendered(self, key: tuple[str, str], rendering: asyncio.Future[bytes]) -> None:
         del self._rendering[key]

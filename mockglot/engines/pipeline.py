@@ -87,15 +87,23 @@ class SessionPipeline:
     async def audio(self, speaker: str, pcm: bytes) -> None:
         """Recognize a speaker's audio. A recognizer's future (a decode in a thread) is not waited for: the
         connection reads on, and its events follow those of the audio before it, in order (`settled` waits)."""
-        recognizer = self._recognizer(speaker)
-        if recognizer is None:
+        recognizer = self.recognizers.get(speaker)
+        if recognizer is None and (recognizer := self._recognizer(speaker)) is None:  # a new or unheard speaker
             return
         results = recognizer.accept(pcm)
+        if isinstance(results, list):  # recognized at the call (the scripted engine)
+            if self._handling is None:
+                if results:  # most frames complete nothing
+                    await self._handle(speaker, results)
+                return
+            recognized: asyncio.Future[list[Recognition]] = asyncio.get_running_loop().create_future()
+            recognized.set_result(results)
+            results = recognized  # behind the backlog, in order
         if isinstance(results, asyncio.Future):
             if results.done() and results.exception() is None and not results.result():
                 return  # most frames complete nothing
         elif self._handling is None:
-            await self._recognized(speaker, results)  # recognized right here (the scripted engine)
+            await self._recognized(speaker, results)  # any other awaitable: waited for right here
             return
         self._backlog.append((speaker, results, len(pcm)))
         self._backlog_bytes += len(pcm)

@@ -79,7 +79,7 @@ class ScriptedRecognizer:
             )
         return out
 
-    async def accept(self, pcm: bytes) -> list[Recognition]:
+    def accept(self, pcm: bytes) -> list[Recognition]:
         return self._recognize(self.vad.feed(pcm))
 
     async def flush(self) -> list[Recognition]:

@@ -127,11 +127,20 @@ class Feed:
         return len(self._subscribers)
 
     def publish(
-        self, type_: str, session_id: str | None, organization: str | None, api_key: str | None, data: Any
+        self,
+        type_: str,
+        session_id: str | None,
+        organization: str | None,
+        api_key: str | None,
+        data: Any,
+        at: float | None = None,
     ) -> None:
+        """`at`: the server clock's time of what happened, when the caller has just read it (a journaled frame)."""
         self.last_id = last_id = next(self._ids)
         shown, hashed = _NO_KEY if api_key is None else _shown(api_key)
-        event = FeedEvent(last_id, type_, self._now(), session_id, organization, shown, hashed, data)
+        event = FeedEvent(
+            last_id, type_, self._now() if at is None else at, session_id, organization, shown, hashed, data
+        )
         self.backlog.append(event)  # `_add`, inline: this runs twice a request
         for subscriber in self._subscribers:
             subscriber.offer(event)
