@@ -4,10 +4,15 @@ added later) hears the same order, whenever it subscribed."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from mockglot import wire
 from mockglot.errors import ApiError
 from mockglot.settings import Settings
 from mockglot.state.server import ServerState
+from mockglot.state.sessions import SAME_SEQUENCE_MEMORY
 from mockglot.testing.client import tone
 
 ROUTED_AND_RECORDED = wire.SessionCreate(
@@ -80,3 +85,38 @@ def test_the_store_refuses_a_redelivered_or_late_frame_and_counts_it_nowhere():
         refusals.append(exc.code)
     assert refusals == ["duplicate_sequence", "duplicate_sequence", "invalid_message", "session_ended"]
     assert record.audio_received == {"customer": len(frame)}
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["alone", "shared"])
+def test_redeliveries_are_refused_exactly_by_the_rule(shared):
+    """The rule a client relies on, against a model of it that keeps whole payloads: per speaker, a frame below
+    the last accepted sequence, or equal to it with a payload among the last 64 accepted at it, is a redelivery;
+    anything else is kept. Alone the store remembers the newest payload itself and digests the others; shared
+    with other workers, digests only."""
+    state = ServerState(Settings())
+    if shared:
+        state.sessions.share("worker-1")
+    record = state.sessions.create(("org_a", "test"), "sk_test_sequence", ROUTED_AND_RECORDED, "twilio")
+    run = [bytes([n]) * 160 for n in range(SAME_SEQUENCE_MEMORY + 1)]
+    pool = [*run[:4], b"\xff" * 320, b"\xff" * 160 + b"\x7f" * 160]
+    rng = random.Random(7)
+    model: dict[str, tuple[int, list[bytes]]] = {}
+    kept = {"customer": 0, "agent": 0}
+    for step in range(6000):
+        speaker = "customer" if step % 1000 < 200 else rng.choice(("customer", "agent"))
+        last, accepted = model.get(speaker, (0, []))
+        if step % 1000 < 200:  # a long run at one sequence: as many payloads as are remembered, or one more
+            sequence, payload = last, run[step % 1000 % (SAME_SEQUENCE_MEMORY + step // 1000 % 2)]
+        else:
+            sequence, payload = last + rng.choice((-1, 0, 0, 0, 1)), rng.choice(pool)
+        redelivery = sequence < last or (sequence == last and payload in accepted)
+        try:
+            state.sessions.accept_audio(record, speaker, sequence, payload)
+        except ApiError as exc:
+            assert (exc.code, redelivery) == ("duplicate_sequence", True), (step, sequence, last)
+            continue
+        assert not redelivery, (step, sequence, last)
+        accepted = [*accepted, payload][-SAME_SEQUENCE_MEMORY:] if sequence == last else [payload]
+        model[speaker] = (sequence, accepted)
+        kept[speaker] += len(payload)
+    assert record.audio_received == kept

@@ -26,6 +26,7 @@ from mockglot.wire import EndReason, Provider, SessionCreate, Status
 
 TOKEN_LIFETIME_SECONDS = 5 * 60
 SAME_SEQUENCE_MEMORY = 64  # payloads remembered per speaker at its last sequence, to spot a redelivery
+# (as digests; alone, the newest as itself: at most one frame's payload, 64 KiB, per speaker)
 IDLE_TIMEOUT_SECONDS = 30 * 60
 MAX_AUDIO_SECONDS = 10 * 60  # per speaker and session: what the audio dump and the recording keep
 MAX_AUDIO_BYTES = MAX_AUDIO_SECONDS * SAMPLE_RATE_HZ  # 8 kHz mu-law: one byte a sample
@@ -85,7 +86,8 @@ class SessionRecord(msgspec.Struct, gc=False):
     next_turn: int = 1
     audio: dict[str, bytearray] = msgspec.field(default_factory=dict)  # speaker -> mu-law bytes kept (capped)
     audio_received: dict[str, int] = msgspec.field(default_factory=dict)  # speaker -> bytes received (exact)
-    # speaker -> (last accepted sequence, digests of the payloads accepted at it, at most SAME_SEQUENCE_MEMORY)
+    # speaker -> (last accepted sequence, digests of the payloads accepted at it, at most SAME_SEQUENCE_MEMORY;
+    # alone, the newest is the payload itself: `SessionStore._remembered`)
     last_sequence: dict[str, tuple[int, tuple[bytes, ...]]] = msgspec.field(default_factory=dict)
     connected: bool = False
     worker: str = ""  # with several workers (`--state redis://`): the one holding its socket while connected
@@ -474,7 +476,7 @@ class SessionStore(SharedDocs):
             )
         number = int(sequence)
         last = record.last_sequence.get(speaker)
-        if last is not None and (number < last[0] or (number == last[0] and _digest(mulaw) in last[1])):
+        if last is not None and (number < last[0] or (number == last[0] and self._seen(last[1], mulaw))):
             how = "below" if number < last[0] else "equal to, with the same audio as,"
             raise ApiError(
                 "duplicate_sequence",
@@ -498,12 +500,19 @@ class SessionStore(SharedDocs):
         record.last_activity = now
         if sequence is not None:
             last = record.last_sequence.get(speaker)
-            seen = last[1][-(SAME_SEQUENCE_MEMORY - 1) :] if last is not None and last[0] == sequence else ()
-            record.last_sequence[speaker] = (sequence, (*seen, _digest(mulaw)))
+            if last is not None and last[0] == sequence:
+                *older, newest = last[1]
+                seen = (*older, newest if self.tracker is not None else _digest(newest))[-(SAME_SEQUENCE_MEMORY - 1) :]
+            else:
+                seen = ()
+            record.last_sequence[speaker] = (sequence, (*seen, self._remembered(mulaw)))
         received = record.audio_received.get(speaker, 0)
         record.audio_received[speaker] = received + len(mulaw)
         if received < MAX_AUDIO_BYTES:
-            record.audio.setdefault(speaker, bytearray()).extend(mulaw[: MAX_AUDIO_BYTES - received])
+            kept = record.audio.get(speaker)
+            if kept is None:
+                kept = record.audio[speaker] = bytearray()
+            kept.extend(mulaw[: MAX_AUDIO_BYTES - received])
         if record.status == "created":
             self._changed(record)
             record.status = "active"
@@ -511,6 +520,17 @@ class SessionStore(SharedDocs):
             self.events.publish(Event("session.started", record))
             for step in self.after_start:
                 step(record)
+
+    def _remembered(self, mulaw: bytes) -> bytes:
+        """How the newest payload accepted at a speaker's sequence is remembered: alone, as itself (a redelivery
+        is compared with it, and most payloads never are: a digest was 4% of what a streamed frame cost); shared
+        with other workers, as its digest, which they compare."""
+        return mulaw if self.tracker is None else _digest(mulaw)
+
+    def _seen(self, remembered: tuple[bytes, ...], mulaw: bytes) -> bool:
+        """Whether `mulaw` was accepted at the last sequence (`remembered`: what `add_audio` keeps of it)."""
+        *older, newest = remembered
+        return self._remembered(mulaw) == newest or (bool(older) and _digest(mulaw) in older)
 
     def add_turn(self, record: SessionRecord, turn: Turn) -> None:
         record.turns = tuple(sorted((*record.turns, turn), key=lambda t: t.sequence))
