@@ -53,11 +53,24 @@ class EnergyVad:
         data = self._pending + pcm if self._pending else pcm
         usable = len(data) - len(data) % FRAME_BYTES
         self._pending = data[usable:]
+        levels = rms_of_frames(data, FRAME_BYTES)
+        if not levels:
+            return []
+        threshold, start = self.threshold, self._start_ms
+        # A chunk all silent between utterances, or all voiced inside one (most chunks): what the loop below
+        # would make of it, at once.
+        if start is None and max(levels) < threshold:
+            self._position_ms += FRAME_MS * len(levels)
+            return []
+        if start is not None and min(levels) >= threshold:
+            self._position_ms = self._last_voice_ms = position = self._position_ms + FRAME_MS * len(levels)
+            self._voiced_ms += FRAME_MS * len(levels)
+            return [SpeechProgress(start, position - start)]
         events: list[VadEvent] = []
-        threshold, silence_ms = self.threshold, self.silence_ms
-        position, start, last_voice = self._position_ms, self._start_ms, self._last_voice_ms
+        silence_ms = self.silence_ms
+        position, last_voice = self._position_ms, self._last_voice_ms
         progress: int | None = None  # speech_ms of the utterance in progress, not yet reported
-        for level in rms_of_frames(data, FRAME_BYTES):
+        for level in levels:
             frame_start = position
             position += FRAME_MS
             voiced = level >= threshold
