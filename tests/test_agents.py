@@ -350,3 +350,35 @@ async def test_any_agent_body_or_list_query_is_a_documented_answer(body, query):
         assert listed.status_code in (200, 422), listed.text
         if listed.status_code == 422:
             assert listed.json()["error"]["param"] in query
+
+
+# --- bounded -----------------------------------------------------------------------------------------------
+
+
+async def test_past_the_bound_the_oldest_saved_agent_is_forgotten_and_its_sessions_keep_theirs(client, monkeypatch):
+    from mockglot.state import agents
+
+    monkeypatch.setattr(agents, "MAX_AGENTS", 3)
+    oldest = (await client.post("/v1/agents", json={**SUPPORT, "name": "oldest"})).json()["id"]
+    session = await client.post(
+        "/v1/sessions",
+        json={"mode": "ai_agent", "source_language": "en", "target_language": "en", "agent_id": oldest},
+    )
+    assert session.status_code == 201, session.text
+    newer = await create_agents(client, 3)
+    expect_error(await client.get(f"/v1/agents/{oldest}"), 404, "agent_not_found")
+    listed = (await client.get("/v1/agents")).json()["data"]
+    assert [agent["id"] for agent in listed] == newer[::-1]
+    again = await client.get(f"/v1/sessions/{session.json()['id']}")
+    assert again.status_code == 200, again.text
+
+
+async def test_agents_are_bounded_by_bytes_too(client, monkeypatch):
+    from mockglot.state import agents
+
+    monkeypatch.setattr(agents, "MAX_AGENT_BYTES", 3000)
+    big = {"name": "big", "system_prompt": "x" * 1200}
+    first, second, third = [(await client.post("/v1/agents", json=big)).json()["id"] for _ in range(3)]
+    expect_error(await client.get(f"/v1/agents/{first}"), 404, "agent_not_found")
+    for kept in (second, third):
+        assert (await client.get(f"/v1/agents/{kept}")).status_code == 200

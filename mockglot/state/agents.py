@@ -1,7 +1,9 @@
 """Saved AI agents (`agt_`): what `POST /v1/agents` stores and a session's `agent_id` names.
 
 Scoped by owner like sessions; listed newest first with Stripe-style cursors. Shared between workers (one document
-per agent), so an agent saved on one is the same agent on every other.
+per agent), so an agent saved on one is the same agent on every other. Bounded like every store: past
+`MAX_AGENTS` agents or `MAX_AGENT_BYTES` of them (all organizations), the oldest saved is forgotten (a session
+made from it keeps its copy of the agent).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from mockglot.state.randomness import Randomness
 from mockglot.state.replica import DocTracker, SharedDocs
 from mockglot.wire import AgentCreate, AiAgentConfig
 
+MAX_AGENTS = 10_000
+MAX_AGENT_BYTES = 64 * 1024 * 1024  # of their msgpack encodings (a body may be up to 1 MiB of tools)
+
 AGENT_FIELDS = tuple(f.name for f in msgspec.structs.fields(AiAgentConfig))
 
 
@@ -28,6 +33,7 @@ class AgentRecord:
     owner: Owner
     request: AgentCreate
     created_at: float
+    size: int = 0  # bytes counted against MAX_AGENT_BYTES
 
     def config(self, overrides: AiAgentConfig | None = None) -> AiAgentConfig:
         """The agent as a session's `ai_agent`, with the fields `overrides` sets replacing the saved ones."""
@@ -43,6 +49,7 @@ class AgentStore(SharedDocs):
         self.randomness = randomness
         self._agents: dict[str, AgentRecord] = {}
         self._by_owner: dict[Owner, list[AgentRecord]] = {}  # oldest first
+        self._bytes = 0  # the sizes of the agents held
         self.tracker: DocTracker | None = None  # shared between workers (`share()`)
 
     # --- shared between workers (see state/replica.py): a document per agent -------------------------------
@@ -62,14 +69,14 @@ class AgentStore(SharedDocs):
     def load(self, doc: str, data: bytes | None) -> None:
         if self.tracker is not None:
             self.tracker.loaded(doc, data)
-        old = self._agents.pop(doc, None)
-        if old is not None:
-            self._by_owner[old.owner].remove(old)
+        self._forget(doc)
         if data is None:
             return
         loaded = _DECODER.decode(data)
-        record = AgentRecord(doc, (loaded.organization, loaded.environment), loaded.request, loaded.created_at)
+        owner: Owner = (loaded.organization, loaded.environment)
+        record = AgentRecord(doc, owner, loaded.request, loaded.created_at, _size(loaded.request))
         self._agents[doc] = record
+        self._bytes += record.size
         # in the order they were made, whatever the order other workers' documents arrive in
         bisect.insort(self._by_owner.setdefault(record.owner, []), record, key=lambda r: (r.created_at, r.id))
 
@@ -80,22 +87,40 @@ class AgentStore(SharedDocs):
                 self.tracker.touched.update(self._agents)
             self._agents.clear()
             self._by_owner.clear()
+            self._bytes = 0
             return
         for environment in ("live", "test"):  # only this organization's agents: a reset costs O(its agents)
             for record in self._by_owner.pop((organization, environment), ()):
-                self._agents.pop(record.id, None)
+                if self._agents.pop(record.id, None) is not None:
+                    self._bytes -= record.size
                 if self.tracker is not None:
                     self.tracker.touch(record.id)
 
     def create(self, owner: Owner, request: AgentCreate) -> AgentRecord:
         now = self.clock.now()
         scope = f"{owner[0]}\0{owner[1]}"  # the owner's own sequence when seeded
-        record = AgentRecord(self.randomness.new_id("agt", "agent", now, scope), owner, request, now)
+        size = _size(request)
+        record = AgentRecord(self.randomness.new_id("agt", "agent", now, scope), owner, request, now, size)
         self._agents[record.id] = record
         self._by_owner.setdefault(owner, []).append(record)
+        self._bytes += size
         if self.tracker is not None:
             self.tracker.touch(record.id)
+        while len(self._agents) > MAX_AGENTS or self._bytes > MAX_AGENT_BYTES:
+            oldest = next(iter(self._agents))  # (insertion order: the oldest saved, or loaded, here)
+            self._forget(oldest)
+            if self.tracker is not None:
+                self.tracker.touch(oldest)
         return record
+
+    def _forget(self, agent_id: str) -> None:
+        record = self._agents.pop(agent_id, None)
+        if record is not None:
+            owned = self._by_owner[record.owner]
+            owned.remove(record)
+            if not owned:
+                del self._by_owner[record.owner]
+            self._bytes -= record.size
 
     def find(self, owner: Owner, agent_id: str) -> AgentRecord | None:
         record = self._agents.get(agent_id)
@@ -127,6 +152,11 @@ class _AgentDoc(msgspec.Struct, array_like=True):
     environment: Environment
     request: AgentCreate
     created_at: float
+
+
+def _size(request: AgentCreate) -> int:
+    """What an agent counts against `MAX_AGENT_BYTES`: the same on every worker, however it got there."""
+    return len(_ENCODER.encode(request))
 
 
 _ENCODER = msgspec.msgpack.Encoder()
