@@ -238,7 +238,8 @@ def _timing(frame: dict[str, Any]) -> str:
 
 def print_transcript(transcript: dict[str, Any], out: TextIO) -> None:
     turns = transcript.get("turns") or []
-    print(f"\ntranscript {transcript.get('id')} ({transcript.get('status')}, {len(turns)} turns)", file=out)
+    count = f"{len(turns)} turn{'' if len(turns) == 1 else 's'}"
+    print(f"\ntranscript {transcript.get('id')} ({transcript.get('status')}, {count})", file=out)
     for turn in turns:
         print(f"  [{turn.get('speaker')}] {turn.get('text')}", file=out)
         if turn.get("translation"):

@@ -121,3 +121,12 @@ async def test_a_reset_that_names_no_one_organization_is_a_422_and_resets_nothin
 async def test_an_out_of_range_clock_says_the_range_in_a_sentence(app, make_client):
     error = (await make_client(app).post("/_mockglot/clock", json={"set": 1e20})).json()["error"]
     assert error["message"].startswith("`set` is out of range: the server clock stays between 2000-01-01T00:00:00Z")
+
+
+async def test_an_out_of_range_query_number_says_its_range_as_a_person_writes_it(app, make_client):
+    tenant = make_client(app, new_key())
+    session = (await tenant.post("/v1/sessions", json=BODY)).json()
+    response = await make_client(app).get(f"/_mockglot/sessions/{session['id']}/frames?wait_for=2000000")
+    error = expect_error(response, 422, "invalid_field_value")
+    assert error["param"] == "wait_for"
+    assert "between 0 and 1,000,000" in error["message"], error["message"]

@@ -129,6 +129,11 @@ class ControlEndpoint:
         return response(reply.status, content, reply.media_type or JSON, raw_headers(reply.headers or {}))
 
 
+def _number(value: float) -> str:
+    """As a person writes it: 1,000,000 rather than 1e+06."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 def query_float(ctx: ControlContext, name: str, default: float, low: float, high: float) -> float:
     raw = ctx.query(name)
     if raw is None:
@@ -138,5 +143,6 @@ def query_float(ctx: ControlContext, name: str, default: float, low: float, high
     except ValueError:
         raise ApiError("invalid_field_value", f"`{name}` must be a number, not {raw!r}.", param=name) from None
     if not low <= value <= high:
-        raise ApiError("invalid_field_value", f"`{name}` must be between {low:g} and {high:g}.", param=name)
+        message = f"`{name}` must be between {_number(low)} and {_number(high)}."
+        raise ApiError("invalid_field_value", message, param=name)
     return value
