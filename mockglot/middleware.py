@@ -54,7 +54,7 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, state: ServerState, router: IndexedRouter | None = None) -> None:
         self.app = app
         self.state = state
-        self.instrumentation = Instrumentation(app, state)
+        self.instrumentation = Instrumentation(app, state, router)
         self.router = router  # the app's: a request an endpoint table answers goes straight to its endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -144,6 +144,17 @@ class IndexedRouter(Router):
                 candidates = self._templated.get(slashes, [])
         return candidates
 
+    def allowed(self, path: str) -> str:
+        """The methods an endpoint table's route takes at `path`, as Starlette's 405 lists them in `Allow` (empty
+        when none does): for a 405 that a fault asks for rather than routing finds."""
+        if self._indexed != len(self.routes):
+            self._index()
+        parts = path.split("/")
+        for route in self._candidates(path, parts):
+            if isinstance(route, EndpointRoute) and route.matches_parts(parts, "")[0] is not Match.NONE:
+                return ", ".join(sorted(route.methods or ()))
+        return ""
+
     def endpoint_app(self, scope: Scope) -> ASGIApp | None:
         """The endpoint table's app that answers this HTTP request, with the scope filled in as `app` fills it
         (router, route, endpoint, path parameters); None when the request needs the whole of Starlette's path (a

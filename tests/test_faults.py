@@ -31,6 +31,17 @@ def test_a_prefer_header_that_names_no_error_is_ignored(mockglot):
         assert mockglot.client.http.post("/v1/sessions", json=BODY, headers={"Prefer": prefer}).status_code == 201
 
 
+def test_a_requested_405_says_what_the_path_allows_as_a_real_one_does(mockglot):
+    session = mockglot.client.http.post("/v1/sessions", json=BODY).json()
+    for path, allowed in (("/v1/sessions", "POST"), (f"/v1/sessions/{session['id']}", "GET, HEAD")):
+        asked = mockglot.client.http.post(path, json=BODY, headers={"Prefer": "error=method_not_allowed"})
+        assert asked.status_code == 405
+        assert asked.headers["allow"] == allowed
+    real = mockglot.client.http.delete(f"/v1/sessions/{session['id']}")
+    assert real.status_code == 405
+    assert real.headers["allow"] == "GET, HEAD"
+
+
 def test_a_dropped_connection(mockglot):
     mockglot.fault(path="/v1/sessions", drop=True)
     with pytest.raises(httpx.TransportError):

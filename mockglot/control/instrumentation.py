@@ -28,6 +28,7 @@ from mockglot.http import (
     read_body,
     request_id,
 )
+from mockglot.routing import IndexedRouter
 from mockglot.state.auth import ApiKey
 from mockglot.state.requests import RequestEntry
 from mockglot.state.server import ServerState
@@ -85,9 +86,10 @@ def session_of(scope: Scope, status: int, body: bytes) -> str | None:
 class Instrumentation:
     """Faults before a request under /v1 is served, and its record once it is answered."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState, router: IndexedRouter | None = None) -> None:
         self.app = app
         self.state = state
+        self.router = router  # says what a requested 405 allows
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request, or answer it with the fault it asks for (`Prefer`) or an armed rule matches. (The
@@ -149,4 +151,7 @@ class Instrumentation:
             await self.app(scope, receive, send)
         else:
             await journal_body(scope, receive)
-            await error_response(error, request_id(scope))(scope, receive, send)
+            headers = []
+            if error.code == "method_not_allowed" and self.router is not None:  # RFC 9110: a 405 says what is
+                headers.append((b"allow", self.router.allowed(scope["path"]).encode()))  # allowed
+            await error_response(error, request_id(scope), headers)(scope, receive, send)
