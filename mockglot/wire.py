@@ -98,6 +98,25 @@ class AgentTool(Struct, kw_only=True):
     description: Annotated[str, Meta(max_length=1024)] = ""
     parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object"})
 
+    def __post_init__(self) -> None:
+        if not _within_64_bits(self.parameters):  # what sharing it between workers (msgpack) can carry
+            raise ValueError("a number in `parameters` is beyond 64 bits; a JSON Schema needs none that large")
+
+
+def _within_64_bits(value: object) -> bool:
+    """Whether every integer inside `value` (a decoded JSON value) fits in 64 bits. A loop, not recursion: the
+    nesting is the client's to choose."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif type(item) is int and not -(2**63) <= item < 2**64:
+            return False
+    return True
+
 
 SystemPrompt = Annotated[str, Meta(max_length=20000)]
 Temperature = Annotated[float, Meta(ge=0, le=2)]

@@ -382,3 +382,18 @@ async def test_agents_are_bounded_by_bytes_too(client, monkeypatch):
     expect_error(await client.get(f"/v1/agents/{first}"), 404, "agent_not_found")
     for kept in (second, third):
         assert (await client.get(f"/v1/agents/{kept}")).status_code == 200
+
+
+async def test_a_tool_schema_with_a_number_beyond_64_bits_is_a_422_for_agents_and_inline_agents(client):
+    tools = [{"name": "t", "parameters": {"type": "object", "maximum": 480081807359045368020992}}]
+    error = expect_error(
+        await client.post("/v1/agents", json={"name": "a", "tools": tools}), 422, "invalid_field_value"
+    )
+    assert error["param"] == "tools[0]" and "64 bits" in error["message"], error
+    inline = {"system_prompt": "Help.", "voice": "nova", "tools": tools}
+    body = {"mode": "ai_agent", "source_language": "en", "target_language": "en", "ai_agent": inline}
+    error = expect_error(await client.post("/v1/sessions", json=body), 422, "invalid_field_value")
+    assert error["param"] == "ai_agent.tools[0]", error
+    tools[0]["parameters"]["maximum"] = 2**64 - 1  # the largest that fits is kept as sent
+    created = await client.post("/v1/agents", json={"name": "a", "tools": tools})
+    assert created.json()["tools"][0]["parameters"]["maximum"] == 2**64 - 1

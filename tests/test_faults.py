@@ -36,10 +36,10 @@ def test_a_requested_405_says_what_the_path_allows_as_a_real_one_does(mockglot):
     for path, allowed in (("/v1/sessions", "POST"), (f"/v1/sessions/{session['id']}", "GET, HEAD")):
         asked = mockglot.client.http.post(path, json=BODY, headers={"Prefer": "error=method_not_allowed"})
         assert asked.status_code == 405
-        assert asked.headers["allow"] == allowed
+        assert set(asked.headers["allow"].split(", ")) == set(allowed.split(", "))
     real = mockglot.client.http.delete(f"/v1/sessions/{session['id']}")
     assert real.status_code == 405
-    assert real.headers["allow"] == "GET, HEAD"
+    assert set(real.headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
 def test_a_dropped_connection(mockglot):
