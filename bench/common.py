@@ -1,4 +1,5 @@
-"""What several benches share: stopping a server process, the dated load-average heading (ports: tests.ports)."""
+"""What several benches share: stopping a server process, the dated load-average heading, in-process timings
+(ports: tests.ports)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,12 @@ def heading(script: str) -> str:
     """`# bench/<script>, <date> UTC, load average <1 min> <5 min>`: every result says when and how busy."""
     load = os.getloadavg()
     return f"# bench/{script}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {load[0]:.2f} {load[1]:.2f}"
+
+
+def timings(command: list[str], runs: int, units: int) -> str:
+    """`runs` runs of `command` (which prints its seconds last), as µs per unit: the best, then all of them."""
+    each = []
+    for _ in range(runs):
+        run = subprocess.run(command, check=True, capture_output=True, text=True)
+        each.append(float(run.stdout.split()[-1]) / units * 1e6)
+    return f"{min(each):6.1f} µs (best of {runs}; all: {', '.join(f'{v:.1f}' for v in each)})"

@@ -44,6 +44,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import heading, timings  # noqa: E402
+
 BODY = json.dumps({"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}).encode()
 KEYS = [f"sk_test_bench{index:016x}" for index in range(8)]
 APPS = ("mockglot", "redis", "bare", "null")
@@ -194,7 +200,7 @@ def callgrind_total(which: str, warmup: int, count: int, keep: str | None, redis
         str(count),
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return _total(out, keep)
+    return file_total(out, keep)
 
 
 def uvicorn_total(which: str, warmup: int, count: int, keep: str | None) -> int:
@@ -214,10 +220,10 @@ def uvicorn_total(which: str, warmup: int, count: int, keep: str | None) -> int:
     asyncio.run(rest.load(port, which, count, 8))
     server.stdin.close()  # type: ignore[union-attr]  # the server stops when its stdin closes
     server.wait()
-    return _total(out, keep)
+    return file_total(out, keep)
 
 
-def _total(out: str, keep: str | None) -> int:
+def file_total(out: str, keep: str | None) -> int:
     with open(out) as file:
         text = file.read()
     if not keep:
@@ -245,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     apps = args.app or ["mockglot", "bare", "null"]
     low, high = (int(n) for n in args.round_trips.split(","))
-    load = os.getloadavg()
-    print(f"# bench/rest_instructions.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
-          f"load average {load[0]:.2f} {load[1]:.2f}; round trips {low},{high} after {args.warmup}")  # fmt: skip
+    print(f"{heading('rest_instructions.py')}; round trips {low},{high} after {args.warmup}")
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(bench_redis()) if "redis" in apps and not args.uvicorn else None
         return measure(args, apps, low, high, redis)
@@ -256,7 +260,6 @@ def main(argv: list[str] | None = None) -> int:
 @contextlib.contextmanager
 def bench_redis() -> Iterator[Any]:
     """A redis-server for `--app redis`, its URL handed to the measured processes."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from tests.redis_server import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="rest_instructions_redis_") as directory:
@@ -278,17 +281,8 @@ def measure(args: argparse.Namespace, apps: list[str], low: int, high: int, redi
     per_request: dict[str, float] = {}
     for which in apps:
         if args.time:
-            timings = []
-            for _ in range(5):
-                run = subprocess.run(
-                    [sys.executable, __file__, "inner", which, str(args.warmup), str(high)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                timings.append(float(run.stdout.split()[-1]) / (3 * high) * 1e6)
-            print(f"{which:9s} {min(timings):6.1f} µs a request in-process (best of 5; all: "
-                  f"{', '.join(f'{v:.1f}' for v in timings)})")  # fmt: skip
+            command = [sys.executable, __file__, "inner", which, str(args.warmup), str(high)]
+            print(f"{which:9s} a request in-process: {timings(command, 5, 3 * high)}")
             continue
         if args.uvicorn and which in ("null", "redis"):
             continue  # (bench/shared.py measures shared state under uvicorn, by CPU time)

@@ -46,6 +46,8 @@ import rest_instructions  # noqa: E402  (the REST driver)
 import stream  # noqa: E402  (the load generator's frames and the echo)
 from rest_instructions import ASGI  # noqa: E402
 
+from bench.common import heading, timings  # noqa: E402
+
 APPS = ("mockglot", "echo")
 CREATE_BODY = json.dumps({"mode": "bidirectional_translation"}).encode()  # what the load generator creates
 
@@ -204,7 +206,7 @@ def callgrind_total(which: str, warmup: int, count: int, frames: int, keep: str 
     ]
     run = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     sent = next(line[5:] for line in run.stdout.splitlines() if line.startswith("SENT "))
-    return rest_instructions._total(out, keep), sent
+    return rest_instructions.file_total(out, keep), sent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,11 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     apps = args.app or ["mockglot", "echo"]
     low, high = (int(n) for n in args.calls.split(","))
     frames = int(args.seconds * 1000 / stream.FRAME_MS)
-    load = os.getloadavg()
-    print(
-        f"# bench/stream_instructions.py, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
-        f"load average {load[0]:.2f} {load[1]:.2f}; calls {low},{high} of {frames} frames after {args.warmup}"
-    )
+    print(f"{heading('stream_instructions.py')}; calls {low},{high} of {frames} frames after {args.warmup}")
     if args.profile:
         subprocess.run(inner_command(apps[0], args.warmup, high, frames, args.profile), check=True)
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(45)
@@ -236,16 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     per_frame: dict[str, float] = {}
     for which in apps:
         if args.time:
-            timings = []
-            for _ in range(3):
-                run = subprocess.run(
-                    inner_command(which, args.warmup, high, frames), check=True, capture_output=True, text=True
-                )
-                timings.append(float(run.stdout.split()[-1]) / (high * frames) * 1e6)
-            print(
-                f"{which:9s} {min(timings):6.1f} µs an audio frame in-process (best of 3; all: "
-                f"{', '.join(f'{v:.1f}' for v in timings)})"
-            )
+            command = inner_command(which, args.warmup, high, frames)
+            print(f"{which:9s} an audio frame in-process: {timings(command, 3, high * frames)}")
             continue
         (total_high, sent), (total_low, _) = (
             callgrind_total(which, args.warmup, n, frames, args.keep) for n in (high, low)
