@@ -209,8 +209,15 @@ class Dispatcher:
             loop.call_soon_threadsafe(callback, *args)
 
     def _enqueue(self, delivery: Delivery) -> None:
-        self._lanes.setdefault(delivery.endpoint.id, _Lane()).queue.append(delivery)
+        self._lane(delivery.endpoint.id).queue.append(delivery)
         self._soon(self._kick, delivery.endpoint.id)
+
+    def _lane(self, endpoint_id: str) -> _Lane:
+        """The endpoint's lane, made on its first delivery (`setdefault` made one, with its semaphore, every call)."""
+        lane = self._lanes.get(endpoint_id)
+        if lane is None:
+            lane = self._lanes[endpoint_id] = _Lane()
+        return lane
 
     def _kick(self, endpoint_id: str) -> None:
         lane = self._lanes.get(endpoint_id)
@@ -285,8 +292,7 @@ class Dispatcher:
         assert self._loop is not None
         attempt = delivery.begin(self.clock.now())
         self.store.changed(delivery)
-        lane = self._lanes.setdefault(delivery.endpoint.id, _Lane())
-        task = self._loop.create_task(self._send(delivery, attempt, lane.slots))
+        task = self._loop.create_task(self._send(delivery, attempt, self._lane(delivery.endpoint.id).slots))
         self._attempts[delivery.id] = task
         task.add_done_callback(lambda done: self._forget(delivery.id, done))
         return task
