@@ -4,8 +4,11 @@
     python bench/rest.py --round-trips 5000 --concurrency 16 --repeats 5
     python bench/rest.py --profile /tmp/mockglot.prof   # cProfile the mockglot server while it is loaded
 
-Each server runs in its own process (`python bench/rest.py serve mockglot|bare`), with identical uvicorn
-options (one worker, access log off, log level warning, uvloop/httptools when installed). This process is the
+Each server runs in its own process (`python bench/rest.py serve mockglot|bare`) under the same uvicorn Config,
+the one `mockglot serve` runs with (`mockglot.transport.uvicorn_config`: its HTTP protocol, which gathers a
+turn's writes, and its limits), with access log off and log level warning; uvloop/httptools when installed.
+`--transport uvicorn` serves both under uvicorn's own defaults instead (the baseline of the figures before
+2026-12-04 13:00 UTC). This process is the
 client: `--concurrency` asyncio workers, each with one keep-alive HTTP/1.1 connection written by hand so the
 client costs far less than the servers and the ratio measures the servers, not httpx.
 
@@ -41,6 +44,7 @@ import uvicorn
 
 BODY = json.dumps({"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}).encode()
 GOAL = 0.5
+TRANSPORTS = ("mockglot", "uvicorn")  # mockglot.transport.uvicorn_config, or uvicorn's defaults
 
 
 # --- the servers ------------------------------------------------------------------------------------------
@@ -64,7 +68,10 @@ def mockglot_app():
     return create_app(Settings())
 
 
-def serve(which: str, profile: str | None) -> None:
+def serve(which: str, profile: str | None, transport: str) -> None:
+    from mockglot.settings import Settings
+    from mockglot.transport import uvicorn_config
+
     app = mockglot_app() if which == "mockglot" else bare_app()
     # IPPROTO_TCP, so that asyncio sets TCP_NODELAY on each accepted socket as uvloop does anyway (a socket
     # made without it has proto 0, and asyncio leaves Nagle on); set on the listener too, which Linux copies
@@ -74,7 +81,11 @@ def serve(which: str, profile: str | None) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)  # before the port is announced: the client may connect before uvicorn is up
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_ping_interval=None)
+    options: dict[str, object] = {"log_level": "warning", "access_log": False}
+    if transport == "mockglot":
+        config = uvicorn_config(app, Settings(), **options)
+    else:
+        config = uvicorn.Config(app, lifespan="on", ws_ping_interval=None, **options)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
 
@@ -92,8 +103,9 @@ def serve(which: str, profile: str | None) -> None:
 
 
 class Process:
-    def __init__(self, which: str, profile: str | None = None) -> None:
-        command = [sys.executable, __file__, "serve", which] + (["--profile", profile] if profile else [])
+    def __init__(self, which: str, profile: str | None = None, transport: str = "mockglot") -> None:
+        command = [sys.executable, __file__, "serve", which, "--transport", transport]
+        command += ["--profile", profile] if profile else []
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("PORT "):
@@ -218,7 +230,10 @@ def pinned_cpus(pin: bool) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> Result:
-    servers = {"bare": Process("bare"), "mockglot": Process("mockglot", args.profile)}
+    servers = {
+        "bare": Process("bare", transport=args.transport),
+        "mockglot": Process("mockglot", args.profile, args.transport),
+    }
     if args.cpus is not None:
         os.sched_setaffinity(0, {args.cpus[0]})
         for server in servers.values():
@@ -254,7 +269,7 @@ def report(args: argparse.Namespace, result: Result) -> str:
         f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, "
         f"{platform.platform()}, Python {platform.python_version()}",
         f"command: python bench/rest.py --round-trips {args.round_trips} --concurrency {args.concurrency} "
-        f"--repeats {args.repeats}",
+        f"--repeats {args.repeats} --transport {args.transport}",
         "pinned: " + (f"client on CPU {args.cpus[0]}, servers on CPU {args.cpus[1]}" if args.cpus else "no"),
         f"round trips/s          bare: {series(result.rate['bare'])}",
         f"                   mockglot: {series(result.rate['mockglot'])}",
@@ -277,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="rest.py serve")
         parser.add_argument("which", choices=["mockglot", "bare"])
         parser.add_argument("--profile")
+        parser.add_argument("--transport", choices=TRANSPORTS, default="mockglot")
         args = parser.parse_args(argv[1:])
-        serve(args.which, args.profile)
+        serve(args.which, args.profile, args.transport)
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--round-trips", type=int, default=3000)
@@ -286,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--profile", help="cProfile the mockglot server into this file")
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default="mockglot", help="whose uvicorn Config both servers run under"
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="leave CPU placement to the scheduler")
     args = parser.parse_args(argv)
     args.cpus = pinned_cpus(args.pin)

@@ -190,29 +190,24 @@ def echo_app() -> Any:
 
 
 def serve_echo(port: int) -> int:
-    """Serve the echo the way `mockglot serve` serves mockglot: a bound socket, uvicorn, and the same WebSocket
-    transport (`mockglot.transport.uvicorn_config`'s): uvicorn's websockets-sansio protocol, no WS pings, the
-    same message size limit, and no permessage-deflate. With uvicorn's defaults the echo accepted the load
-    generator's deflate offer, which mockglot refuses, and spent CPU compressing that mockglot never does."""
+    """Serve the echo the way `mockglot serve` serves mockglot: a bound socket, and uvicorn under the same Config
+    (`mockglot.transport.uvicorn_config`): its HTTP protocol (writes gathered per loop turn), uvicorn's
+    websockets-sansio protocol, no WS pings, the same message size limit, and no permessage-deflate. With
+    uvicorn's defaults the echo accepted the load generator's deflate offer, which mockglot refuses, and spent
+    CPU compressing that mockglot never does."""
     import socket
 
     import uvicorn
 
     from mockglot.logs import uvicorn_log_config
-    from mockglot.transport import WS_MAX_BYTES
+    from mockglot.settings import Settings
+    from mockglot.transport import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     print(f"echo serving on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(
-        echo_app(),
-        log_config=uvicorn_log_config("text"),
-        ws="websockets-sansio",
-        ws_max_size=WS_MAX_BYTES,
-        ws_ping_interval=None,
-        ws_per_message_deflate=False,
-    )
+    config = uvicorn_config(echo_app(), Settings(), log_config=uvicorn_log_config("text"))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

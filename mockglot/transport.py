@@ -3,6 +3,9 @@
 uvicorn is the transport; a few of its defaults do not suit a server that lives for weeks and faces bad input,
 so mockglot's protocol classes adjust them:
 
+- Writes: a connection's writes (HTTP responses, and WebSocket frames after the upgrade) are gathered until
+  the event loop's turn has run and leave together (`mockglot.coalesce`): one write a response, and fewer
+  wake-ups of clients waiting on several connections.
 - HTTP: at most `max_connections` open sockets (past it a new socket is closed at once, with a warning), and a
   socket that has not sent a complete request head within `header_timeout` seconds is closed (uvicorn itself
   only times out idle keep-alive sockets between requests). Open sockets and the limit are in health. On
@@ -35,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors import Multiprocess
 
+from mockglot.coalesce import CoalescingTransport, TurnFlusher
 from mockglot.logs import RedactSecrets
 from mockglot.settings import Settings
 
@@ -89,9 +93,11 @@ class ConnectionGauge:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, with the connection limit and a deadline for each request head."""
+    """uvicorn's HTTP protocol, with the connection limit, a deadline for each request head, and writes gathered
+    per loop turn."""
 
     gauge: ConnectionGauge
+    flusher: TurnFlusher
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,7 +106,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         refuse = self.gauge.refuse()
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.flusher))
         if refuse:
             transport.close()
             return
@@ -177,11 +183,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
-    """The Config every mockglot server runs with (`mockglot serve`, the pytest plugin's thread)."""
+    """The Config every mockglot server runs with (`mockglot serve`, the pytest plugin's thread). Any ASGI app
+    runs under it: the benches serve their baselines the same way."""
     limit = settings.max_connections or default_max_connections()
     gauge = ConnectionGauge(limit, settings.header_timeout)
-    app.state.mockglot.connections = gauge
-    http = type("MockglotHttpProtocol", (HttpProtocol,), {"gauge": gauge})
+    if (state := getattr(getattr(app, "state", None), "mockglot", None)) is not None:
+        state.connections = gauge
+    http = type("MockglotHttpProtocol", (HttpProtocol,), {"gauge": gauge, "flusher": TurnFlusher()})
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
