@@ -29,7 +29,10 @@ _SECRET = re.compile(r"((?:sk|kst)_(?:live|test)_)[A-Za-z0-9]+")
 
 def redact_url(text: str) -> str:
     """`?token=kst_test_abc` -> `?token=kst_test_<redacted>`; `api_key=sk_...` -> `api_key=<redacted>`; any other
-    `sk_test_...` or `kst_live_...` -> its prefix and `<redacted>`."""
+    `sk_test_...` or `kst_live_...` -> its prefix and `<redacted>`. Text without a `=` or a key's prefix, as
+    nearly every access line's is, is returned as it is without running the expressions."""
+    if "=" not in text and "sk_" not in text and "kst_" not in text:
+        return text
 
     def hide(match: re.Match[str]) -> str:
         value = match.group(2)
@@ -39,10 +42,16 @@ def redact_url(text: str) -> str:
     return _SECRET.sub(r"\1<redacted>", _SECRET_IN_URL.sub(hide, text))
 
 
+_REDACTED = "mockglot_redacted"  # set on a record once redacted: a logger's and a handler's filter both see it
+
+
 class RedactSecrets(logging.Filter):
     """Redacts stream tokens and API keys in the URLs uvicorn logs (access lines, WebSocket accepts)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED, False):  # the logger's filter did it; this is the handler's
+            return True
+        setattr(record, _REDACTED, True)
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(redact_url(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.msg, str) and not record.args:

@@ -16,8 +16,11 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.sync.client import connect
 
+from mockglot.logs import redact_url
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +101,19 @@ def test_a_key_in_a_url_is_redacted_whatever_names_it():
     assert code == 0
     assert KEY not in log
     assert log.count("sk_test_<redacted>") == 3
+
+
+@given(
+    before=st.text(max_size=40),
+    kind=st.sampled_from(["sk_test_", "sk_live_", "kst_test_", "kst_live_"]),
+    secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=8, max_size=40),
+    after=st.text(alphabet=st.characters(blacklist_categories=("L", "N")), max_size=20),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_line_keeps_a_key_or_token_whatever_surrounds_it(before, kind, secret, after):
+    """The log filter's shortcut (a line with no `=` and no key prefix is left alone) never lets a secret by."""
+    assert f"{kind}{secret}" not in redact_url(f"{before}{kind}{secret}{after}")
+    assert f"token={secret}" not in redact_url(f"{before}?token={secret}&x=1")
 
 
 def test_sigterm_ends_live_streams_with_server_shutdown_and_exits_0():
