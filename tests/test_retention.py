@@ -156,6 +156,22 @@ def test_open_mode_remembers_a_bounded_number_of_keys(monkeypatch):
     assert store.get(keys[1]) is pinned and store.of("acme") == {keys[1]}
 
 
+async def test_a_reset_by_a_key_the_server_forgot_for_space_still_resets_its_sessions(app, make_client, monkeypatch):
+    """Open mode forgets the oldest keys past `MAX_SEEN_KEYS`, not their sessions: a reset by such a key must
+    still reach them (its organization is its own, derived from the key)."""
+    monkeypatch.setattr(auth, "MAX_SEEN_KEYS", 2)
+    state = app.state.mockglot
+    forgotten = new_key()
+    client, control = make_client(app, forgotten), make_client(app)
+    session = (await client.post("/v1/sessions", json=BODY)).json()
+    for _ in range(3):
+        assert (await make_client(app, new_key()).post("/v1/sessions", json=BODY)).status_code == 201
+    assert state.keys.get(forgotten) is None  # pushed out by the newer keys
+    reply = await control.post("/_mockglot/reset", json={"api_key": forgotten})
+    assert reply.json() == {"reset": "organization", "organization": auth.open_organization(forgotten)}
+    expect_error(await client.get(f"/v1/sessions/{session['id']}"), 404, "session_not_found")
+
+
 # --- journals ----------------------------------------------------------------------------------------------
 
 

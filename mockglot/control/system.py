@@ -40,10 +40,9 @@ async def reset(ctx: ControlContext) -> Reply:
             param="api_key",
         )
     if request.api_key is not None:
-        key = ctx.state.keys.get(request.api_key)
-        if key is None:
+        organization = ctx.state.keys.organization_of(request.api_key)
+        if organization is None:
             return Reply(200, wire.ResetResult(reset="organization", organization=None))
-        organization = key.organization
     ctx.state.reset(organization)
     return Reply(200, wire.ResetResult(reset="organization" if organization else "all", organization=organization))
 

@@ -179,6 +179,11 @@ def unknown_scopes_message(unknown: set[str]) -> str:
     return f"unknown scopes {sorted(unknown)}{advice}; known: {', '.join(SCOPES)}"
 
 
+def open_organization(secret: str) -> str:
+    """The organization an open-mode key is its own: derived from the key, so a forgotten key comes back to it."""
+    return "org_" + hashlib.sha256(secret.encode()).hexdigest()[:20]
+
+
 class KeyStore(SharedDocs):
     """Keys by secret and by organization (so one organization's reset costs only its own keys).
 
@@ -331,7 +336,7 @@ class KeyStore(SharedDocs):
         key = self._keys.get(secret)
         if key is None:
             environment: Environment = "live" if secret.startswith("sk_live_") else "test"
-            organization = "org_" + hashlib.sha256(secret.encode()).hexdigest()[:20]
+            organization = open_organization(secret)
             key = self._add(
                 ApiKey(
                     key=secret, organization=organization, environment=environment, balance=self.balance(organization)
@@ -341,6 +346,14 @@ class KeyStore(SharedDocs):
             while len(self._seen) > MAX_SEEN_KEYS:
                 self._forget(next(iter(self._seen)))
         return key
+
+    def organization_of(self, secret: str) -> str | None:
+        """The key's organization: a known key's, or in open mode the one a well-formed key is (or was, if the
+        store has forgotten it for space, while its sessions remain) its own; None for a key no organization has."""
+        key = self._keys.get(secret)
+        if key is not None:
+            return key.organization
+        return open_organization(secret) if self.open_mode and KEY_PATTERN.match(secret) else None
 
     def balance(self, organization: str) -> Balance:
         """The organization's shared credits (unlimited until configured)."""
