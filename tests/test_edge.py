@@ -197,6 +197,25 @@ async def test_a_request_held_by_a_latency_fault_is_in_flight_for_its_idempotenc
     assert (replayed.json()["id"], replayed.headers["idempotent-replayed"]) == (created.json()["id"], "true")
 
 
+async def test_a_held_request_across_a_reset_charges_the_new_balance(app, client, make_client, api_key):
+    """The reset forgets the key's record and balance while the request waits: the session it then makes is
+    charged to the organization as it is after the reset, where the client sees it."""
+    control = make_client(app)
+    rule = {"method": "POST", "path": "/v1/sessions", "latency_ms": 500, "times": 1}
+    assert (await control.post("/_mockglot/faults/rest", json=rule)).status_code == 201
+    held = asyncio.create_task(client.post("/v1/sessions", json=BASIC))
+    for _ in range(500):  # until the fault has fired (bounded: 5 s)
+        if app.state.mockglot.faults.all()[0].fired:
+            break
+        await asyncio.sleep(0.01)
+    assert (await control.post("/_mockglot/reset", json={"api_key": api_key})).status_code == 200
+    created = await held
+    assert created.status_code == 201
+    after = await client.get(f"/v1/sessions/{created.json()['id']}")
+    assert after.status_code == 200
+    assert after.headers["x-api-credits-used"] == "1"
+
+
 # --- secrets in the journal -------------------------------------------------------------------------------
 
 

@@ -142,6 +142,10 @@ class PublicEndpoint:
                 delay = scope.pop(DELAY_SCOPE_KEY)
                 if delay:
                     await state.coordinator.outside(asyncio.sleep(delay))
+                    # A reset meanwhile replaced the key's record and its organization's balance: serve and
+                    # charge the request as the key stands now.
+                    key = scope[KEY_SCOPE_KEY] = state.keys.authenticate(credentials_of(scope))
+                    key.require(self.required_scope)
             ctx = Context(state, key, request, body)
             reply = await self.handler(ctx)
             content = reply.body if reply.media_type else encode(reply.body)
