@@ -83,6 +83,7 @@ MAX_N = 1500
 GOAL_N = 300  # the issue's goal: at least this many concurrent real-time streams
 CPU_GOAL = 1.3  # and at most this much server CPU per stream-second as the echo's at the same N
 SERVERS = ("mockglot", "echo")
+MAX_CONNECTIONS = 4 * MAX_N  # both servers' --max-connections: the ladder measures CPU and lag, not the cap
 
 
 # --- the audio and what mockglot's VAD makes of it ------------------------------------------------------
@@ -207,7 +208,8 @@ def serve_echo(port: int) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     print(f"echo serving on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    config = uvicorn_config(echo_app(), Settings(), log_config=uvicorn_log_config("text"))
+    settings = Settings(max_connections=MAX_CONNECTIONS)
+    config = uvicorn_config(echo_app(), settings, log_config=uvicorn_log_config("text"))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
@@ -434,6 +436,7 @@ class Server:
         if kind == "mockglot":
             prefix = shlex.split(args.mockglot_command) if args.mockglot_command else [sys.executable, "-m", "mockglot"]
             self.command = [*prefix, "serve", "--port", "0", "--output-pace", args.output_pace]
+            self.command += ["--max-connections", str(MAX_CONNECTIONS)]
         else:
             self.command = [sys.executable, str(Path(__file__).resolve()), "--serve-echo", "0"]
         self.log = logdir / f"{kind}-{time.strftime('%H%M%S')}.log"
