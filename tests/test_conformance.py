@@ -99,6 +99,24 @@ def test_a_server_it_cannot_use_is_one_line_not_25_failures(capsys, argv, status
     assert out == "" and err.startswith(message) and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "status", "error"),
+    [
+        (["http://127.0.0.1:9"], 1, "cannot reach http://127.0.0.1:9: "),
+        (["localhost:8080"], 2, "the URL must start with http:// or https://"),
+    ],
+)  # fmt: skip
+def test_with_json_a_server_it_cannot_use_is_still_a_json_document(capsys, argv, status, error):
+    """`--json` printed nothing on stdout when the server was unreachable: a script parsing it got no document."""
+    from mockglot.cli import main
+
+    assert main(["conform", *argv, "--api-key", KEY, "--json"]) == status
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["ok"] is False and report["checks"] == [] and report["exit_code"] == status
+    assert report["error"].startswith(error) and err.startswith(f"mockglot conform: {error}")
+
+
 def test_a_check_prefix_that_names_no_check_is_refused_not_a_pass(live):
     """A typo in `--check` ran nothing and exited 0: a CI step that passed and checked nothing."""
     done = subprocess.run(

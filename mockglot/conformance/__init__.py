@@ -70,8 +70,12 @@ def main(args: argparse.Namespace) -> int:
     from mockglot.stream_cli import server_url
 
     url = server_url(args.url)  # `.../v1`, as a client's configuration holds it, is the same server
+
+    def refuse(message: str, status: int) -> int:
+        return _refuse(message, status, url if args.json else None)
+
     if not url.startswith(("http://", "https://")):
-        return _refuse(f"the URL must start with http:// or https://, not {args.url!r}", EXIT_USAGE)
+        return refuse(f"the URL must start with http:// or https://, not {args.url!r}", EXIT_USAGE)
     sources: list[Source] | None = None
     if args.only:
         sources = ["seed", *args.only] if "documented" in args.only else list(args.only)
@@ -79,11 +83,11 @@ def main(args: argparse.Namespace) -> int:
     prefixes = tuple(args.check or ())
     if unknown := [p for p in prefixes if not any(c.id.startswith(p) for c in CHECKS)]:
         groups = ", ".join(dict.fromkeys(c.id.split(".")[0] + "." for c in CHECKS))
-        return _refuse(f"no check id starts with {', '.join(map(repr, unknown))}; the checks are {groups}", EXIT_USAGE)
+        return refuse(f"no check id starts with {', '.join(map(repr, unknown))}; the checks are {groups}", EXIT_USAGE)
     try:
         httpx.get(url, timeout=10)
     except httpx.TransportError as exc:
-        return _refuse(f"cannot reach {url}: {exc or type(exc).__name__} (is the server running?)", EXIT_FAILED)
+        return refuse(f"cannot reach {url}: {exc or type(exc).__name__} (is the server running?)", EXIT_FAILED)
 
     def select(item: Check) -> bool:
         return not prefixes or item.id.startswith(prefixes)
@@ -103,6 +107,13 @@ def main(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILED
 
 
-def _refuse(message: str, status: int) -> int:
+def _refuse(message: str, status: int, json_for: str | None = None) -> int:
+    """One line on stderr; with `--json` (`json_for` the URL) also a JSON document on stdout saying so, for the
+    script that reads the report (keys as in the report's, no checks run)."""
     print(f"mockglot conform: {message}", file=sys.stderr)
+    if json_for is not None:
+        import msgspec
+
+        document = {"url": json_for, "ok": False, "error": message, "exit_code": status, "checks": []}
+        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
     return status
