@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import msgspec
+
 from mockglot.speech import codec
 from mockglot.wire import MALFORMED, MODES, WAV_RATES_HZ
 
@@ -32,6 +34,7 @@ WAVE_FORMAT_PCM, WAVE_FORMAT_MULAW, WAVE_FORMAT_EXTENSIBLE = 1, 7, 0xFFFE
 IDLE_TIMEOUT_SECONDS = 60.0  # no frame for this long: the server is stuck, give up
 AUDIO_GAP_SECONDS = 0.3  # no audio.output for this long (frames are 100 ms, paced at real time): the turn's ended
 NORMAL_CLOSE = 1000
+EXAMPLE_AGENT = """'{"system_prompt": "You take orders.", "voice": "nova"}'"""
 
 
 class CliError(Exception):
@@ -60,6 +63,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--target-language", help="the agent's language, e.g. en (default: auto-detect)")
     p.add_argument("--speaker", choices=["customer", "agent"], default="customer", help="who speaks in FILE")
     p.add_argument("--scenario", help="the session's scenario on mockglot (sent as metadata.mockglot_scenario)")
+    p.add_argument("--ai-agent", metavar="JSON",
+                   help=f"an ai_agent session's AI agent, the API's `ai_agent` object: {EXAMPLE_AGENT}")  # fmt: skip
+    p.add_argument("--agent-id", metavar="ID",
+                   help="instead of --ai-agent: a saved agent (agt_..., made with POST /v1/agents)")  # fmt: skip
     p.add_argument("--speed", choices=["realtime", "full"], default="realtime",
                    help="send at the pace of a call (default) or as fast as the socket takes it")  # fmt: skip
 
@@ -251,7 +258,25 @@ def print_transcript(transcript: dict[str, Any], out: TextIO) -> None:
 
 
 def session_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The create body. What the contract requires that the flags leave out is a usage error, before any request."""
     body: dict[str, Any] = {"mode": args.mode}
+    if args.ai_agent is not None:
+        try:
+            body["ai_agent"] = msgspec.json.decode(args.ai_agent)
+        except msgspec.DecodeError as exc:
+            raise CliError(
+                f"--ai-agent is not JSON ({exc}): give an object, e.g. {EXAMPLE_AGENT}", EXIT_USAGE
+            ) from None
+        if not isinstance(body["ai_agent"], dict):
+            raise CliError(f"--ai-agent must be a JSON object, e.g. {EXAMPLE_AGENT}", EXIT_USAGE)
+    if args.agent_id:
+        body["agent_id"] = args.agent_id
+    if args.mode == "ai_agent" and "ai_agent" not in body and "agent_id" not in body:
+        raise CliError(
+            f"--mode ai_agent needs its AI agent: --ai-agent {EXAMPLE_AGENT} (the API's `ai_agent` object), or "
+            "--agent-id agt_... (a saved agent)",
+            EXIT_USAGE,
+        )
     if args.source_language:
         body["source_language"] = args.source_language
     if args.target_language:
@@ -298,11 +323,11 @@ async def _receive(stream: Stream, printer: EventPrinter) -> None:
         raise CliError(f"no frame from the server for {IDLE_TIMEOUT_SECONDS:g} s; giving up") from None
 
 
-async def stream_file(args: argparse.Namespace, mulaw: bytes, out: TextIO) -> int:
+async def stream_file(args: argparse.Namespace, body: dict[str, Any], mulaw: bytes, out: TextIO) -> int:
     from mockglot.testing.client import Client
 
     async with Client(args.url, args.api_key) as client:
-        session = await client.create_session(**session_body(args))
+        session = await client.create_session(**body)
         seconds = len(mulaw) / codec.SAMPLE_RATE_HZ
         print(f"session  {session['id']} created; streaming {seconds:.1f} s of {args.speaker} audio "
               f"({args.speed})", file=out, flush=True)  # fmt: skip
@@ -336,7 +361,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out, err = out or sys.stdout, err or sys.stderr  # looked up now: callers (and pytest) may have replaced them
     try:
         mulaw = read_audio(Path(args.file))
-        return asyncio.run(stream_file(args, mulaw, out))
+        return asyncio.run(stream_file(args, session_body(args), mulaw, out))
     except CliError as exc:
         message, code = str(exc), exc.exit_code
     except KallglotError as exc:

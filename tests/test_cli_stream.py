@@ -16,7 +16,7 @@ from mockglot.control.sessions import wav as mulaw_wav
 from mockglot.settings import Settings
 from mockglot.speech import codec
 from mockglot.stream_cli import parse_wav
-from mockglot.testing.client import silence, tone, utterance
+from mockglot.testing.client import checked, silence, tone, utterance
 from mockglot.testing.server import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,6 +201,36 @@ def test_http_errors_exit_1_with_the_code_and_param(mockglot, capsys):
     )
     assert stream(mockglot, str(GERMAN_CALL), "--scenario", "nope") == 1
     assert "(param metadata.mockglot_scenario): Unknown scenario 'nope'" in capsys.readouterr().err
+
+
+AGENT = '{"system_prompt": "You take orders.", "voice": "nova"}'
+
+
+def test_ai_agent_mode_takes_its_agent_inline_or_saved(mockglot, capsys):
+    """`--mode ai_agent` could not pass the `ai_agent` the contract requires, so it always ended in a 422."""
+    saved = checked(mockglot.client.http.post("/v1/agents", json={"name": "orders", "system_prompt": "Take orders."}))
+    for flags in (["--ai-agent", AGENT], ["--agent-id", saved["id"]]):
+        assert stream(mockglot, str(GERMAN_CALL), "--mode", "ai_agent", *flags, "--speed", "full") == 0
+        out, err = capsys.readouterr()
+        assert err == ""
+        finals = [" ".join(line.split()[1:3]) for line in out.splitlines() if line.startswith("final")]
+        assert finals == ["customer #1", "agent #2", "customer #3", "agent #4"]  # the AI answers each customer turn
+    assert [s["mode"] for s in mockglot.sessions()] == ["ai_agent", "ai_agent"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], '--mode ai_agent needs its AI agent: --ai-agent \'{"system_prompt": '),
+        (["--ai-agent", "{system_prompt: x}"], "--ai-agent is not JSON (JSON is malformed: "),
+        (["--ai-agent", '"You take orders."'], '--ai-agent must be a JSON object, e.g. \'{"system_prompt": '),
+    ],
+)
+def test_ai_agent_mode_without_a_usable_agent_exits_2_before_any_request(mockglot, capsys, flags, message):
+    assert stream(mockglot, str(GERMAN_CALL), "--mode", "ai_agent", *flags) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"mockglot stream: {message}") and err.count("\n") == 1
+    assert mockglot.requests() == []
 
 
 def test_an_unreachable_server_or_a_bad_url_is_one_line_not_a_traceback(capsys):
