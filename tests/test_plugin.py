@@ -144,6 +144,31 @@ def test_the_marker_chooses_the_scenario_and_the_clock_is_given_back(user_projec
     result.stdout.fnmatch_lines(["*mockglot_scenario('no-such-scenario'): Unknown scenario*Known: *refund*"])
 
 
+def test_a_reseed_and_a_webhook_endpoint_for_every_key_are_undone_when_the_test_ends(user_project):
+    """Both are server-wide: the reset of the test's organization left the next tests a changed seed (other IDs
+    than their seed promised) and a global endpoint that got their events."""
+    user_project.makepyfile(
+        textwrap.dedent(
+            """
+            def test_changes_the_server(mockglot):
+                assert mockglot.control.get("/_mockglot/seed").json()["seed"] is None
+                assert mockglot.control.post("/_mockglot/seed", json={"seed": 7}).status_code == 200
+                for body in ({"url": "http://127.0.0.1:9/every-key"}, {"url": "http://127.0.0.1:9/own", "api_key":
+                             mockglot.api_key}, {"url": "http://127.0.0.1:9/org", "organization": "org_other"}):
+                    assert mockglot.control.post("/_mockglot/webhooks", json=body).status_code == 201
+                mockglot.fault(status=503, error_code="service_unavailable", api_key=None)
+
+            def test_starts_clean(mockglot):
+                assert mockglot.control.get("/_mockglot/seed").json()["seed"] is None
+                assert mockglot.control.get("/_mockglot/webhooks").json()["data"] == []
+                assert mockglot.control.get("/_mockglot/faults").json()["data"] == []
+                assert mockglot.client.create_session()["status"] == "created"
+            """
+        )
+    )
+    run(user_project).assert_outcomes(passed=2)
+
+
 def test_mockglot_url_uses_an_external_server_with_its_control_token(user_project, external):
     user_project.makepyfile(
         textwrap.dedent(

@@ -8,7 +8,9 @@ are invisible to every other test, other workers on a shared server included. Ev
 control plane, so they work the same against either server.
 
 The clock is the exception: it is server-wide. `mockglot.clock.advance()` moves time for everyone on that server
-(on a shared server, the other workers too); the fixture undoes its own clock changes when the test ends.
+(on a shared server, the other workers too); the fixture undoes its own clock changes when the test ends. So are
+the seed and webhook endpoints registered without an API key: the fixture puts back a seed the test changed and
+removes such endpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
 import pytest
 
 from mockglot.testing.client import Client, KallglotError, SharedTransport, SyncClient, bearer, checked, tls_context
@@ -252,9 +255,13 @@ class Mockglot:
         self.ws_url = server.ws_url
         self.headers = bearer(self.api_key)
         self.control = server.control_client()
+        self.control.event_hooks = {"request": [self._before_control], "response": [self._after_control]}
         self.clock = ServerClock(self.control)
         self._client: SyncClient | None = None
-        self._faults: list[str] = []  # armed for another key (or every key): the reset does not reach them
+        # What the test changed through `control` that its organization's reset does not reach, for `close`:
+        self._faults: list[str] = []  # armed faults (for another key, or every key)
+        self._webhooks: list[str] = []  # webhook endpoints registered without this test's key (every key's)
+        self._seed: tuple[int | None] | None = None  # the server's seed before the test's first reseed
         self.keep = False  # a failed test's sessions stay on the server, for the inspector
 
     @property
@@ -298,9 +305,24 @@ class Mockglot:
 
     def _arm(self, kind: str, rule: dict[str, Any]) -> dict[str, Any]:
         rule.setdefault("api_key", self.api_key)
-        record = checked(self.control.post(f"/_mockglot/faults/{kind}", json=rule))
-        self._faults.append(record["id"])
-        return record
+        return checked(self.control.post(f"/_mockglot/faults/{kind}", json=rule))  # disarmed by `close`
+
+    def _before_control(self, request: httpx.Request) -> None:
+        """Before the test's first reseed, note the seed it replaces (the seed is server-wide)."""
+        if self._seed is None and request.method == "POST" and request.url.path.endswith("/_mockglot/seed"):
+            self._seed = (checked(self.control.get("/_mockglot/seed"))["seed"],)
+
+    def _after_control(self, response: httpx.Response) -> None:
+        """Note the faults and the webhook endpoints for every key that the test made through `control`: they
+        would outlive the test (a global endpoint gets every later test's events)."""
+        request = response.request
+        if request.method != "POST" or response.status_code != 201:
+            return
+        path = request.url.path
+        if path.endswith(("/_mockglot/faults/rest", "/_mockglot/faults/stream")):
+            self._faults.append(_created_id(response))
+        elif path.endswith("/_mockglot/webhooks") and _json_field(request, "api_key") != self.api_key:
+            self._webhooks.append(_created_id(response))
 
     # what the server saw
 
@@ -394,18 +416,37 @@ class Mockglot:
         return "\n".join(lines)
 
     def close(self) -> None:
-        """Undo the test's clock moves, disarm its faults, forget its state (unless the test failed), close the
-        clients."""
+        """Undo the test's clock moves, disarm its faults, remove the webhook endpoints it registered for every
+        key, put back the seed it replaced, forget its state (unless the test failed), close the clients."""
         try:
             self.clock.undo()
             for fault_id in self._faults:
                 self.control.delete(f"/_mockglot/faults/{fault_id}")  # 404 when it already went: fine
+            for endpoint_id in self._webhooks:
+                self.control.delete(f"/_mockglot/webhooks/{endpoint_id}")  # likewise
+            if self._seed is not None:
+                self.control.post("/_mockglot/seed", json={"seed": self._seed[0]})
             if not self.keep:
                 self.reset()
         finally:
             if self._client is not None:
                 self._client.close()
             self.control.close()
+
+
+def _created_id(response: httpx.Response) -> str:
+    response.read()  # a response hook runs before the body is read
+    created: str = response.json()["id"]
+    return created
+
+
+def _json_field(request: httpx.Request, name: str) -> Any:
+    """A field of the request's JSON body, or None (a refused body never gets a 201)."""
+    try:
+        body = msgspec.json.decode(request.content)
+    except msgspec.DecodeError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
 
 
 def _frame_params(wait_for: int, type_: str | None, direction: str | None, timeout: float) -> dict[str, Any]:
@@ -450,7 +491,8 @@ def mockglot(mockglot_server: MockglotServer, request: pytest.FixtureRequest) ->
     """A fresh API key (its own organization) on the run's server, with control-plane helpers.
 
     The key is new (a counter and a random tail), so its organization starts empty without a reset; the one
-    teardown request forgets it (plus one per clock move to undo or fault to disarm).
+    teardown request forgets it (plus one per clock move to undo, fault to disarm, endpoint for every key to
+    remove, and one for a seed to put back).
     """
     helper = Mockglot(mockglot_server)
     try:
