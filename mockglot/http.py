@@ -5,6 +5,7 @@ error envelope.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -15,6 +16,7 @@ from starlette.responses import Response
 
 from mockglot.errors import ApiError
 from mockglot.state.auth import Credentials
+from mockglot.validation import malformed_json
 
 MAX_BODY_BYTES = 1024 * 1024  # the one request-body limit, for the public API and the control plane alike
 MAX_HEADER_BYTES = 16 * 1024  # all header names and values of one request (uvicorn's h11 limit: the same)
@@ -186,7 +188,10 @@ def decode_json(request: Request, body: bytes, *, required: bool) -> Any:
     try:
         value = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise ApiError("invalid_request", f"The request body is not valid JSON: {exc}.") from None
+        if body.startswith(codecs.BOM_UTF8) and not body.startswith(codecs.BOM_UTF8 * 2):
+            # RFC 8259 §8.1 lets a parser ignore a byte order mark; editors put one before a file sent with curl
+            return decode_json(request, body[len(codecs.BOM_UTF8) :], required=required)
+        raise ApiError("invalid_request", f"The request body is not valid JSON: {malformed_json(body, exc)}.") from None
     except RecursionError:
         raise ApiError("invalid_request", "The request body is nested too deeply to be a request.") from None
     if not isinstance(value, dict):

@@ -7,6 +7,7 @@ so strict mode can reject them and lenient mode can warn.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import re
@@ -264,3 +265,47 @@ def convert(value: Any, type_: type[T], *, strict: bool) -> tuple[T, list[str]]:
         return msgspec.convert(value, type_), unknown
     except msgspec.ValidationError as exc:
         raise error_from_validation(exc, value, type_) from None
+
+
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)  # one backslash escape: `\\` is one, not two starts
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def malformed_json(text: bytes | str, exc: msgspec.DecodeError) -> str:
+    """What is wrong with JSON text that msgspec refused, said so that it can be fixed: msgspec's own words mislead
+    for a few common mistakes (a gzip-compressed body or a byte order mark is an "invalid character (byte 0)", a
+    lone surrogate escape "truncated"). For the error path only: it reads the whole text."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if raw.startswith(GZIP_MAGIC):
+        return (
+            "it looks gzip-compressed (it starts with 1f 8b, gzip's magic number): send it as plain JSON, "
+            "without compressing it and without Content-Encoding"
+        )
+    if raw.startswith(codecs.BOM_UTF8):
+        return "it starts with a byte order mark (U+FEFF, bytes EF BB BF): send the JSON without it"
+    detail = str(exc)
+    if ("truncated" in detail or "surrogate" in detail) and (lone := _lone_surrogate(raw)) is not None:
+        return (
+            f"the escape {lone[0].decode()} (at byte {lone.start()}) is half of a UTF-16 surrogate pair, which is "
+            "no character on its own (a string cut inside a character such as an emoji leaves one): send whole "
+            "characters, as UTF-8 or escaped as both halves of the pair (\\ud83d\\ude00)"
+        )
+    return detail
+
+
+def _lone_surrogate(raw: bytes) -> re.Match[bytes] | None:
+    """The first `\\uD800`-`\\uDFFF` escape that is not half of an adjacent high-low pair, if any."""
+    high: re.Match[bytes] | None = None
+    for escape in _ESCAPE.finditer(raw):
+        code = int(escape[1], 16) if escape[1] else None
+        is_low = code is not None and 0xDC00 <= code <= 0xDFFF
+        if high is not None:
+            if is_low and escape.start() == high.end():
+                high = None
+                continue
+            return high
+        if code is not None and 0xD800 <= code <= 0xDBFF:
+            high = escape
+        elif is_low:
+            return escape
+    return high

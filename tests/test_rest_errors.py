@@ -7,6 +7,8 @@ Each test checks what a client branches on (status, `error.type`, `error.code`),
 from __future__ import annotations
 
 import asyncio
+import codecs
+import gzip
 
 import httpx
 import pytest
@@ -45,6 +47,35 @@ def expect_error(response: httpx.Response, status: int, code: str, param: str | 
 async def test_a_body_that_is_not_json(client, body):
     error = expect_error(await client.post("/v1/sessions", content=body, headers=JSON), 400, "invalid_request")
     assert "not valid JSON" in error["message"]
+
+
+async def test_a_gzip_compressed_body_is_named_as_such(server_client):
+    """It was "invalid character (byte 0)"."""
+    body = gzip.compress(b'{"mode": "bidirectional_translation"}')
+    response = await server_client.post("/v1/sessions", content=body, headers={**JSON, "Content-Encoding": "gzip"})
+    message = expect_error(response, 400, "invalid_request")["message"]
+    assert "looks gzip-compressed" in message and "send it as plain JSON" in message
+    assert "without Content-Encoding" in message and "byte 0" not in message
+
+
+async def test_a_leading_utf8_byte_order_mark_is_ignored(server_client):
+    """RFC 8259 §8.1 lets a parser ignore it; a file saved by a Windows editor and sent with curl has one."""
+    body = codecs.BOM_UTF8 + b'{"mode": "assistive_translation"}'
+    response = await server_client.post("/v1/sessions", content=body, headers=JSON)
+    assert response.status_code == 201, response.text
+    assert response.json()["mode"] == "assistive_translation"
+    response = await server_client.post("/v1/sessions", content=codecs.BOM_UTF8 + body, headers=JSON)
+    message = expect_error(response, 400, "invalid_request")["message"]  # one is a file's; two is a client's bug
+    assert "starts with a byte order mark" in message
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ud83d\\u0041", "\\ude00\\ud83d"])
+async def test_a_lone_surrogate_escape_is_named_not_called_truncated(server_client, escape):
+    body = b'{"mode": "bidirectional_translation", "metadata": {"note": "' + escape.encode() + b'"}}'
+    response = await server_client.post("/v1/sessions", content=body, headers=JSON)
+    message = expect_error(response, 400, "invalid_request")["message"]
+    assert f"the escape {escape[:6]} (at byte 60) is half of a UTF-16 surrogate pair" in message
+    assert "send whole characters" in message and "truncated" not in message
 
 
 @pytest.mark.parametrize(

@@ -207,6 +207,26 @@ async def test_binary_frame_is_invalid_message(client):
     await stream.ws.close()
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('\ufeff{"type": "ping"}', "starts with a byte order mark (U+FEFF"),  # a BOM names itself ("byte 0" did not)
+        ('{"type": "ping", "note": "\\ud83d"}', "the escape \\ud83d (at byte 26) is half of a UTF-16 surrogate pair"),
+        ('{"type": "ping", "note": "\\ude00x"}', "the escape \\ude00 (at byte 26) is half of a UTF-16 surrogate pair"),
+    ],
+)
+async def test_a_frame_with_a_bom_or_a_lone_surrogate_escape_is_told_what_is_wrong(client, text, says):
+    """They were "invalid character (byte 0)" and "Input data was truncated"."""
+    stream = await client.open_stream(await client.create_session())
+    await stream.until("session.ready")
+    await stream.ws.send(text)
+    error = (await stream.until("session.error"))["error"]
+    assert error["code"] == "invalid_message" and says in error["message"], error["message"]
+    await stream.send_json({"type": "ping"})
+    await stream.until("pong")
+    await stream.ws.close()
+
+
 async def test_duplicate_sequence_is_dropped_not_counted_twice(live, client):
     session = await client.create_session()
     stream = await client.open_stream(session)

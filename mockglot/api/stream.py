@@ -104,7 +104,9 @@ def parse_client_frame(text: str) -> wire.ClientFrame:
     try:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
-        raise ApiError("invalid_message", f"Frames must be JSON text: {exc}.") from None
+        raise ApiError(
+            "invalid_message", f"Frames must be JSON text: {validation.malformed_json(text, exc)}."
+        ) from None
     except RecursionError:
         raise _too_deep() from None
     if not isinstance(raw, dict):
