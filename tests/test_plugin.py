@@ -169,6 +169,25 @@ def test_a_reseed_and_a_webhook_endpoint_for_every_key_are_undone_when_the_test_
     run(user_project).assert_outcomes(passed=2)
 
 
+def test_a_clock_moved_with_a_plain_control_request_is_put_back_when_the_test_ends(user_project):
+    """The clock is server-wide: moved through `mockglot.control` rather than `mockglot.clock`, it stayed moved
+    for every later test (tokens expired, idle sessions ended)."""
+    user_project.makepyfile(
+        textwrap.dedent(
+            """
+            def test_moves_the_clock(mockglot):
+                assert mockglot.control.post("/_mockglot/clock", json={"advance": 3600}).status_code == 200
+                assert mockglot.control.post("/_mockglot/clock", json={"set": "2031-01-01"}).status_code == 200
+                mockglot.clock.advance(60)
+
+            def test_finds_it_as_it_was(mockglot):
+                assert abs(mockglot.control.get("/_mockglot/clock").json()["offset_seconds"]) < 1
+            """
+        )
+    )
+    run(user_project).assert_outcomes(passed=2)
+
+
 def test_mockglot_url_uses_an_external_server_with_its_control_token(user_project, external):
     user_project.makepyfile(
         textwrap.dedent(

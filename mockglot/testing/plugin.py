@@ -8,7 +8,8 @@ are invisible to every other test, other workers on a shared server included. Ev
 control plane, so they work the same against either server.
 
 The clock is the exception: it is server-wide. `mockglot.clock.advance()` moves time for everyone on that server
-(on a shared server, the other workers too); the fixture undoes its own clock changes when the test ends. So are
+(on a shared server, the other workers too); the fixture undoes its own clock changes when the test ends, made
+through `mockglot.clock` or a plain `mockglot.control.post("/_mockglot/clock", ...)` alike. So are
 the seed and webhook endpoints registered without an API key: the fixture puts back a seed the test changed and
 removes such endpoints.
 """
@@ -210,7 +211,7 @@ class ServerClock:
 
     def __init__(self, control: httpx.Client) -> None:
         self._control = control
-        self.moved = 0.0  # net seconds this test has moved the clock
+        self.moved = 0.0  # net seconds this test has moved the clock (through the fixture's `control`, any way)
 
     def _state(self, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if body is None:
@@ -222,24 +223,21 @@ class ServerClock:
 
     def advance(self, seconds: float) -> datetime:
         """Move time forward (or back, if negative); token expiry, idle end and idempotency follow at once."""
-        state = self._state({"advance": seconds})
-        self.moved += seconds
+        state = self._state({"advance": seconds})  # counted in `moved` by the fixture's control hooks
         return datetime.fromtimestamp(state["unix"], UTC)
 
     def set(self, when: datetime | str | float) -> datetime:
         """Jump to `when`: a datetime (naive means UTC), ISO-8601 text, or unix seconds."""
         if isinstance(when, datetime):
             when = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-        before = self._state()["offset_seconds"]
-        state = self._state({"set": when})
-        self.moved += state["offset_seconds"] - before
+        state = self._state({"set": when})  # counted in `moved` by the fixture's control hooks
         return datetime.fromtimestamp(state["unix"], UTC)
 
     def undo(self) -> None:
         """Take back this test's moves, and only them, so other tests' moves on a shared server stand."""
         if self.moved:
             self._state({"advance": -self.moved})
-            self.moved = 0.0
+        self.moved = 0.0
 
 
 class Mockglot:
@@ -262,6 +260,7 @@ class Mockglot:
         self._faults: list[str] = []  # armed faults (for another key, or every key)
         self._webhooks: list[str] = []  # webhook endpoints registered without this test's key (every key's)
         self._seed: tuple[int | None] | None = None  # the server's seed before the test's first reseed
+        self._offset = 0.0  # the clock's offset before the control request under way
         self.keep = False  # a failed test's sessions stay on the server, for the inspector
 
     @property
@@ -308,17 +307,27 @@ class Mockglot:
         return checked(self.control.post(f"/_mockglot/faults/{kind}", json=rule))  # disarmed by `close`
 
     def _before_control(self, request: httpx.Request) -> None:
-        """Before the test's first reseed, note the seed it replaces (the seed is server-wide)."""
-        if self._seed is None and request.method == "POST" and request.url.path.endswith("/_mockglot/seed"):
+        """Before the test's first reseed, note the seed it replaces; before a clock change, the clock's offset
+        (both are server-wide)."""
+        if request.method != "POST":
+            return
+        path = request.url.path
+        if path.endswith("/_mockglot/clock"):
+            self._offset = checked(self.control.get("/_mockglot/clock"))["offset_seconds"]
+        elif self._seed is None and path.endswith("/_mockglot/seed"):
             self._seed = (checked(self.control.get("/_mockglot/seed"))["seed"],)
 
     def _after_control(self, response: httpx.Response) -> None:
-        """Note the faults and the webhook endpoints for every key that the test made through `control`: they
-        would outlive the test (a global endpoint gets every later test's events)."""
+        """Note the clock moves, faults and webhook endpoints for every key that the test made through `control`:
+        they would outlive the test (a global endpoint gets every later test's events)."""
         request = response.request
+        path = request.url.path
+        if request.method == "POST" and path.endswith("/_mockglot/clock") and response.status_code == 200:
+            response.read()  # a response hook runs before the body is read
+            self.clock.moved += response.json()["offset_seconds"] - self._offset  # however the test moved it
+            return
         if request.method != "POST" or response.status_code != 201:
             return
-        path = request.url.path
         if path.endswith(("/_mockglot/faults/rest", "/_mockglot/faults/stream")):
             self._faults.append(_created_id(response))
         elif path.endswith("/_mockglot/webhooks") and _json_field(request, "api_key") != self.api_key:
