@@ -179,6 +179,23 @@ async def test_every_event_of_a_session_arrives_in_order_signed_with_the_rest_da
     assert [d["event"] for d in seen] == events
 
 
+async def test_the_stream_url_in_a_webhook_is_the_one_the_client_reached(ctl, live, key, webhook_receiver):
+    """Behind a port mapping or a proxy the server's own --host/--port are not what the client can reach: the
+    session's `stream.url` in its events is built from the origin it was created through, as REST's is."""
+    await register(ctl, webhook_receiver.url, api_key=key, events=["session.created"])
+    headers = {"Authorization": f"Bearer {key}", "Host": "mockglot.example:18080"}
+    async with httpx.AsyncClient(base_url=live.base_url, headers=headers) as client:
+        created = (
+            await client.post(
+                "/v1/sessions",
+                json={"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"},
+            )
+        ).json()
+    assert created["stream"]["url"].startswith("ws://mockglot.example:18080/v1/sessions/")
+    (request,) = await webhook_receiver.wait_async(1)
+    assert request.json()["data"] == created
+
+
 async def test_an_endpoint_gets_only_its_events_and_its_organization(ctl, api, live, key, webhook_receiver):
     await register(ctl, webhook_receiver.url, api_key=key, events=["session.ended"])
     async with Client(live.base_url, f"sk_test_{secrets.token_hex(10)}") as stranger:

@@ -126,8 +126,9 @@ async def create_session(ctx: Context) -> Reply:
     if engine == "vosk" and "mockglot_engine" in metadata:
         require_vosk_model(ctx, request.source_language or request.target_language)
     ctx.state.keys.charge(ctx.key)
-    record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine)
-    return Reply(201, render.session(record, record.token, ctx.origin("ws")))
+    origin = ctx.origin("ws")
+    record = ctx.state.sessions.create(ctx.key.owner, ctx.key.key, request, provider, scenario, engine, origin)
+    return Reply(201, render.session(record, record.token, origin))
 
 
 async def get_session(ctx: Context) -> Reply:

@@ -97,6 +97,7 @@ class SessionRecord(msgspec.Struct, gc=False):
     past_tokens: tuple[str, ...] = ()  # expired tokens still answering expired_token; forgotten with the session
     ended_wall: float = 0.0  # monotonic seconds at the end: what retention counts from
     retained_bytes: int = 0  # kept_bytes() when it ended: what it counts against the retention budget
+    origin: str = ""  # the WebSocket origin it was created through: webhooks' stream URL, as the client reaches it
     _journal: Journal | None = None
 
     @property
@@ -341,6 +342,7 @@ class SessionStore(SharedDocs):
         provider: Provider | None,
         scenario: str = "order-change",
         engine: str = "scripted",
+        origin: str = "",
     ) -> SessionRecord:
         now = self.clock.now()
         session_id = self.randomness.new_id("sess", "session", now, api_key)
@@ -357,6 +359,7 @@ class SessionStore(SharedDocs):
             token=self._new_token(session_id, owner, api_key, now),
             scenario=scenario,
             engine=engine,
+            origin=origin,
         )
         self._sessions[session_id] = self._live[session_id] = record
         self._by_org.setdefault(owner[0], {})[session_id] = record

@@ -154,7 +154,8 @@ class Dispatcher:
 
     @property
     def origin(self) -> str:
-        """The WebSocket origin for `stream.url` in session data: no request to learn it from, so the settings."""
+        """The WebSocket origin for `stream.url` in session data when the session does not say which one its
+        client reached (`SessionRecord.origin`): the settings'."""
         host = _WILDCARD_HOSTS.get(self.settings.host, self.settings.host)
         return f"ws://{f'[{host}]' if ':' in host else host}:{self.settings.port}"
 
@@ -187,7 +188,8 @@ class Dispatcher:
             return render.recording(event.resource)
         if event.type.startswith("analysis."):
             return render.analysis(event.resource)
-        session = render.session(record, record.token, self.origin)  # the token as it is: only a GET reissues
+        origin = record.origin or self.origin  # where its client reached it (a port mapping, a proxy), else ours
+        session = render.session(record, record.token, origin)  # the token as it is: only a GET reissues
         if event.type == "session.ended":  # (r2) plus `duration`, as the documentation's example shows
             return wire.EndedSession(**msgspec.structs.asdict(session), duration=record.duration_seconds(now))
         return session
