@@ -273,8 +273,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 def malformed_json(text: bytes | str, exc: msgspec.DecodeError) -> str:
     """What is wrong with JSON text that msgspec refused, said so that it can be fixed: msgspec's own words mislead
-    for a few common mistakes (a gzip-compressed body or a byte order mark is an "invalid character (byte 0)", a
-    lone surrogate escape "truncated"). For the error path only: it reads the whole text."""
+    for a few common mistakes (a gzip-compressed or UTF-16 body or a byte order mark is an "invalid character
+    (byte 0)", a lone surrogate escape "truncated"). For the error path only: it reads the whole text."""
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     if raw.startswith(GZIP_MAGIC):
         return (
@@ -283,6 +283,8 @@ def malformed_json(text: bytes | str, exc: msgspec.DecodeError) -> str:
         )
     if raw.startswith(codecs.BOM_UTF8):
         return "it starts with a byte order mark (U+FEFF, bytes EF BB BF): send the JSON without it"
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (len(raw) >= 2 and b"\x00" in raw[:2]):
+        return "it looks UTF-16 encoded (a zero byte beside each ASCII character): send JSON as UTF-8"
     detail = str(exc)
     if ("truncated" in detail or "surrogate" in detail) and (lone := _lone_surrogate(raw)) is not None:
         return (

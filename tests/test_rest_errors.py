@@ -58,6 +58,15 @@ async def test_a_gzip_compressed_body_is_named_as_such(server_client):
     assert "without Content-Encoding" in message and "byte 0" not in message
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+async def test_a_utf16_body_is_named_as_such(server_client, encoding):
+    """It was "invalid character (byte 0)" or msgspec's words for a stray byte (PowerShell writes UTF-16)."""
+    body = '{"mode": "assistive_translation"}'.encode(encoding)
+    response = await server_client.post("/v1/sessions", content=body, headers=JSON)
+    message = expect_error(response, 400, "invalid_request")["message"]
+    assert "looks UTF-16 encoded" in message and "send JSON as UTF-8" in message
+
+
 async def test_a_leading_utf8_byte_order_mark_is_ignored(server_client):
     """RFC 8259 §8.1 lets a parser ignore it; a file saved by a Windows editor and sent with curl has one."""
     body = codecs.BOM_UTF8 + b'{"mode": "assistive_translation"}'
