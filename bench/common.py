@@ -1,10 +1,12 @@
-"""What several benches share: stopping a server process, the dated load-average heading, in-process timings
-(ports: tests.ports)."""
+"""What several benches share: stopping a server process, the dated load-average heading, in-process timings,
+callgrind's instruction totals (ports: tests.ports)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import tempfile
 from datetime import UTC, datetime
 
 
@@ -31,3 +33,22 @@ def timings(command: list[str], runs: int, units: int) -> str:
         run = subprocess.run(command, check=True, capture_output=True, text=True)
         each.append(float(run.stdout.split()[-1]) / units * 1e6)
     return f"{min(each):6.1f} µs (best of {runs}; all: {', '.join(f'{v:.1f}' for v in each)})"
+
+
+def callgrind(name: str, keep: str | None) -> tuple[list[str], str]:
+    """The command prefix that runs a program under valgrind's callgrind, and the file its counts go to: in `keep`,
+    or a new temporary directory (the file is removed once read, unless kept)."""
+    out = os.path.join(keep or tempfile.mkdtemp(prefix="callgrind_"), f"callgrind.{name}")
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"], out
+
+
+def instructions(out: str, keep: str | None) -> int:
+    """The instructions a callgrind file counts in all."""
+    with open(out) as file:
+        text = file.read()
+    if not keep:
+        os.remove(out)
+    found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no totals in {out}")
+    return int(found.group(1))

@@ -35,7 +35,6 @@ import cProfile
 import json
 import os
 import pstats
-import re
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import heading, timings  # noqa: E402
+from bench.common import callgrind, heading, instructions, timings  # noqa: E402
 
 BODY = json.dumps({"mode": "bidirectional_translation", "source_language": "de", "target_language": "en"}).encode()
 KEYS = [f"sk_test_bench{index:016x}" for index in range(8)]
@@ -186,21 +185,10 @@ def callgrind_total(which: str, warmup: int, count: int, keep: str | None, redis
     """Instructions the whole process executes (valgrind's callgrind); `redis` is emptied first."""
     if redis is not None:
         redis.flush()
-    directory = keep or tempfile.mkdtemp(prefix="rest_instructions_")
-    out = os.path.join(directory, f"callgrind.{which}.{count}")
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}",
-        sys.executable,
-        __file__,
-        "inner",
-        which,
-        str(warmup),
-        str(count),
-    ]
+    valgrind, out = callgrind(f"{which}.{count}", keep)
+    command = [*valgrind, sys.executable, __file__, "inner", which, str(warmup), str(count)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return file_total(out, keep)
+    return instructions(out, keep)
 
 
 def uvicorn_total(which: str, warmup: int, count: int, keep: str | None) -> int:
@@ -209,9 +197,8 @@ def uvicorn_total(which: str, warmup: int, count: int, keep: str | None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import rest
 
-    directory = keep or tempfile.mkdtemp(prefix="rest_instructions_")
-    out = os.path.join(directory, f"callgrind.uvicorn.{which}.{count}")
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, rest.__file__]
+    valgrind, out = callgrind(f"uvicorn.{which}.{count}", keep)
+    command = [*valgrind, sys.executable, rest.__file__]
     server = subprocess.Popen(
         [*command, "serve", which], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -220,18 +207,7 @@ def uvicorn_total(which: str, warmup: int, count: int, keep: str | None) -> int:
     asyncio.run(rest.load(port, which, count, 8))
     server.stdin.close()  # type: ignore[union-attr]  # the server stops when its stdin closes
     server.wait()
-    return file_total(out, keep)
-
-
-def file_total(out: str, keep: str | None) -> int:
-    with open(out) as file:
-        text = file.read()
-    if not keep:
-        os.remove(out)
-    found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"no totals in {out}")
-    return int(found.group(1))
+    return instructions(out, keep)
 
 
 def main(argv: list[str] | None = None) -> int:

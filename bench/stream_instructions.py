@@ -34,7 +34,6 @@ import pstats
 import selectors
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -46,7 +45,7 @@ import rest_instructions  # noqa: E402  (the REST driver)
 import stream  # noqa: E402  (the load generator's frames and the echo)
 from rest_instructions import ASGI  # noqa: E402
 
-from bench.common import heading, timings  # noqa: E402
+from bench.common import callgrind, heading, instructions, timings  # noqa: E402
 
 APPS = ("mockglot", "echo")
 CREATE_BODY = json.dumps({"mode": "bidirectional_translation"}).encode()  # what the load generator creates
@@ -196,17 +195,11 @@ def inner_command(which: str, warmup: int, count: int, frames: int, *extra: str)
 
 def callgrind_total(which: str, warmup: int, count: int, frames: int, keep: str | None) -> tuple[int, str]:
     """Instructions the whole process executes (valgrind's callgrind), and what the app sent."""
-    directory = keep or tempfile.mkdtemp(prefix="stream_instructions_")
-    out = os.path.join(directory, f"callgrind.{which}.{count}")
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}",
-        *inner_command(which, warmup, count, frames),
-    ]
+    valgrind, out = callgrind(f"{which}.{count}", keep)
+    command = [*valgrind, *inner_command(which, warmup, count, frames)]
     run = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     sent = next(line[5:] for line in run.stdout.splitlines() if line.startswith("SENT "))
-    return rest_instructions.file_total(out, keep), sent
+    return instructions(out, keep), sent
 
 
 def main(argv: list[str] | None = None) -> int:
