@@ -174,6 +174,19 @@ def test_unseeded_draws_are_not_shared() -> None:
     assert b.randomness.seed == 5
 
 
+def test_a_seed_set_on_one_worker_makes_the_other_s_ids_follow_it_too() -> None:
+    """b drew IDs unseeded (its own stream, some drawn ahead); once a's seed reaches it, b's next IDs are the
+    seed's, as a fresh server with that seed makes them."""
+    a, b = server(None, worker="a"), server(None, worker="b")
+    b.randomness.new_id("sess", "session", T)
+    a.randomness.reseed(5)
+    replicate(a, b)
+    fresh = server(5, worker="c")
+    assert [b.randomness.new_id("sess", "session", T) for _ in range(3)] == [
+        fresh.randomness.new_id("sess", "session", T) for _ in range(3)
+    ]
+
+
 # --- rate limits ------------------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ class Randomness(SharedDocs):
         self.tracker: DocTracker | None = None  # shared between workers: `seed`, `scope:S`, `purpose:P`
         self._worker = ""
         self._drawn: dict[str, list[str]] = {}  # purpose -> random parts of IDs drawn ahead (`_random_part`)
+        self._unseeded: set[str] = set()  # purposes whose stream was made without a seed (never shared)
 
     # --- shared between workers (see state/replica.py) ---------------------------------------------------
 
@@ -73,6 +74,10 @@ class Randomness(SharedDocs):
         kind, _, name = doc.partition(":")
         if kind == "seed":
             self.seed = None if data is None else _SEED_DECODER.decode(data)
+            for unseeded in self._unseeded:  # another worker's reseed: this one's draws follow the seed too
+                self._streams.pop(unseeded, None)
+            self._unseeded.clear()
+            self._drawn.clear()
         elif kind == "scope":
             if data is None:
                 self._scoped.pop(name, None)
@@ -110,6 +115,7 @@ class Randomness(SharedDocs):
         self._touch_all()
         self.seed = seed
         self._streams.clear()
+        self._unseeded.clear()
         self._drawn.clear()
         self._counters.clear()
         self._scoped.clear()
@@ -141,6 +147,7 @@ class Randomness(SharedDocs):
         if rng is None:
             if self.seed is None:
                 rng = random.Random(secrets.randbits(128))
+                self._unseeded.add(purpose)
             else:
                 local = self.tracker is not None and purpose in WORKER_PURPOSES
                 salt = f":{self._worker}" if local else ""
@@ -178,7 +185,7 @@ class Randomness(SharedDocs):
         bytes is the same bytes, in the same order, as DRAWN_AHEAD draws of 16 (`randbytes` fills from the
         lowest 32-bit word up), so seeded IDs do not change; it costs an ID a list pop instead of five calls."""
         rng = self.stream(purpose)
-        if self.tracker is not None and purpose not in WORKER_PURPOSES:
+        if self.tracker is not None and self.seed is not None and purpose not in WORKER_PURPOSES:
             return rng.randbytes(16).translate(_BYTE_TO_CHARACTER).decode()
         text = rng.randbytes(16 * DRAWN_AHEAD).translate(_BYTE_TO_CHARACTER).decode()
         self._drawn[purpose] = [text[at : at + 16] for at in range(16 * (DRAWN_AHEAD - 1), 0, -16)]  # popped last first
