@@ -389,7 +389,11 @@ class RedisCoordinator:
         if batch is None:
             return
         if self._sending is None and self._batch is batch:
-            await self._send_next()
+            # Sent after one turn of the event loop, not now: the requests that arrived with this one run their
+            # holds first and share its commit (as the coalesced responses share a write).
+            await asyncio.sleep(0)
+            if self._sending is None and self._batch is batch:
+                await self._send_next()
         await asyncio.shield(batch.done)
 
     async def outside(self, waiting: Awaitable[T]) -> T:

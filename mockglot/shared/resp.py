@@ -98,10 +98,11 @@ class Connection:
         if protocol is None or protocol.lost:
             protocol = await self._connect()
         assert protocol.transport is not None
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
         protocol.waiting.append(waiter)
         protocol.transport.write(command)
-        timer = asyncio.get_running_loop().call_later(self.timeout, self._timed_out, protocol, waiter)
+        timer = loop.call_later(self.timeout, self._timed_out, protocol, waiter)
         try:
             return await waiter
         finally:
