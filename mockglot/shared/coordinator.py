@@ -16,7 +16,8 @@ at once. A holder asked lets go at the end of the request it runs, or at once wh
 requests a worker catches up when told (`mockglot:changed`), so streams it holds see faults armed elsewhere.
 
 Commits are grouped: a request's changes are staged when it ends and the worker's next request runs while they
-are saved; the requests that end meanwhile are saved together by the next commit. Each response waits for the
+are saved; the requests that end meanwhile are saved together by the next commit. A commit leaves one turn of
+the event loop after the hold that staged it, so requests that arrived together share it. Each response waits for the
 commit that holds its changes (or that holds what it may have read); a commit that fails fails every request
 staged after it too, and the worker reloads the state before serving again.
 
