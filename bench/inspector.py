@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     costs = publish_cost()
     print("per frame:", "; ".join(costs), flush=True)
     step_args = argparse.Namespace(
-        duration=args.duration, clients=args.clients, output_pace="realtime", compression="deflate",
+        duration=args.duration, clients=args.clients, output_pace="realtime",
         nice=args.nice, patience=args.patience, mockglot_command=None, timeline=False,
     )  # fmt: skip
     started = time.monotonic()

@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         args.parts.remove("compare")
     # What bench/stream.py's step reads of its arguments.
     args.nice = -10 if os.geteuid() == 0 else 0
-    args.output_pace, args.compression, args.clients, args.timeline = "realtime", "deflate", 2, False
+    args.output_pace, args.clients, args.timeline = "realtime", 2, False
     cpus = sorted(os.sched_getaffinity(0))
     args.all_cpus = set(cpus)
     args.server_cpus = {cpus[-1]} if len(cpus) >= 2 else None

@@ -8,7 +8,9 @@ mockglot (`python -m mockglot serve --port 0 --output-pace realtime`, scripted e
 bare Starlette WebSocket echo endpoint served by uvicorn with the same options and WebSocket transport
 (`--serve-echo PORT`, below), so the CPU ratio measures mockglot's own work. `--interleave --repeats R` runs
 both servers at each N in turn, R rounds in alternating order, and reports each round's CPU ratio.
-The calls come from separate load-generator processes (`--worker`, 2 by default), each one asyncio loop.
+The calls come from separate load-generator processes (`--worker`, 2 by default), each one uvloop event loop
+with a WebSocket client of its own (`Call`, an asyncio Protocol: no extensions offered, every frame's bytes built
+once per process, sends from timer callbacks), so that the load generator costs far less CPU than the servers.
 Servers and load generators run at a raised priority in sessions of their own (`--nice`), and each step first
 waits for the rest of the machine to be quiet; what other processes used meanwhile is measured and shown.
 
@@ -38,6 +40,8 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import gc
+import hashlib
 import json
 import math
 import os
@@ -52,10 +56,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -112,6 +117,10 @@ class Schedule:
 
     end_frames: list[int]  # utterance u's final is caused by frame end_frames[u]
     partial_frames: list[list[int]]  # utterance u's p-th partial (0-based) by frame partial_frames[u][p]
+    final_frames: list[list[int]] = field(init=False)  # end_frames as partial_frames' kind of table
+
+    def __post_init__(self) -> None:
+        self.final_frames = [[k] for k in self.end_frames]
 
 
 def vad_schedule(frames: int) -> Schedule:
@@ -194,8 +203,8 @@ def serve_echo(port: int) -> int:
     """Serve the echo the way `mockglot serve` serves mockglot: a bound socket, and uvicorn under the same Config
     (`mockglot.transport.uvicorn_config`): its HTTP protocol (writes gathered per loop turn), uvicorn's
     websockets-sansio protocol, no WS pings, the same message size limit, and no permessage-deflate. With
-    uvicorn's defaults the echo accepted the load generator's deflate offer, which mockglot refuses, and spent
-    CPU compressing that mockglot never does."""
+    uvicorn's defaults the echo accepted a client's deflate offer (the load generator made one while it was built
+    on `websockets`), which mockglot refuses, and spent CPU compressing that mockglot never does."""
     import socket
 
     import uvicorn
@@ -233,110 +242,293 @@ class CallResult:
     failure: str | None = None
 
 
-class Call:
-    def __init__(
-        self, kind: str, schedule: Schedule, frames: int, payloads: tuple[str, str], compression: str | None
-    ) -> None:
+# The WebSocket client is written here (RFC 6455, only what these calls need) rather than taken from `websockets`:
+# that library cost the load generator 0.5-0.9 ms of CPU per stream-second, about as much as mockglot spends, and on
+# two cores that left too little for the servers being measured.
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x8, 0x9, 0xA
+CLOSE_NORMAL = struct.pack("!H", 1000)
+DECODE = msgspec.json.Decoder(Frame).decode
+
+
+def client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
+    """One whole client frame, masked with the all-zero key.
+
+    A client must mask its frames (RFC 6455 5.3); XOR with a zero key leaves the payload as it is, so a frame's
+    bytes are the same for every call and are built once per process. A fixed key is fine here: a server unmasks
+    whatever key a frame carries, and the key only guards caching proxies against script in a browser choosing
+    the bytes on the wire; this load generator talks straight to a local server, through no proxy."""
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    return head + b"\0\0\0\0" + payload
+
+
+@dataclass
+class Script:
+    """What every call of a process sends, as bytes on the wire, built once."""
+
+    audio: list[bytes]  # frame k's `audio.input` (sequence k + 1)
+    ping: bytes
+    end: bytes  # `session.end`
+    close: bytes  # a close frame, 1000
+
+    @classmethod
+    def build(cls, frames: int) -> Script:
+        tone = base64.b64encode(tone_frame()).decode()
+        silence = base64.b64encode(SILENCE_FRAME).decode()
+        audio = [client_frame(audio_json(k + 1, tone if is_tone(k) else silence).encode()) for k in range(frames)]
+        return cls(
+            audio=audio,
+            ping=client_frame(b'{"type":"ping"}'),
+            end=client_frame(b'{"type":"session.end"}'),
+            close=client_frame(CLOSE_NORMAL, OP_CLOSE),
+        )
+
+
+class Call(asyncio.Protocol):
+    """One call, as its socket's protocol: no coroutine per frame. Its frames leave from timer callbacks, each
+    scheduling the next; the server's frames are parsed in `data_received`, where they arrived."""
+
+    def __init__(self, kind: str, schedule: Schedule, script: Script) -> None:
         self.kind = kind
-        self.compression = compression
         self.schedule = schedule
-        self.frames = frames
-        self.payloads = payloads
-        self.ws: Any = None
+        self.script = script
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
         self.start = 0.0
         self.result = CallResult()
         self.pings: deque[float] = deque()
         self.utterance = 0
         self.partials_in_utterance = 0
+        self.key = base64.b64encode(os.urandom(16)).decode()
+        self.upgraded = False
+        self.buffer = bytearray()  # what has arrived of a frame (or of the upgrade response) not yet whole
+        self.fragments: bytearray | None = None  # a fragmented message so far (uvicorn sends none, but may)
+        self.close_sent = False
+        self.hung_up = False  # the socket is closing or closed: read no further
+        self.opened: asyncio.Future[None] = self.loop.create_future()  # upgraded and, from mockglot, ready
+        self.sent: asyncio.Future[None] = self.loop.create_future()  # the last frame (or the socket gone first)
+        self.closed: asyncio.Future[None] = self.loop.create_future()  # the socket is gone
 
     def due(self, k: int) -> float:
         return self.start + k * FRAME_MS / 1000
 
-    async def connect(self, http: Any, base_url: str) -> None:
-        from websockets.asyncio.client import connect
+    # --- setup -----------------------------------------------------------------------------------------
 
+    async def connect(self, http: Any, base_url: str) -> None:
+        """Create a session over REST, connect and upgrade, and for mockglot wait for `session.ready`."""
         response = await http.post(f"{base_url}/v1/sessions", json={"mode": "bidirectional_translation"})
         response.raise_for_status()
         stream = response.json()["stream"]
-        self.ws = await connect(
-            f"{stream['url']}?token={stream['token']}",
-            max_size=None,
-            ping_interval=None,
-            open_timeout=30,
-            compression=self.compression,
+        url = urllib.parse.urlsplit(stream["url"])
+        await asyncio.wait_for(self.loop.create_connection(lambda: self, url.hostname, url.port or 80), 30)
+        assert self.transport is not None
+        self.transport.write(
+            f"GET {url.path}?token={stream['token']} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n"
+            "User-Agent: mockglot-bench\r\n\r\n".encode()
         )
-        if self.kind == "mockglot":
-            first = json.loads(await asyncio.wait_for(self.ws.recv(), 30))
-            if first.get("type") != "session.ready":
-                raise RuntimeError(f"expected session.ready, got {first.get('type')}")
+        try:
+            await asyncio.wait_for(self.opened, 30)
+        except BaseException:
+            self.transport.abort()
+            raise
+
+    def _upgrade(self) -> bool:
+        """Read the upgrade response from the buffer, once whole; whether it is."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = self.buffer[:end].decode("latin-1")
+        del self.buffer[: end + 4]
+        status, *lines = head.split("\r\n")
+        accept = base64.b64encode(hashlib.sha1((self.key + WS_GUID).encode()).digest()).decode()
+        fields = (line.partition(":") for line in lines)
+        accepted = any(
+            name.strip().lower() == "sec-websocket-accept" and value.strip() == accept for name, _, value in fields
+        )
+        if status.split()[1:2] != ["101"] or not accepted:
+            raise RuntimeError(f"upgrade refused: {status}")
+        self.upgraded = True
+        if self.kind != "mockglot" and not self.opened.done():
+            self.opened.set_result(None)
+        return True
+
+    # --- sending ---------------------------------------------------------------------------------------
 
     async def run(self, start: float) -> None:
         self.start = start
-        reader = asyncio.create_task(self.read())
-        try:
-            await self.send()
-        except Exception as exc:
-            self.result.failure = f"send: {type(exc).__name__}: {exc}"
+        self.loop.call_later(max(self.due(0) - time.monotonic(), 0), self._send, 0)
+        await self.sent
         if self.kind == "echo":
             await asyncio.sleep(0.5)  # the last echoes
-            await self.ws.close()
+            self._write(self.script.close)
+            self.close_sent = True
         try:
-            await asyncio.wait_for(reader, END_TIMEOUT_S)
+            await asyncio.wait_for(self.closed, END_TIMEOUT_S)
         except Exception as exc:
             self.result.failure = self.result.failure or f"end: {type(exc).__name__}: {exc}"
+            self._hang_up(abort=True)
         self.result.expected_finals = len(self.schedule.end_frames) if self.kind == "mockglot" else 0
 
-    async def send(self) -> None:
-        tone, silence = self.payloads
-        ws = self.ws
+    def _send(self, k: int) -> None:
+        """Send frame k (and its ping), then any frames already due; schedule the next one not yet due."""
+        transport = self.transport
+        audio = self.script.audio
         late = self.result.late_send
-        for k in range(self.frames):
+        while True:
+            if transport is None or transport.is_closing():
+                self.result.failure = self.result.failure or "send: the connection closed"
+                break
             due = self.due(k)
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
             late.append((due, (time.monotonic() - due) * 1000))
-            await ws.send(audio_json(k + 1, tone if is_tone(k) else silence))
+            transport.write(audio[k])
             if k % PING_EVERY == PING_EVERY - 1:
                 self.pings.append(due)
-                await ws.send('{"type":"ping"}')
-        if self.kind == "mockglot":
-            await ws.send('{"type":"session.end"}')
+                transport.write(self.script.ping)
+            k += 1
+            if k == len(audio):
+                if self.kind == "mockglot":
+                    transport.write(self.script.end)
+                break
+            wait = self.due(k) - time.monotonic()
+            if wait > 0:
+                self.loop.call_later(wait, self._send, k)
+                return
+        if not self.sent.done():
+            self.sent.set_result(None)
 
-    async def read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
-        decode = msgspec.json.Decoder(Frame).decode
-        result = self.result
+    def _hang_up(self, abort: bool = False) -> None:
+        """Close the socket (`abort`: at once, unsent data dropped); nothing more is read."""
+        self.hung_up = True
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+    # --- receiving -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The end of the call, or a failure in setup (a frame due after it fails the call: `_send`)."""
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"connection lost: {exc}"))
+        self.hung_up = True
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()  # one arrival time for everything that came in this read
         try:
-            while True:
-                raw = await self.ws.recv(decode=False)
-                now = time.monotonic()
-                frame = decode(raw)
-                kind = frame.type
-                if kind in ("pong", "ping"):  # the echo sends our ping back
-                    due = self.pings.popleft()
-                    result.ping_lag.append((due, (now - due) * 1000))
-                elif kind == "audio.input":
-                    due = self.due(frame.sequence - 1)
-                    result.event_lag.append((due, (now - due) * 1000))
-                elif kind == "transcript.partial":
-                    result.partials += 1
-                    self._event(now, self.schedule.partial_frames, self.partials_in_utterance)
-                    self.partials_in_utterance += 1
-                elif kind == "transcript.final":
-                    result.finals += 1
-                    self._event(now, [[k] for k in self.schedule.end_frames], 0)
-                    self.utterance += 1
-                    self.partials_in_utterance = 0
-                elif kind == "audio.output":
-                    result.audio_out += 1
-                elif kind == "session.error":
-                    result.errors += 1
-                elif kind == "session.ended":
-                    result.ended = True
-        except ConnectionClosed:
+            if self.buffer or not self.upgraded:  # the rest of a frame, or of the upgrade response
+                self.buffer += data
+                if self.upgraded or self._upgrade():
+                    del self.buffer[: self._frames(self.buffer, now)]
+            else:  # the usual case: whole frames, read where they arrived
+                used = self._frames(data, now)
+                if used < len(data):
+                    self.buffer += memoryview(data)[used:]
+        except Exception as exc:
+            if not self.opened.done():
+                self.opened.set_exception(exc)
+            self.result.failure = self.result.failure or f"read: {type(exc).__name__}: {exc}"
+            self._hang_up(abort=True)
+
+    def _frames(self, data: bytes | bytearray, now: float) -> int:
+        """Handle every whole frame at the start of `data`; the number of bytes they take. Payloads are views of
+        `data`, which must not outlive this call (a bytearray cannot be resized while one does)."""
+        size, at = len(data), 0
+        with memoryview(data) as view:
+            while size - at >= 2 and not self.hung_up:
+                first, length = data[at], data[at + 1]
+                if length > 125:
+                    if length & 0x80:
+                        raise RuntimeError("the server masked a frame")
+                    if length == 126:
+                        if size - at < 4:
+                            break
+                        length, head = data[at + 2] << 8 | data[at + 3], 4
+                    else:
+                        if size - at < 10:
+                            break
+                        length, head = int.from_bytes(view[at + 2 : at + 10]), 10
+                else:
+                    head = 2
+                end = at + head + length
+                if end > size:
+                    break
+                if first == 0x80 | OP_TEXT:  # a whole text message: all uvicorn sends but the close
+                    self._message(view[at + head : end], now)
+                else:
+                    self._frame(first, view[at + head : end], now)
+                at = end
+        return size if self.hung_up else at  # hung up: whatever follows is not read
+
+    def _frame(self, first: int, payload: memoryview, now: float) -> None:
+        opcode = first & 0x0F
+        if opcode == OP_CLOSE:
+            if not self.close_sent:  # answer with the same code, then hang up
+                self._write(client_frame(payload[:2].tobytes(), OP_CLOSE))
+                self.close_sent = True
+            self._hang_up()
+        elif opcode == OP_PING:
+            self._write(client_frame(payload.tobytes(), OP_PONG))
+        elif opcode == OP_PONG:
             pass
+        elif first & 0x80 and opcode != OP_CONT:  # a whole message in one frame
+            self._message(payload, now)
+        else:
+            if opcode != OP_CONT:
+                self.fragments = bytearray()
+            assert self.fragments is not None
+            self.fragments += payload
+            if first & 0x80:
+                message, self.fragments = self.fragments, None
+                self._message(message, now)
+
+    def _message(self, payload: memoryview | bytearray, now: float) -> None:
+        frame = DECODE(payload)
+        kind = frame.type
+        result = self.result
+        if not self.opened.done():  # mockglot's first message
+            if kind == "session.ready":
+                self.opened.set_result(None)
+            else:
+                self.opened.set_exception(RuntimeError(f"expected session.ready, got {kind}"))
+        elif kind in ("pong", "ping"):  # the echo sends our ping back
+            due = self.pings.popleft()
+            result.ping_lag.append((due, (now - due) * 1000))
+        elif kind == "audio.input":
+            due = self.due(frame.sequence - 1)
+            result.event_lag.append((due, (now - due) * 1000))
+        elif kind == "transcript.partial":
+            result.partials += 1
+            partials = self.schedule.partial_frames
+            self._event(now, partials, self.partials_in_utterance)
+            self.partials_in_utterance += 1
+        elif kind == "transcript.final":
+            result.finals += 1
+            self._event(now, self.schedule.final_frames, 0)
+            self.utterance += 1
+            self.partials_in_utterance = 0
+        elif kind == "audio.output":
+            result.audio_out += 1
+        elif kind == "session.error":
+            result.errors += 1
+        elif kind == "session.ended":
+            result.ended = True
 
     def _event(self, now: float, table: list[list[int]], index: int) -> None:
         if self.utterance < len(table) and index < len(table[self.utterance]):
@@ -356,10 +548,8 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
 
     frames = int(args.duration * 1000 / FRAME_MS)
     schedule = vad_schedule(frames)
-    tone = base64.b64encode(tone_frame()).decode()
-    silence = base64.b64encode(SILENCE_FRAME).decode()
-    compression = None if args.compression == "none" else args.compression
-    calls = [Call(args.kind, schedule, frames, (tone, silence), compression) for _ in range(args.sessions)]
+    script = Script.build(frames)
+    calls = [Call(args.kind, schedule, script) for _ in range(args.sessions)]
     limit = asyncio.Semaphore(SETUP_CONCURRENCY)
     failures: list[str] = []
     async with httpx.AsyncClient(
@@ -383,11 +573,17 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     t0 = float(line.split()[1])
     rng = random.Random(args.seed)
+    # No garbage collection while the calls stream: they make no garbage that needs it, and the collector would
+    # walk the lists of lags as they grow.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     cpu0 = cpu_seconds()
     wall0 = time.monotonic()
     await asyncio.gather(*(c.run(t0 + rng.uniform(0, STAGGER_S)) for c in ready))
     cpu = cpu_seconds() - cpu0
     wall = time.monotonic() - wall0
+    gc.enable()
     results = [c.result for c in ready]
     return {
         "connected": len(ready),
@@ -602,7 +798,7 @@ def run_step(
             command = [
                 sys.executable, str(Path(__file__).resolve()), "--worker", "--kind", kind,
                 "--base-url", server.base_url, "--sessions", str(share), "--duration", str(duration),
-                "--seed", str(1000 * n + index), "--compression", args.compression,
+                "--seed", str(1000 * n + index),
                 "--result-file", str(logdir / f"result-{kind}-{n}-{index}.json"),
             ]  # fmt: skip
             procs.append(
@@ -844,8 +1040,9 @@ def report(steps: list[Step], args: argparse.Namespace, command: str, elapsed: f
         "its translation as paced `audio.output`). Echo: a bare Starlette WebSocket echo under uvicorn with "
         "mockglot's WebSocket transport (websockets-sansio, no WS pings, no permessage-deflate). Each server is a "
         "fresh process per step. Load generator: "
-        f"{args.clients} separate process(es), asyncio + uvloop + `websockets`, permessage-deflate offered: "
-        f"{args.compression}. Servers and load generators run at niceness {args.nice} in their own sessions "
+        f"{args.clients} separate process(es), each a uvloop event loop with a hand-written WebSocket client "
+        "(no extensions offered, frames built once per process). Servers and load generators run at niceness "
+        f"{args.nice} in their own sessions "
         "(autogroups), so that other work on the machine takes little of the CPU a step needs. Pinned: "
         + (
             f"servers on CPU {sorted(args.server_cpus)}, load generators on {sorted(args.client_cpus)}."
@@ -996,12 +1193,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds of audio per call (default 20, quick 8)")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--output-pace", choices=["realtime", "instant"], default="realtime")
-    parser.add_argument(
-        "--compression",
-        choices=["deflate", "none"],
-        default="deflate",
-        help="what the load generator offers (default deflate, as `websockets` and mockglot's own client do)",
-    )
     parser.add_argument(
         "--long-check",
         type=float,
