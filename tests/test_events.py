@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from mockglot.settings import Settings
-from mockglot.state.feed import SUBSCRIBER_QUEUE_EVENTS, Feed, Filter
+from mockglot.state.feed import SUBSCRIBER_QUEUE_EVENTS, Feed, Filter, RelayedEvent
 from mockglot.testing.client import Client, tone
 from mockglot.testing.server import ServerThread
 from tests.checks import expect_error
@@ -303,3 +303,16 @@ async def test_a_frame_with_line_breaks_stays_one_event(server, http):
     ping = next(m for m in messages if m["data"]["data"]["frame_type"] == "ping")
     assert ping["data"]["data"]["frame"] == {"type": "ping"}
     assert messages[-1]["data"]["data"]["frame"] == "not json\nat all"
+
+
+def test_an_event_another_worker_tells_twice_is_kept_once() -> None:
+    """A worker that starts watching is sent the others' backlogs, which may hold events it already has."""
+    feed = Feed(lambda: 0.0)
+    feed.publish("session.created", "sess_1", "org_1", None, {"id": "sess_1"})
+    relayed = RelayedEvent.of(feed.backlog[0])
+    other = Feed(lambda: 0.0)
+    other.publish("session.created", "sess_2", "org_1", None, {"id": "sess_2"})
+    for _ in range(2):
+        other.receive(relayed, "worker-a")
+    assert [(event.session_id, event.origin) for event in other.backlog] == [("sess_2", None), ("sess_1", "worker-a")]
+    assert [event.session_id for event in other.own()] == ["sess_2"]

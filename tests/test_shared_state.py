@@ -322,6 +322,33 @@ def test_the_inspector_feed_on_one_worker_shows_what_happens_on_the_other(pair: 
     assert "session.created" in seen  # created on B, told by A's event stream
 
 
+def test_the_feed_is_relayed_only_while_an_inspector_is_open(pair: list[ServerThread], redis: str) -> None:
+    """Relaying every frame to every worker cost a fifth of two workers' CPU (bench/RESULTS.md): while no inspector
+    is open nothing crosses Redis; once one opens on A, B's events reach it, the ones from before it opened too."""
+    import redis as redis_py
+
+    a, b = pair
+    with redis_py.Redis.from_url(redis) as client, client.pubsub() as listener, httpx.Client(timeout=10) as http:
+        listener.subscribe("mockglot:feed")
+        listener.get_message(timeout=1)  # the subscription's confirmation
+        before = http.post(f"{b.base_url}/v1/sessions", json=BODY, headers=auth()).json()["id"]
+        time.sleep(0.3)  # (B relays every 20 ms when it relays at all)
+        assert listener.get_message(timeout=0.2) is None, "B relayed its feed while nobody watched"
+        seen: set[str] = set()
+        after = ""
+        with http.stream("GET", f"{a.base_url}/_mockglot/events") as events:
+            for line in events.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event["type"] == "session.created":
+                        seen.add(event["session_id"])
+                if before in seen and not after:  # B's past arrived: now something new on B
+                    after = http.post(f"{b.base_url}/v1/sessions", json=BODY, headers=auth()).json()["id"]
+                if after in seen:
+                    break
+    assert {before, after} <= seen
+
+
 # --- the lock's lease: kept by the worker that last held it, handed over when another asks -------------------
 
 

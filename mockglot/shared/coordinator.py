@@ -279,6 +279,9 @@ class RedisCoordinator:
         self._stopping = False
         self._workers: list[str] = []  # the other workers, as of the last heartbeat
         self._relayed: list[FeedEvent] = []  # this worker's feed events, not yet told to the others
+        self._watchers: dict[str, float] = {}  # other workers whose inspector is open -> when they last said so
+        self._resend = False  # a worker began watching: tell it this worker's backlog
+        self._announcing: asyncio.Task[None] | None = None
 
     # --- keys -----------------------------------------------------------------------------------------
 
@@ -312,13 +315,13 @@ class RedisCoordinator:
             _COMMIT_SCRIPT, [keys(k) for k in ("lock", "ver", "log", "docs", "floor", "changed")]
         )
         self._pubsub = self._redis.pubsub()
-        channels = (f"w:{self.worker}", f"r:{self.worker}", f"l:{self.worker}", "changed", "feed")
+        channels = (f"w:{self.worker}", f"r:{self.worker}", f"l:{self.worker}", "changed", "feed", "watch")
         await self._pubsub.subscribe(*(self._key(channel) for channel in channels))  # before the lock is held
         async with self.hold():  # loads what is there (or fills an empty Redis with this worker's copy)
             pass
         self._listening = True
         await self._heartbeat()
-        await self._redis.publish(self._key("changed"), self.worker)  # here: the others relay their feed to it
+        self.state.feed.watching = self._watching
         self._tasks = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._flush_forever()),
@@ -692,8 +695,18 @@ class RedisCoordinator:
         return any(tracker.unsaved() for _, _, tracker in self._stores if tracker is not None)
 
     def _relay_to_others(self, relaying: bool) -> None:
-        """Whether another live worker shows the feed: only then does each of this worker's events come here."""
+        """Whether another live worker's inspector is open: only then is each of this worker's events told."""
         self.state.feed.relay = self._relay if relaying else None
+
+    def _watching(self) -> None:
+        """This worker's inspector was opened: the others tell it their backlogs, then their events."""
+        if self._announcing is None or self._announcing.done():
+            self._announcing = asyncio.create_task(self._announce(first=True))
+
+    async def _announce(self, first: bool) -> None:
+        assert self._redis is not None
+        with contextlib.suppress(Exception):
+            await self._redis.publish(self._key("watch"), f"{self.worker}|{'1' if first else '0'}")
 
     def _relay(self, event: FeedEvent) -> None:
         if len(self._relayed) < MAX_RELAYED:
@@ -704,9 +717,13 @@ class RedisCoordinator:
         assert self._redis is not None
         while True:
             await asyncio.sleep(FEED_RELAY_SECONDS)
-            if not self._relayed:
+            if self._resend:  # (what waits to be relayed is in the backlog too)
+                self._resend, self._relayed = False, []
+                events = self.state.feed.own()
+            elif self._relayed:
+                events, self._relayed = self._relayed, []
+            else:
                 continue
-            events, self._relayed = self._relayed, []
             message = msgspec.msgpack.encode((self.worker, [RelayedEvent.of(event) for event in events]))
             with contextlib.suppress(Exception):
                 await self._redis.publish(self._key("feed"), message)
@@ -728,7 +745,11 @@ class RedisCoordinator:
             listening = await self._redis.pubsub_numsub(*(self._key(f"w:{worker}") for worker in others))
             dead |= {worker for worker, (_, count) in zip(others, listening, strict=True) if not count}
         self._dead = dead - {self.worker}
-        self._relay_to_others(any(worker not in self._dead for worker in others))
+        if self.state.feed.subscribers:
+            await self._announce(first=False)
+        stale = time.monotonic() - WORKER_TIMEOUT_SECONDS
+        self._watchers = {w: at for w, at in self._watchers.items() if at > stale and w not in self._dead}
+        self._relay_to_others(bool(self._watchers))
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -754,6 +775,7 @@ class RedisCoordinator:
         assert self._pubsub is not None
         requests, replies = self._key(f"w:{self.worker}").encode(), self._key(f"r:{self.worker}").encode()
         feed, let_go = self._key("feed").encode(), self._key(f"l:{self.worker}").encode()
+        watch = self._key("watch").encode()
         while not self._stopping:
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -779,7 +801,13 @@ class RedisCoordinator:
                     sender, events = msgspec.msgpack.decode(data, type=tuple[str, list[RelayedEvent]])
                     if sender != self.worker:
                         for event in events:
-                            self.state.feed.receive(event)
+                            self.state.feed.receive(event, sender)
+                elif channel == watch:
+                    watcher, _, first = data.decode().partition("|")
+                    if watcher != self.worker:
+                        self._watchers[watcher] = time.monotonic()
+                        self._relay_to_others(True)
+                        self._resend = self._resend or first == "1"
                 elif channel == let_go:
                     self._asked_to_let_go(data)
                 elif channel == replies:
@@ -787,8 +815,7 @@ class RedisCoordinator:
                     waiter = self._waiting.pop(answer.id, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(answer)
-                elif data != self.worker.encode():  # `changed`: another worker saved, or started
-                    self._relay_to_others(True)
+                elif data != self.worker.encode():  # `changed`: another worker saved
                     self._catch_up_due.set()
             except Exception:  # a message this worker cannot read must not stop it listening
                 log.exception("a message from another worker could not be handled")

@@ -6,7 +6,8 @@ journal already holds, requests as their request-journal entry), so a server nob
 nothing. Every event goes into a bounded backlog (`BACKLOG_EVENTS`) so a client that reconnects with
 `Last-Event-ID` misses nothing that is still in it. Each subscriber has a bounded queue
 (`SUBSCRIBER_QUEUE_EVENTS`): a consumer that falls behind loses the oldest events and is told so (a `lagged`
-event), and never slows a stream or a request down.
+event), and never slows a stream or a request down. With several workers, a worker's events are relayed to the
+others only while one of them has a subscriber (`relay`, `watching`, `receive`; see mockglot/shared/coordinator.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mockglot.state.requests import RequestEntry
 BACKLOG_EVENTS = 2048
 SUBSCRIBER_QUEUE_EVENTS = 1024
 MAX_SUBSCRIBERS = 64
+RECEIVED_REMEMBERED = 2 * BACKLOG_EVENTS  # other workers' events known by their number there, against repeats
 FEED_FRAME_CHARS = 16 * 1024  # of a frame's text the feed keeps: a full backlog stays under ~32 MiB
 
 
@@ -57,6 +59,8 @@ class FeedEvent(msgspec.Struct, gc=False):
     key: str | None  # redacted
     key_hash: str | None
     data: Any
+    origin: str | None = None  # the worker it happened on, when another (relayed here)
+    origin_id: int = 0  # its number there
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,9 @@ class Feed:
         self.last_id = 0
         self.backlog: deque[FeedEvent] = deque(maxlen=BACKLOG_EVENTS)
         self._subscribers: list[Subscription] = []
-        self.relay: Callable[[FeedEvent], None] | None = None  # with several workers: tells the others
+        self.relay: Callable[[FeedEvent], None] | None = None  # with several workers, while one watches: tells it
+        self.watching: Callable[[], None] | None = None  # with several workers: told of the first subscriber
+        self._received: dict[tuple[str, int], None] = {}  # relayed events kept, by origin (in arrival order)
 
     @property
     def subscribers(self) -> int:
@@ -152,15 +158,26 @@ class Feed:
         for subscriber in self._subscribers:
             subscriber.offer(event)
 
-    def receive(self, relayed: RelayedEvent) -> None:
-        """Another worker's event (`relayed`): numbered here, so `Last-Event-ID` works against this worker."""
+    def receive(self, relayed: RelayedEvent, origin: str) -> None:
+        """Another worker's event (`relayed`): numbered here, so `Last-Event-ID` works against this worker. One
+        told again (a worker sends its backlog to a worker that starts watching) is kept once."""
+        seen = (origin, relayed.origin_id)
+        if seen in self._received:
+            return
+        self._received[seen] = None
+        if len(self._received) > RECEIVED_REMEMBERED:
+            del self._received[next(iter(self._received))]
         self.last_id = next(self._ids)
         self._add(
             FeedEvent(
                 self.last_id, relayed.type, relayed.at, relayed.session_id, relayed.organization, relayed.key,
-                relayed.key_hash, msgspec.Raw(relayed.data),
+                relayed.key_hash, msgspec.Raw(relayed.data), origin, relayed.origin_id,
             )
         )  # fmt: skip
+
+    def own(self) -> list[FeedEvent]:
+        """The events in the backlog that happened here (for a worker that starts watching)."""
+        return [event for event in self.backlog if event.origin is None]
 
     def subscribe(self, filter: Filter, last_id: int | None = None) -> tuple[Subscription, bool]:
         """A subscription, first filled with the backlog after `last_id`; the flag says events after `last_id`
@@ -175,6 +192,8 @@ class Feed:
             for event in self._since(last_id):
                 subscription.offer(event)
         self._subscribers.append(subscription)
+        if len(self._subscribers) == 1 and self.watching is not None:
+            self.watching()
         return subscription, gap
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -195,11 +214,14 @@ class RelayedEvent(msgspec.Struct, array_like=True):
     key: str | None
     key_hash: str | None
     data: bytes  # JSON (a frame's data holds raw JSON, which only JSON can carry as it is)
+    origin_id: int  # its number on the worker it happened on
 
     @classmethod
     def of(cls, event: FeedEvent) -> RelayedEvent:
         data = msgspec.json.encode(_data(event.data))
-        return cls(event.type, event.at, event.session_id, event.organization, event.key, event.key_hash, data)
+        return cls(
+            event.type, event.at, event.session_id, event.organization, event.key, event.key_hash, data, event.id
+        )
 
 
 def encode(event: FeedEvent) -> bytes:
