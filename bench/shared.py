@@ -15,6 +15,8 @@ worker buys, each measured side by side in one run, interleaved.
    (both on Redis), climbing a ladder of N in lockstep. Nothing is pinned: with 2 cores, two workers and the
    load generator share them. So each step also reports server CPU per stream-second per worker, Redis's,
    and the load generator's, and the capacity ratio is given both as measured and as projected per core.
+   `--core-per-worker` accounts for the load generator's CPU by giving each variant its own share of the
+   machine: 1 worker with its load generator and Redis on one core, 2 workers with theirs on two.
 4. compare: the in-memory default here against another checkout (`--compare-to DIR`, e.g. a worktree of the
    commit before the shared state), REST round trips and streams as in 1 and 2.
 
@@ -272,22 +274,30 @@ def cost_part(
 
 
 def workers_part(redis: Redis, args: argparse.Namespace, logdir: Path) -> list[str]:
-    """--workers 1 against --workers 2 on Redis, unpinned, climbing `args.ladder` in lockstep until each fails."""
+    """--workers 1 against --workers 2 on Redis, climbing `args.ladder` in lockstep until each fails: unpinned, or
+    (`--core-per-worker`) each variant with as many cores as workers, its load generator and Redis on them too."""
     variants = [Variant("redis, 1 worker", redis.url, 1), Variant("redis, 2 workers", redis.url, 2)]
     pinned = args.server_cpus, args.client_cpus
-    # Every CPU, said outright: this process runs pinned to the client's CPU, and a child left alone inherits that.
-    args.server_cpus = args.client_cpus = args.all_cpus
+
+    def cpus(variant: Variant) -> set[int]:
+        # Every CPU, said outright: this process runs pinned to the client's CPU, and a child inherits that.
+        return set(sorted(args.all_cpus)[-variant.workers :]) if args.core_per_worker else args.all_cpus
+
     steps: dict[str, list[tuple[stream.Step, float]]] = {v.label: [] for v in variants}
     climbing = list(variants)
     try:
         for index, n in enumerate(args.ladder):
             for variant in climbing if index % 2 == 0 else climbing[::-1]:
+                args.server_cpus = args.client_cpus = cpus(variant)
+                os.sched_setaffinity(redis.pid, cpus(variant))
                 steps[variant.label].append(stream_step(variant, n, redis, args, logdir))
             climbing = [v for v in climbing if steps[v.label][-1][0].passed]
             if not climbing:
                 break
     finally:
         args.server_cpus, args.client_cpus = pinned
+        if pinned[0]:
+            os.sched_setaffinity(redis.pid, pinned[0])
     lines = [
         "| server | N | p99 lag ping / event (ms) | late send p99 (ms) | server CPU (all workers) "
         "| server CPU / stream-s | redis-server CPU (/ stream-s) | load-gen CPU (/ stream-s) | other CPU | result |",
@@ -309,10 +319,14 @@ def workers_part(redis: Redis, args: argparse.Namespace, logdir: Path) -> list[s
             )
     one, two = (best.get(v.label, 0) for v in variants)
     lines.append("")
+    where = (
+        "each variant on as many cores as it has workers, its load generator and Redis with it"
+        if args.core_per_worker
+        else "on this machine's cores, unpinned, the load generator on the same cores"
+    )
     lines.append(
         f"- Largest N with p99 < 100 ms (ladder {', '.join(map(str, args.ladder))}): 1 worker **{one}**, "
-        f"2 workers **{two}**: measured ratio **{two / one if one else float('nan'):.2f}** on this 2-core machine, "
-        "the load generator on the same two cores"
+        f"2 workers **{two}**: measured ratio **{two / one if one else float('nan'):.2f}**, {where}"
     )
     # Projections from CPU per stream-second (ms per second of one call) at the largest N both passed (a failed
     # step is one starved of CPU, its figures not the server's): capacity is the CPU available over the CPU a
@@ -370,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of audio per call (default 12)")
     parser.add_argument(
         "--ladder", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200, 300, 400, 500, 600, 800]
+    )
+    parser.add_argument(
+        "--core-per-worker",
+        action="store_true",
+        help="part 3: 1 worker on one core and 2 on two, each with its load generator and Redis on the same cores",
     )
     parser.add_argument("--compare-to", type=Path, metavar="DIR", help="part 4: the other checkout")
     parser.add_argument("--patience", type=float, default=10.0, help="seconds to wait for a quiet machine per step")
