@@ -284,13 +284,22 @@ def workers_part(redis: Redis, args: argparse.Namespace, logdir: Path) -> list[s
         return set(sorted(args.all_cpus)[-variant.workers :]) if args.core_per_worker else args.all_cpus
 
     steps: dict[str, list[tuple[stream.Step, float]]] = {v.label: [] for v in variants}
+    redis_cpu: dict[int, float] = {}  # each step's (by id) Redis CPU
     climbing = list(variants)
     try:
         for index, n in enumerate(args.ladder):
             for variant in climbing if index % 2 == 0 else climbing[::-1]:
                 args.server_cpus = args.client_cpus = cpus(variant)
                 os.sched_setaffinity(redis.pid, cpus(variant))
-                steps[variant.label].append(stream_step(variant, n, redis, args, logdir))
+
+                def measure(variant: Variant = variant, n: int = n) -> stream.Step:
+                    step, redis_cpu[id(step)] = stream_step(variant, n, redis, args, logdir)
+                    return step
+
+                # A failed step runs once more, whatever else the machine did: near the limit one stall of the
+                # machine decides the p99, and the limit is what this part measures (alike for both variants).
+                step = stream.rerun_if_noisy(measure, 0.0)
+                steps[variant.label].append((step, redis_cpu[id(step)]))
             climbing = [v for v in climbing if steps[v.label][-1][0].passed]
             if not climbing:
                 break
