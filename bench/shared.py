@@ -298,7 +298,7 @@ def workers_part(redis: Redis, args: argparse.Namespace, logdir: Path) -> list[s
 
                 # A failed step runs once more, whatever else the machine did: near the limit one stall of the
                 # machine decides the p99, and the limit is what this part measures (alike for both variants).
-                step = stream.rerun_if_noisy(measure, 0.0)
+                step = stream.rerun_if_noisy(measure, None)
                 steps[variant.label].append((step, redis_cpu[id(step)]))
             climbing = [v for v in climbing if steps[v.label][-1][0].passed]
             if not climbing:
