@@ -804,10 +804,10 @@ class RedisCoordinator:
                             self.state.feed.receive(event, sender)
                 elif channel == watch:
                     watcher, _, first = data.decode().partition("|")
-                    if watcher != self.worker:
+                    if watcher != self.worker:  # new to it (opened, or this worker just started): its backlog
+                        self._resend = self._resend or first == "1" or watcher not in self._watchers
                         self._watchers[watcher] = time.monotonic()
                         self._relay_to_others(True)
-                        self._resend = self._resend or first == "1"
                 elif channel == let_go:
                     self._asked_to_let_go(data)
                 elif channel == replies:
