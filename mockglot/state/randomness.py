@@ -180,10 +180,11 @@ class Randomness(SharedDocs):
         return _time_text(now_ms) + self._random_part(purpose)
 
     def _random_part(self, purpose: str) -> str:
-        """The 16 random characters of an ID. Where nobody else sees the purpose's stream (one worker, or a
-        purpose each worker draws alone: request IDs), `DRAWN_AHEAD` at a time: one draw of 16 × DRAWN_AHEAD
-        bytes is the same bytes, in the same order, as DRAWN_AHEAD draws of 16 (`randbytes` fills from the
-        lowest 32-bit word up), so seeded IDs do not change; it costs an ID a list pop instead of five calls."""
+        """The 16 random characters of an ID. Where nobody else sees the purpose's stream (one worker, a purpose
+        each worker draws alone: request IDs, or any purpose while unseeded), `DRAWN_AHEAD` at a time: one draw
+        of 16 × DRAWN_AHEAD bytes is the same bytes, in the same order, as DRAWN_AHEAD draws of 16 (`randbytes`
+        fills from the lowest 32-bit word up), so seeded IDs do not change; it costs an ID a list pop instead of
+        five calls."""
         rng = self.stream(purpose)
         if self.tracker is not None and self.seed is not None and purpose not in WORKER_PURPOSES:
             return rng.randbytes(16).translate(_BYTE_TO_CHARACTER).decode()
