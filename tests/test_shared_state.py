@@ -98,6 +98,27 @@ def test_a_provider_leg_dialed_on_both_workers_connects_once_and_disconnects_onc
             assert [d["event_type"] for d in found.json()["data"]] == legs
 
 
+def test_a_stream_token_reissued_on_one_worker_opens_the_stream_on_the_other(pair: list[ServerThread]) -> None:
+    """A GET after the token expired reissues it: the other worker must know the new token (and refuse none)."""
+    a, b = pair
+
+    async def scenario() -> tuple[str, str, dict[str, Any]]:
+        async with Client(a.base_url, KEY) as on_a:
+            session = await on_a.create_session(**BODY)
+            http = on_a.http
+            moved = await http.post(f"{a.base_url}/_mockglot/clock", json={"advance": 301})
+            assert moved.status_code == 200
+            fresh = (await http.get(f"{a.base_url}/v1/sessions/{session['id']}", headers=auth())).json()
+            stream = await on_a.open_stream(on(b.base_url, fresh), token=fresh["stream"]["token"])
+            ready = await stream.until("session.ready")
+            await http.post(f"{a.base_url}/_mockglot/clock", json={"reset": True})
+            return session["stream"]["token"], fresh["stream"]["token"], ready
+
+    old, new, ready = asyncio.run(scenario())
+    assert new != old
+    assert ready["type"] == "session.ready"
+
+
 def test_a_body_sent_in_chunks_is_read_whole_and_one_over_the_limit_is_refused(pair: list[ServerThread]) -> None:
     """A worker on shared state reads the body before it holds the state: in pieces as a client streams it."""
     a, b = pair

@@ -37,12 +37,14 @@ import contextlib
 import contextvars
 import functools
 import logging
+import operator
 import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from itertools import chain
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 
@@ -147,13 +149,13 @@ if epoch ~= ARGV[2] or since < floor then return {-3} end
 
 # KEYS: lock, ver, log, docs, floor, the `changed` channel. ARGV: token, worker, keep ('1': renew the lease,
 # else let the lock go), lease, how many of `changed`'s subscribers are this worker ('1' or '0'), markers..., '',
-# deleted..., '', (doc, data)... Other workers are told of a change (`changed`, naming this worker) by the same
-# script, when there are any. Returns the new version (or the current one when nothing changed), or -1 when the
-# lease was lost.
+# (doc, data or '' for a document that is gone)... Other workers are told of a change (`changed`, naming this
+# worker) by the same script, when there are any. Returns the new version (or the current one when nothing
+# changed), or -1 when the lease was lost.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local ver
-if #ARGV == 7 then
+if #ARGV == 6 then
   ver = tonumber(redis.call('GET', KEYS[2]) or '0')
 else
   ver = redis.call('INCR', KEYS[2])
@@ -164,14 +166,12 @@ else
     i = i + 1
   end
   i = i + 1
-  while ARGV[i] ~= '' do
-    redis.call('HDEL', KEYS[4], ARGV[i])
-    redis.call('ZADD', KEYS[3], ver, ARGV[i])
-    i = i + 1
-  end
-  i = i + 1
   while i < #ARGV do
-    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+    if ARGV[i + 1] == '' then
+      redis.call('HDEL', KEYS[4], ARGV[i])
+    else
+      redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+    end
     redis.call('ZADD', KEYS[3], ver, ARGV[i])
     i = i + 2
   end
@@ -233,12 +233,31 @@ class _Batch:
     """The changes of the holds that ended while the previous commit was on its way, saved by one commit; each
     of those holds waits for its answer."""
 
-    __slots__ = ("done", "keep", "token")
+    __slots__ = ("error", "keep", "settled", "token", "waiters")
 
     def __init__(self, token: str) -> None:
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.keep = True  # renew the lease; False: let the lock go
         self.token = token  # the lock's value it was staged under
+        self.settled = False  # answered: saved, or failed with `error`
+        self.error: Unavailable | None = None
+        self.waiters: list[asyncio.Future[None]] = []  # one each: a waiter cancelled leaves the others waiting
+
+    async def wait(self) -> None:
+        """Until the commit is answered; Unavailable when it failed."""
+        if not self.settled:
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            await waiter
+        if self.error is not None:
+            raise self.error
+
+    def settle(self, error: Unavailable | None = None) -> None:
+        if self.settled:
+            return
+        self.settled, self.error = True, error
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class RedisCoordinator:
@@ -260,7 +279,7 @@ class RedisCoordinator:
         self._asked = False  # another worker asked for the lock: let it go at the end of the current hold
         self._letting_go: asyncio.Task[None] | None = None
         # Group commit: a hold's changes are staged when it ends, and the next hold may run while they are saved.
-        self._staged: dict[str, bytes | None] = {}  # document -> encoding (None: gone), not sent yet
+        self._staged: dict[str, bytes] = {}  # document -> encoding (b"": gone), not sent yet
         self._staged_markers: list[str] = []
         self._batch: _Batch | None = None  # what the staged changes' holds wait for, not sent yet
         self._sending: _Batch | None = None  # the commit on its way
@@ -359,6 +378,19 @@ class RedisCoordinator:
     def hold(self) -> contextlib.AbstractAsyncContextManager[object]:
         return _Hold(self, wait=True, background=False)
 
+    async def enter(self) -> contextvars.Token[bool] | None:
+        """`hold()`'s entry as a request makes it, without the context manager (every request takes this path):
+        what to give `leave`, None when this task already holds the state."""
+        if _holding.get():
+            return None
+        await self._enter()
+        return _holding.set(True)
+
+    async def leave(self, held: contextvars.Token[bool] | None) -> None:
+        if held is not None:
+            _holding.reset(held)
+            await self._leave()
+
     def hold_unless_busy(self) -> contextlib.AbstractAsyncContextManager[bool]:
         return _Hold(self, wait=False, background=True)
 
@@ -398,7 +430,7 @@ class RedisCoordinator:
             await asyncio.sleep(0)
             if self._sending is None and self._batch is batch:
                 await self._send_next()
-        await asyncio.shield(batch.done)
+        await batch.wait()
 
     async def outside(self, waiting: Awaitable[T]) -> T:
         if not _holding.get():
@@ -505,11 +537,10 @@ class RedisCoordinator:
     def _reload(self, version: int, flat: list[Any]) -> None:
         """Another generation of the state (or this worker fell too far behind): load it whole."""
         docs = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
-        for name, replica, tracker in self._stores:
-            known = tracker.known() if tracker is not None else set()
-            for doc in known:
-                if f"{name}/{doc}" not in docs:
-                    replica.load(doc, None)
+        for store in self._stores:
+            for doc in store.tracker.known():
+                if store.prefix + doc not in docs:
+                    store.replica.load(doc, None)
         for name, data in sorted(docs.items(), key=lambda item: self._rank(item[0].encode())):
             self._load(name, data)
         self.version = version
@@ -517,11 +548,10 @@ class RedisCoordinator:
 
     def _restore(self) -> None:
         """Touch every document this worker knows, so the commit writes all of them."""
-        for _, _, tracker in self._stores:
-            if tracker is not None:
-                for doc in tracker.known():
-                    tracker.touch(doc)
-                tracker.forget_hashes()
+        for store in self._stores:
+            for doc in store.tracker.known():
+                store.tracker.touch(doc)
+            store.tracker.forget_hashes()
 
     def _stage(self, keep: bool, lazy: bool) -> _Batch | None:
         """Take what the hold changed into the next commit: the batch to wait for, or None when nothing it did
@@ -538,19 +568,21 @@ class RedisCoordinator:
         lazy = lazy and trusted and not markers
         staged = self._staged
         before = len(staged)
-        later: list[tuple[str, Replica]] = []
-        for name, replica, tracker in self._stores:
-            if tracker is not None and not tracker.touched:
-                continue  # nothing touched, nothing to report (most stores, most requests)
-            if lazy and replica.deferrable:
-                later.append((name, replica))
+        later = False
+        for store in filter(_TOUCHED, self._stores):  # (in C: most stores, most requests, touch nothing)
+            if lazy and store.deferrable:
+                later = True
             else:
-                _stage_changes(name, replica, staged)
+                store.tracker.stage(staged, store.prefix)
+        for store in self._untracked:
+            for doc, data in store.replica.changes().items():
+                staged[store.prefix + doc] = data if data is not None else b""
         if later and staged:  # a commit goes anyway: they ride along
-            for name, replica in later:
-                _stage_changes(name, replica, staged)
-            later = []
-        self._staged_markers += markers
+            for store in filter(_TOUCHED, self._stores):
+                store.tracker.stage(staged, store.prefix)
+            later = False
+        if markers:
+            self._staged_markers += markers
         if trusted and not markers and len(staged) == before:
             if later:
                 self._flush_due.set()
@@ -564,9 +596,15 @@ class RedisCoordinator:
         return batch
 
     @functools.cached_property
-    def _stores(self) -> list[tuple[str, Replica, DocTracker | None]]:
-        """Each store with its tracker, looked up once (made when the state was shared, after this coordinator)."""
-        return [(name, replica, getattr(replica, "tracker", None)) for name, replica in self.replicas.items()]
+    def _stores(self) -> list[_Store]:
+        """Each store that tracks its documents, looked up once (made when the state was shared, after this
+        coordinator)."""
+        return [_Store(name, replica) for name, replica in self.replicas.items() if _tracker(replica) is not None]
+
+    @functools.cached_property
+    def _untracked(self) -> list[_Store]:
+        """The stores that report their changes without a tracker: asked at every hold's end."""
+        return [_Store(name, replica) for name, replica in self.replicas.items() if _tracker(replica) is None]
 
     async def _send_next(self) -> None:
         """Commit the staged batch; then hand the one staged meanwhile on to a task of its own."""
@@ -576,22 +614,16 @@ class RedisCoordinator:
         self._batch, self._sending = None, batch
         staged, self._staged = self._staged, {}
         markers, self._staged_markers = self._staged_markers, []
-        deleted = [doc for doc, data in staged.items() if data is None]
-        written: list[bytes | str] = []
-        for doc, data in staged.items():
-            if data is not None:
-                written += [doc, data]
+        keep, listening = "1" if batch.keep else "0", "1" if self._listening else "0"
         args: list[bytes | str | int] = [
             batch.token,
             self.worker,
-            "1" if batch.keep else "0",
+            keep,
             LOCK_LEASE_MS,
-            "1" if self._listening else "0",
+            listening,
             *markers,
             "",
-            *deleted,
-            "",
-            *written,
+            *cast("Iterable[str | bytes]", chain.from_iterable(staged.items())),  # doc, data, doc, data...
         ]
         sent = time.monotonic()
         try:
@@ -614,7 +646,7 @@ class RedisCoordinator:
             self.version = int(version)
         if batch.keep and self._trusted_until:
             self._trusted_until = sent + LOCK_LEASE_MS / 1000 - LEASE_MARGIN_SECONDS
-        batch.done.set_result(None)
+        batch.settle()
         if self._batch is not None:
             self._next = asyncio.create_task(self._send_next())
 
@@ -625,8 +657,8 @@ class RedisCoordinator:
         self._trusted_until = 0.0
         self._failures += 1
         for batch in (failed, self._batch):
-            if batch is not None and not batch.done.done():
-                batch.done.set_exception(error)
+            if batch is not None:
+                batch.settle(error)
         self._batch = None
         self._staged, self._staged_markers = {}, []
 
@@ -634,7 +666,7 @@ class RedisCoordinator:
         """Wait until every staged change is answered (saved or failed)."""
         while (batch := self._batch or self._sending) is not None:
             with contextlib.suppress(ApiError):
-                await asyncio.shield(batch.done)
+                await batch.wait()
 
     def _let_go(self) -> None:
         """The lock is not this worker's any more: the next hold takes it again, with a new token."""
@@ -692,7 +724,7 @@ class RedisCoordinator:
         """Whether this worker changed anything since it last saved."""
         if self.state.markers:
             return True
-        return any(tracker.unsaved() for _, _, tracker in self._stores if tracker is not None)
+        return any(store.tracker.unsaved() for store in self._stores)
 
     def _relay_to_others(self, relaying: bool) -> None:
         """Whether another live worker's inspector is open: only then is each of this worker's events told."""
@@ -938,10 +970,23 @@ class _Hold:
             await self.coordinator._leave(self.sticky, lazy=not self.background)
 
 
-def _stage_changes(name: str, replica: Replica, staged: dict[str, bytes | None]) -> None:
-    """A store's changes into the next commit's, a later version of a document replacing an earlier one."""
-    for doc, data in replica.changes().items():
-        staged[f"{name}/{doc}"] = data
+class _Store:
+    """A shared store as the coordinator stages it: its documents' names are `<prefix><id>`."""
+
+    __slots__ = ("deferrable", "prefix", "replica", "tracker")
+
+    def __init__(self, name: str, replica: Replica) -> None:
+        self.prefix = name + "/"
+        self.replica = replica
+        self.tracker: DocTracker = _tracker(replica)  # type: ignore[assignment]  # (None: in `_untracked`)
+        self.deferrable = replica.deferrable
+
+
+_TOUCHED = operator.attrgetter("tracker.touched")  # a store with documents to stage (filtered in C)
+
+
+def _tracker(replica: Replica) -> DocTracker | None:
+    return getattr(replica, "tracker", None)
 
 
 def _redacted(url: str) -> str:

@@ -38,22 +38,16 @@ def held(path: str) -> bool:
     return path.startswith("/_mockglot/") and not path.startswith(UNHELD_PATHS)
 
 
-class _Replay:
-    """The request's messages as read once, for each time the app is run; then the client's own."""
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """The request's messages as read once (for each time the app is run), then the client's own."""
+    pending = messages.copy()
 
-    def __init__(self, messages: list[Message], receive: Receive) -> None:
-        self.messages = messages
-        self.receive = receive
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
 
-    def fresh(self) -> Receive:
-        pending = list(self.messages)
-
-        async def receive() -> Message:
-            if pending:
-                return pending.pop(0)
-            return await self.receive()
-
-        return receive
+    return replay
 
 
 async def _read(receive: Receive) -> tuple[list[Message], bytes]:
@@ -86,46 +80,43 @@ class HoldSharedState:
             await self.app(scope, receive, send)
             return
         messages, body = await _read(receive)
-        replay = _Replay(messages, receive)
         forwarded = bool(scope.get(FORWARDED_SCOPE_KEY))
+        coordinator = self.coordinator
         for _ in range(3):
-            start: Message | None = None
-            chunks: list[bytes] = []
+            answer: list[Message] = []  # the response, sent once what the request changed is saved
 
-            async def capture(message: Message, chunks: list[bytes] = chunks) -> None:
-                nonlocal start
-                if message["type"] == "http.response.start":
-                    start = message
-                elif message["type"] == "http.response.body":
-                    chunks.append(message.get("body", b""))
+            async def capture(message: Message, answer: list[Message] = answer) -> None:
+                answer.append(message)
 
             try:
-                async with self.coordinator.hold():
+                holding = await coordinator.enter()
+                try:
                     elsewhere = None if forwarded else self._streamed_elsewhere(scope["path"])
                     if elsewhere is not None:
                         raise Elsewhere(elsewhere)
-                    await self.app(scope, replay.fresh(), capture)
+                    await self.app(scope, _replay(messages, receive), capture)
+                finally:
+                    await coordinator.leave(holding)
             except Elsewhere as where:
                 if forwarded:
                     await self._error(scope, receive, send, Unavailable("moved this session's stream meanwhile"))
                     return
                 try:
-                    answer = await self.coordinator.forward(where.worker, dict(scope), body)
+                    forwarded_answer = await coordinator.forward(where.worker, dict(scope), body)
                 except ApiError as exc:
                     await self._error(scope, receive, send, exc)
                     return
-                if answer is None:  # that worker is gone: its streams are no longer held; run it here
+                if forwarded_answer is None:  # that worker is gone: its streams are no longer held; run it here
                     continue
-                headers = [(name, value) for name, value in answer.headers]
-                await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-                await send({"type": "http.response.body", "body": answer.body})
+                headers = [(name, value) for name, value in forwarded_answer.headers]
+                await send({"type": "http.response.start", "status": forwarded_answer.status, "headers": headers})
+                await send({"type": "http.response.body", "body": forwarded_answer.body})
                 return
             except ApiError as exc:  # the state store failed: nothing this request did was kept
                 await self._error(scope, receive, send, exc)
                 return
-            if start is not None:
-                await send(start)
-                await send({"type": "http.response.body", "body": b"".join(chunks)})
+            for message in answer:
+                await send(message)
             return
         await self._error(scope, receive, send, Unavailable("could not settle where this session's stream is"))
 
@@ -136,7 +127,9 @@ class HoldSharedState:
             return None
         sessions = self.coordinator.state.sessions
         record = sessions.lookup(match.group(1))
-        return record.worker if record is not None and sessions.held_elsewhere(record) else None
+        if record is None or not record.worker:  # (most sessions: never streamed)
+            return None
+        return record.worker if sessions.held_elsewhere(record) else None
 
     async def _error(self, scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
         """The envelope, with a request ID of its own when the request never reached the edge that gives one."""

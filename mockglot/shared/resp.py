@@ -80,11 +80,11 @@ class Connection:
         return self._protocol is not None and not self._protocol.lost
 
     async def evalsha(self, call: Call, args: list[bytes | str | int]) -> Any:
-        command = (*call.head, *args)
-        reply = await self.call(*command)
+        command = hiredis.pack_command((*call.head, *args))  # type: ignore[arg-type]  # (its stub: a 1-tuple)
+        reply = await self._send(command)
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):  # it did not run
             await self.call(b"SCRIPT", b"LOAD", call.script.source)
-            reply = await self.call(*command)
+            reply = await self._send(command)
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply

@@ -71,22 +71,26 @@ class DocTracker:
         self.touched.add(doc)
 
     def changes(self) -> dict[str, bytes | None]:
-        if not self.touched:
-            return {}
-        changed: dict[str, bytes | None] = {}
+        changed: dict[str, bytes] = {}
+        self.stage(changed, "")
+        return {doc: data or None for doc, data in changed.items()}
+
+    def stage(self, staged: dict[str, bytes], prefix: str) -> None:
+        """`changes()` written into a commit's documents as `<prefix><doc>`, b"" for one that is gone (the same
+        walk, without a dict of its own: every request that changes anything takes it)."""
         hashes = self._hashes
+        encode = self.encode
         for doc in self.touched:
-            data = self.encode(doc)
+            data = encode(doc)
             if data is None:
                 if hashes.pop(doc, None) is not None:
-                    changed[doc] = None
+                    staged[prefix + doc] = b""
                 continue
             digest = hash(data)
             if hashes.get(doc) != digest:
                 hashes[doc] = digest
-                changed[doc] = data
+                staged[prefix + doc] = data
         self.touched.clear()
-        return changed
 
     def unsaved(self) -> bool:
         """Whether `changes()` would report anything (without taking it)."""

@@ -371,8 +371,7 @@ class SessionStore(SharedDocs):
     def get(self, owner: Owner, session_id: str) -> SessionRecord:
         """The owner's session, or 404: another owner's session is indistinguishable from none."""
         record = self._sessions.get(session_id)
-        if record is not None:
-            self._touch(record)
+        if record is not None:  # (not touched: what changes it from here shares it, a read shares nothing)
             if record.owner == owner and self.held_elsewhere(record):
                 raise Elsewhere(record.worker)  # that worker has it as it is now, and alone may change it
             self._expire_if_idle(record)
@@ -421,6 +420,7 @@ class SessionStore(SharedDocs):
                 self._tokens.pop(forgotten, None)
             record.past_tokens = past[-MAX_PAST_TOKENS:]
             record.token = self._new_token(record.id, record.owner, record.api_key, now)
+            self._touch(record)
         return record.token
 
     def check_token(self, session_id: str, token: str | None) -> SessionRecord:
