@@ -7,8 +7,9 @@ worker buys, each measured side by side in one run, interleaved.
 
 1. rest: CPU per REST round trip (create with an Idempotency-Key, retrieve, end: three requests), one
    `mockglot serve` with `--state memory` against one with `--state redis://...`, sequential (1 connection)
-   and concurrent (`--concurrency`), the two modes alternating. bench/rest.py's hand-written HTTP client; the
-   server's CPU and redis-server's from /proc. Servers and Redis on one CPU, this client on the other.
+   and concurrent (`--concurrency`), the two modes alternating in turns of `--chunk` round trips (so a slow spell
+   of the machine weighs on both). bench/rest.py's hand-written HTTP client; the server's CPU and redis-server's
+   from /proc. Servers and Redis on one CPU, this client on the other.
 2. stream: mockglot CPU per stream-second, N real-time calls (bench/stream.py's load generator and step:
    12 s calls, lag measured the same way), memory against redis, alternating; Redis's own CPU beside it.
 3. workers: the most concurrent real-time calls with p99 lag < 100 ms, `--workers 1` against `--workers 2`
@@ -167,19 +168,27 @@ def rest_part(
             asyncio.run(rest_load(port, args.warmup, max(args.concurrency)))
         for repeat in range(args.repeats):
             for concurrency in args.concurrency:
-                order = variants if repeat % 2 == 0 else variants[::-1]
-                for variant in order:
-                    server = servers[variant.label]
-                    port = int(server.base_url.rsplit(":", 1)[1])
-                    cpu0, redis0, wall0 = server.cpu_seconds(), readings[-1][1], time.perf_counter()
-                    asyncio.run(rest_load(port, args.round_trips, concurrency))
-                    wall = time.perf_counter() - wall0
-                    cpu, redis_cpu = server.cpu_seconds() - cpu0, readings[-1][1] - redis0
-                    each = (cpu * 1000 / args.round_trips, redis_cpu * 1000 / args.round_trips)
-                    results.setdefault((variant.label, concurrency), []).append((*each, wall * 1000 / args.round_trips))
+                totals = {variant.label: [0.0, 0.0, 0.0] for variant in variants}  # server CPU, Redis CPU, wall
+                chunks = max(1, args.round_trips // args.chunk)
+                for chunk in range(chunks):  # in turns of `--chunk`: a slow spell of the machine hits both
+                    order = variants if (repeat + chunk) % 2 == 0 else variants[::-1]
+                    for variant in order:
+                        server = servers[variant.label]
+                        port = int(server.base_url.rsplit(":", 1)[1])
+                        cpu0, redis0, wall0 = server.cpu_seconds(), readings[-1][1], time.perf_counter()
+                        asyncio.run(rest_load(port, args.chunk, concurrency))
+                        total = totals[variant.label]
+                        total[2] += time.perf_counter() - wall0
+                        total[0] += server.cpu_seconds() - cpu0
+                        total[1] += readings[-1][1] - redis0
+                for variant in variants:
+                    cpu, redis_cpu, wall = totals[variant.label]
+                    count = chunks * args.chunk
+                    each = (cpu * 1000 / count, redis_cpu * 1000 / count)
+                    results.setdefault((variant.label, concurrency), []).append((*each, wall * 1000 / count))
                     print(
                         f"  rest repeat {repeat + 1} c={concurrency:<3d} {variant.label:24s} server {each[0]:.3f} "
-                        f"ms, redis {each[1]:.3f} ms CPU per round trip; {args.round_trips / wall:.0f} round trips/s",
+                        f"ms, redis {each[1]:.3f} ms CPU per round trip; {count / wall:.0f} round trips/s",
                         flush=True,
                     )
     finally:
@@ -386,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", type=lambda s: s.split(","), default=["rest", "stream", "workers", "compare"])
     parser.add_argument("--round-trips", type=int, default=2000, help="per REST run (default 2000)")
+    parser.add_argument(
+        "--chunk", type=int, default=250, help="REST round trips per turn: the variants alternate (default 250)"
+    )
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds of each comparison (default 3)")

@@ -471,3 +471,24 @@ def test_concurrent_requests_on_one_worker_are_all_seen_by_the_other(pair: list[
             assert seen.status_code == 200, seen.text
         after = http.post(f"{b.base_url}/v1/sessions", json=BODY, headers=auth(**{"Idempotency-Key": "last"}))
     assert after.headers["x-api-credits-used"] == "33"
+
+
+def test_a_commit_of_thousands_of_documents_is_saved_whole(redis: str) -> None:
+    """An emptied Redis is refilled by one commit of every document a worker knows; a document gone is deleted
+    and logged by the same commit."""
+    import redis as redis_py
+
+    from mockglot.shared.coordinator import _COMMIT
+
+    client = redis_py.Redis.from_url(redis)
+    keys = [f"mockglot:{name}" for name in ("lock", "ver", "log", "docs", "floor", "changed")]
+    client.set("mockglot:lock", "w|token")
+    client.hset("mockglot:docs", "sessions/gone", b"old")
+    documents = [(f"sessions/s{i}", b"x%d" % i) for i in range(5000)] + [("sessions/gone", b"")]
+    args = ["w|token", "w", "1", 10_000, "0", "", *(part for pair in documents for part in pair)]
+    version = client.eval(_COMMIT, len(keys), *keys, *args)
+    assert version == 1
+    assert client.hlen("mockglot:docs") == 5000 and client.hget("mockglot:docs", "sessions/s4999") == b"x4999"
+    assert not client.hexists("mockglot:docs", "sessions/gone")
+    assert client.zcard("mockglot:log") == 5001 and client.zscore("mockglot:log", "sessions/gone") == 1
+    client.close()
