@@ -23,7 +23,9 @@ same difference of two runs, with uvicorn's and the event loop's share of a requ
 server of its own there).
 
 `callgrind_annotate --inclusive=yes FILE` on a kept file shows the C functions; the Python functions are seen
-with `--profile` (cProfile over the measured round trips, sorted by own time).
+with `--profile` (cProfile over the measured round trips, sorted by own time), and with `--opcodes N` (the
+opcodes each function runs a request, N round trips at once, by `sys.settrace`: exact, where cProfile's times are
+not). `--app redis --app mockglot --opcodes 8` shows what shared state adds, function by function.
 """
 
 from __future__ import annotations
@@ -157,8 +159,9 @@ async def round_trips(app: ASGI, which: str, count: int, start: int = 0) -> None
                 expect(await call(app, method, path, key, body), 200)
 
 
-def inner(which: str, warmup: int, count: int, profile: str | None) -> None:
-    """The measured process: build the app, warm it up, run `count` round trips."""
+def inner(which: str, warmup: int, count: int, profile: str | None, opcodes: str | None = None) -> None:
+    """The measured process: build the app, warm it up, run `count` round trips (`opcodes`: "<concurrency>:<file>",
+    counted by function into the file)."""
     app = build(which)
 
     async def main() -> None:
@@ -167,6 +170,9 @@ def inner(which: str, warmup: int, count: int, profile: str | None) -> None:
 
     async def measured() -> None:
         await round_trips(app, which, warmup)
+        if opcodes:
+            await counted(*opcodes.split(":", 1))
+            return
         if profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -178,7 +184,58 @@ def inner(which: str, warmup: int, count: int, profile: str | None) -> None:
             profiler.dump_stats(profile)
         print(f"ELAPSED {elapsed}", flush=True)
 
+    async def counted(concurrency: str, path: str) -> None:
+        import asyncio.base_events
+        import asyncio.events
+        import asyncio.runners
+        import asyncio.selector_events
+        import selectors
+
+        # The event loop's own Python (asyncio's; `mockglot serve` runs uvloop's C instead) is not counted.
+        loop_files = {m.__file__ for m in (asyncio.base_events, asyncio.events, asyncio.runners, selectors)}
+        loop_files.add(asyncio.selector_events.__file__)
+        each = count // int(concurrency)
+        counts: dict[str, int] = {}
+
+        def opcode(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode" and frame.f_code.co_filename not in loop_files:
+                code = frame.f_code
+                name = f"{'/'.join(code.co_filename.split('/')[-2:])}:{code.co_firstlineno}({code.co_name})"
+                counts[name] = counts.get(name, 0) + 1
+            return opcode
+
+        def call(frame: Any, event: str, arg: Any) -> Any:
+            frame.f_trace_opcodes, frame.f_trace_lines = True, False
+            return opcode
+
+        sys.settrace(call)
+        await asyncio.gather(*(round_trips(app, which, each, warmup + i * each) for i in range(int(concurrency))))
+        sys.settrace(None)
+        requests = 3 * each * int(concurrency)
+        Path(path).write_text(json.dumps({name: n / requests for name, n in counts.items()}))
+
     asyncio.run(main())
+
+
+def opcodes_per_request(apps: list[str], warmup: int, count: int, concurrency: int) -> int:
+    """Python opcodes a request runs, by function (the first app's, less the second's when there are two)."""
+    found = []
+    with tempfile.TemporaryDirectory() as directory:
+        for which in apps[:2]:
+            path = f"{directory}/{which}.json"
+            command = [sys.executable, __file__, "inner", which, str(warmup), str(count), "", f"{concurrency}:{path}"]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            counts = json.loads(Path(path).read_text())
+            found.append(counts)
+    for which, counts in zip(apps, found, strict=False):
+        print(f"{which:9s} {sum(counts.values()):7.0f} opcodes a request (the event loop's own not counted)")
+    other = found[1] if len(found) > 1 else {}
+    rows = sorted(((n - other.get(k, 0.0), k) for k, n in found[0].items()), reverse=True)
+    title = f"{apps[0]} - {apps[1]}" if other else apps[0]
+    print(f"by function, {title}, opcodes a request:")
+    for n, name in rows[:30]:
+        print(f"{n:8.1f}  {name}")
+    return 0
 
 
 def callgrind_total(which: str, warmup: int, count: int, keep: str | None, redis: Any = None) -> int:
@@ -213,8 +270,8 @@ def uvicorn_total(which: str, warmup: int, count: int, keep: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["inner"]:
-        profile = argv[4] if len(argv) > 4 else None
-        inner(argv[1], int(argv[2]), int(argv[3]), profile)
+        profile = argv[4] if len(argv) > 4 and argv[4] else None
+        inner(argv[1], int(argv[2]), int(argv[3]), profile, argv[5] if len(argv) > 5 else None)
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--app", action="append", choices=APPS, help="repeatable; default: mockglot, bare, null")
@@ -224,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time", action="store_true", help="no valgrind: in-process µs per request (5 runs)")
     parser.add_argument("--profile", help="cProfile the measured round trips of --app (the first) to this file")
     parser.add_argument("--uvicorn", action="store_true", help="the bench/rest.py server process, under uvicorn")
+    parser.add_argument(
+        "--opcodes",
+        type=int,
+        metavar="CONCURRENCY",
+        help="no valgrind: Python opcodes a request by function (sys.settrace), the first --app less the second, "
+        "with CONCURRENCY round trips at once",
+    )
     args = parser.parse_args(argv)
     apps = args.app or ["mockglot", "bare", "null"]
     low, high = (int(n) for n in args.round_trips.split(","))
@@ -249,6 +313,8 @@ def bench_redis() -> Iterator[Any]:
 
 
 def measure(args: argparse.Namespace, apps: list[str], low: int, high: int, redis: Any) -> int:
+    if args.opcodes:
+        return opcodes_per_request(apps, args.warmup, high, args.opcodes)
     if args.profile:
         command = [sys.executable, __file__, "inner", apps[0], str(args.warmup), str(high), args.profile]
         subprocess.run(command, check=True)
