@@ -249,7 +249,7 @@ class _Batch:
             self.waiters.append(waiter)
             await waiter
         if self.error is not None:
-            raise self.error
+            raise self.error.with_traceback(None)  # (one error for every waiter: its traceback each time its own)
 
     def settle(self, error: Unavailable | None = None) -> None:
         if self.settled:
