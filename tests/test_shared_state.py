@@ -481,14 +481,17 @@ def test_a_commit_of_thousands_of_documents_is_saved_whole(redis: str) -> None:
     from mockglot.shared.coordinator import _COMMIT
 
     client = redis_py.Redis.from_url(redis)
-    keys = [f"mockglot:{name}" for name in ("lock", "ver", "log", "docs", "floor", "changed")]
-    client.set("mockglot:lock", "w|token")
-    client.hset("mockglot:docs", "sessions/gone", b"old")
+    # keys of its own: no worker that shares this Redis later may load these documents
+    keys = [f"commit-test:{name}" for name in ("lock", "ver", "log", "docs", "floor", "changed")]
     documents = [(f"sessions/s{i}", b"x%d" % i) for i in range(5000)] + [("sessions/gone", b"")]
     args = ["w|token", "w", "1", 10_000, "0", "", *(part for pair in documents for part in pair)]
-    version = client.eval(_COMMIT, len(keys), *keys, *args)
-    assert version == 1
-    assert client.hlen("mockglot:docs") == 5000 and client.hget("mockglot:docs", "sessions/s4999") == b"x4999"
-    assert not client.hexists("mockglot:docs", "sessions/gone")
-    assert client.zcard("mockglot:log") == 5001 and client.zscore("mockglot:log", "sessions/gone") == 1
-    client.close()
+    try:
+        client.set(keys[0], "w|token")
+        client.hset(keys[3], "sessions/gone", b"old")
+        assert client.eval(_COMMIT, len(keys), *keys, *args) == 1
+        assert client.hlen(keys[3]) == 5000 and client.hget(keys[3], "sessions/s4999") == b"x4999"
+        assert not client.hexists(keys[3], "sessions/gone")
+        assert client.zcard(keys[2]) == 5001 and client.zscore(keys[2], "sessions/gone") == 1
+    finally:
+        client.delete(*keys)
+        client.close()
