@@ -117,6 +117,25 @@ def test_with_json_a_server_it_cannot_use_is_still_a_json_document(capsys, argv,
     assert report["error"].startswith(error) and err.startswith(f"mockglot conform: {error}")
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["http://127.0.0.1:9", "--json"], "the following arguments are required: --api-key"),
+        (["http://x", "--api-key", KEY, "--json", "--chekc", "auth."], "unrecognized arguments: --chekc auth."),
+    ],
+)  # fmt: skip
+def test_with_json_a_usage_error_is_still_a_json_document(capsys, argv, error):
+    """A missing `--api-key` or a misspelt flag printed argparse's usage only: with `--json`, stdout was empty."""
+    from mockglot.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["conform", *argv])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2
+    assert json.loads(out) == {"url": None, "ok": False, "error": error, "exit_code": 2, "checks": []}
+    assert err.rstrip().endswith(f"mockglot conform: error: {error}")
+
+
 def test_a_check_prefix_that_names_no_check_is_refused_not_a_pass(live):
     """A typo in `--check` ran nothing and exited 0: a CI step that passed and checked nothing."""
     done = subprocess.run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mockglot.conformance.sources import SOURCES, Source
 
@@ -38,12 +38,32 @@ def run(url: str, api_key: str, **options: object) -> Report:
     return asyncio.run(run_checks(url, api_key, **options))  # type: ignore[arg-type]
 
 
+class _Parser(argparse.ArgumentParser):
+    """`conform`'s parser: with `--json` among its arguments, a usage error (a missing `--api-key`, a flag
+    misspelt) is a JSON document on stdout too, as every other refusal is: a script reading it always gets one."""
+
+    json_wanted = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self.json_wanted = "--json" in (sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_wanted:
+            super().error(message)
+        _json_refusal(message, EXIT_USAGE, None)
+        super().error(message)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "conform",
         help="check a server against the Kallglot API contract",
         description="Check a server (mockglot, or the real API) against the Kallglot API contract, on the wire.",
     )
+    p.__class__ = _Parser  # (argparse makes every subcommand's parser of one class; this one's errors differ)
     p.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--api-key", required=True, help="the key the checks use (sk_test_...)")
     p.add_argument(
@@ -72,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
     url = server_url(args.url)  # `.../v1`, as a client's configuration holds it, is the same server
 
     def refuse(message: str, status: int) -> int:
-        return _refuse(message, status, url if args.json else None)
+        return _refuse(message, status, args.json, url)
 
     if not url.startswith(("http://", "https://")):
         return refuse(f"the URL must start with http:// or https://, not {args.url!r}", EXIT_USAGE)
@@ -107,13 +127,19 @@ def main(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILED
 
 
-def _refuse(message: str, status: int, json_for: str | None = None) -> int:
-    """One line on stderr; with `--json` (`json_for` the URL) also a JSON document on stdout saying so, for the
-    script that reads the report (keys as in the report's, no checks run)."""
+def _refuse(message: str, status: int, json: bool = False, url: str | None = None) -> int:
+    """One line on stderr; with `--json` also a JSON document on stdout saying so."""
     print(f"mockglot conform: {message}", file=sys.stderr)
-    if json_for is not None:
-        import msgspec
-
-        document = {"url": json_for, "ok": False, "error": message, "exit_code": status, "checks": []}
-        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
+    if json:
+        _json_refusal(message, status, url)
     return status
+
+
+def _json_refusal(message: str, status: int, url: str | None) -> None:
+    """For the script that reads the report: keys as in the report's, no checks run (`url` null when the
+    arguments did not give one)."""
+    import msgspec
+
+    document: dict[str, object] = {"url": url, "ok": False, "error": message, "exit_code": status, "checks": []}
+    sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
+    sys.stdout.flush()
