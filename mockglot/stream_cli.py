@@ -35,6 +35,7 @@ IDLE_TIMEOUT_SECONDS = 60.0  # no frame for this long: the server is stuck, give
 AUDIO_GAP_SECONDS = 0.3  # no audio.output for this long (frames are 100 ms, paced at real time): the turn's ended
 NORMAL_CLOSE = 1000
 EXAMPLE_AGENT = """'{"system_prompt": "You take orders.", "voice": "nova"}'"""
+EXAMPLE_OVERRIDES = """'{"voice": "alloy"}'"""
 
 
 class CliError(Exception):
@@ -67,6 +68,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help=f"an ai_agent session's AI agent, the API's `ai_agent` object: {EXAMPLE_AGENT}")  # fmt: skip
     p.add_argument("--agent-id", metavar="ID",
                    help="instead of --ai-agent: a saved agent (agt_..., made with POST /v1/agents)")  # fmt: skip
+    p.add_argument("--overrides", metavar="JSON",
+                   help=f"with --agent-id: the saved agent's fields to change for this session (the API's "
+                        f"`overrides`), e.g. {EXAMPLE_OVERRIDES}")  # fmt: skip
     p.add_argument("--speed", choices=["realtime", "full"], default="realtime",
                    help="send at the pace of a call (default) or as fast as the socket takes it")  # fmt: skip
 
@@ -261,16 +265,13 @@ def session_body(args: argparse.Namespace) -> dict[str, Any]:
     """The create body. What the contract requires that the flags leave out is a usage error, before any request."""
     body: dict[str, Any] = {"mode": args.mode}
     if args.ai_agent is not None:
-        try:
-            body["ai_agent"] = msgspec.json.decode(args.ai_agent)
-        except msgspec.DecodeError as exc:
-            raise CliError(
-                f"--ai-agent is not JSON ({exc}): give an object, e.g. {EXAMPLE_AGENT}", EXIT_USAGE
-            ) from None
-        if not isinstance(body["ai_agent"], dict):
-            raise CliError(f"--ai-agent must be a JSON object, e.g. {EXAMPLE_AGENT}", EXIT_USAGE)
+        body["ai_agent"] = _json_object("--ai-agent", args.ai_agent, EXAMPLE_AGENT)
     if args.agent_id:
         body["agent_id"] = args.agent_id
+    if args.overrides is not None:
+        if not args.agent_id:
+            raise CliError("--overrides changes a saved agent's fields: give its --agent-id agt_... too", EXIT_USAGE)
+        body["overrides"] = _json_object("--overrides", args.overrides, EXAMPLE_OVERRIDES)
     if args.mode == "ai_agent" and "ai_agent" not in body and "agent_id" not in body:
         raise CliError(
             f"--mode ai_agent needs its AI agent: --ai-agent {EXAMPLE_AGENT} (the API's `ai_agent` object), or "
@@ -284,6 +285,16 @@ def session_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.scenario:
         body["metadata"] = {"mockglot_scenario": args.scenario}
     return body
+
+
+def _json_object(flag: str, text: str, example: str) -> dict[str, Any]:
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise CliError(f"{flag} is not JSON ({exc}): give an object, e.g. {example}", EXIT_USAGE) from None
+    if not isinstance(value, dict):
+        raise CliError(f"{flag} must be a JSON object, e.g. {example}", EXIT_USAGE)
+    return value
 
 
 async def _send(stream: Stream, speaker: str, mulaw: bytes, realtime: bool) -> None:

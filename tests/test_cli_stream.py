@@ -3,6 +3,7 @@ and one clean line with the right exit code for each kind of failure."""
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -218,12 +219,29 @@ def test_ai_agent_mode_takes_its_agent_inline_or_saved(mockglot, capsys):
     assert [s["mode"] for s in mockglot.sessions()] == ["ai_agent", "ai_agent"]
 
 
+def test_a_saved_agent_s_overrides_reach_the_server(mockglot, capsys):
+    """`mockglot stream` had `--agent-id` but no way to send the API's `overrides` with it."""
+    saved = checked(mockglot.client.http.post("/v1/agents", json={"name": "orders", "system_prompt": "Take orders."}))
+    flags = ["--mode", "ai_agent", "--agent-id", saved["id"], "--speed", "full"]
+    assert stream(mockglot, str(GERMAN_CALL), *flags, "--overrides", '{"voice": "alloy"}') == 0
+    created = next(r for r in mockglot.requests() if r["method"] == "POST" and r["path"] == "/v1/sessions")
+    assert json.loads(created["body"])["overrides"] == {"voice": "alloy"}
+    capsys.readouterr()
+    assert stream(mockglot, str(GERMAN_CALL), *flags, "--overrides", '{"temperature": 5}') == 1  # checked there
+    assert "422 invalid_field_value (param overrides.temperature)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         ([], '--mode ai_agent needs its AI agent: --ai-agent \'{"system_prompt": '),
         (["--ai-agent", "{system_prompt: x}"], "--ai-agent is not JSON (JSON is malformed: "),
         (["--ai-agent", '"You take orders."'], '--ai-agent must be a JSON object, e.g. \'{"system_prompt": '),
+        (["--ai-agent", AGENT, "--overrides", "{}"], "--overrides changes a saved agent's fields: give its --agent-id"),
+        (
+            ["--agent-id", "agt_x", "--overrides", "[]"],
+            '--overrides must be a JSON object, e.g. \'{"voice": "alloy"}\'',
+        ),
     ],
 )
 def test_ai_agent_mode_without_a_usable_agent_exits_2_before_any_request(mockglot, capsys, flags, message):
