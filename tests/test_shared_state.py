@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,33 @@ def test_a_lost_redis_answers_503_and_service_resumes_when_it_is_back(
             assert seen.status_code == 200, seen.text
 
 
+def test_redis_lost_during_a_request_s_delay_answers_503_not_500(
+    pair: list[ServerThread], redis_server: RedisServer
+) -> None:
+    """A request waits without holding the state (a fault's latency); when Redis is gone by the time it takes the
+    state back, it answers 503. It answered 500: its end let go of a lock it no longer held."""
+    a, _ = pair
+    with httpx.Client(timeout=20) as http:
+        fault = {"method": "GET", "path": "/v1/sessions/*", "latency_ms": 1500, "api_key": KEY}
+        assert http.post(f"{a.base_url}/_mockglot/faults/rest", json=fault).status_code == 201
+
+        def stop_redis_meanwhile() -> None:
+            time.sleep(0.5)
+            redis_server.stop()
+
+        stopper = threading.Thread(target=stop_redis_meanwhile)
+        stopper.start()
+        try:
+            delayed = http.get(f"{a.base_url}/v1/sessions/sess_nothing", headers=auth())
+        finally:
+            stopper.join()
+            redis_server.start()
+        assert delayed.status_code == 503, delayed.text
+        assert delayed.json()["error"]["code"] == "service_unavailable"
+        seen = http.get(f"{a.base_url}/v1/sessions/sess_nothing", headers=auth())  # service resumes
+        assert seen.status_code == 404, seen.text
+
+
 def test_a_killed_worker_lets_its_sessions_reconnect_on_another(redis: str, tmp_path: Path) -> None:
     """Killed (SIGKILL) with a live stream: the client sees the socket close and reconnects on another worker."""
     port = free_port()
@@ -495,3 +523,49 @@ def test_a_commit_of_thousands_of_documents_is_saved_whole(redis: str) -> None:
     finally:
         client.delete(*keys)
         client.close()
+
+
+def test_a_hold_cancelled_before_its_commit_went_out_still_has_it_sent(redis: str) -> None:
+    """A request cancelled in the loop turn its commit waits (for others to join it) left the batch unsent until
+    the next save went: up to a second and more, during which a request that read its change waited."""
+    from mockglot.settings import Settings
+    from mockglot.shared.coordinator import RedisCoordinator
+    from mockglot.state.server import ServerState
+
+    async def scenario() -> tuple[float, int]:
+        state = ServerState(Settings(state=redis))
+        coordinator = RedisCoordinator(redis, state)
+        state.share(coordinator, coordinator.worker, coordinator.alive)
+        await coordinator.start()
+        try:
+
+            async def hold(change: float) -> None:
+                held = await coordinator.enter()
+                try:
+                    if change:
+                        state.clock.advance(change)  # a document to save
+                finally:
+                    await coordinator.leave(held)
+
+            await hold(0)  # takes the lock: the holds below run without a round trip until they save
+            cancelled = asyncio.create_task(hold(60))
+            await asyncio.sleep(0)  # it staged its change and waits one loop turn before sending it
+            assert coordinator._batch is not None and coordinator._sending is None
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            await asyncio.sleep(0)
+            assert coordinator._batch is None  # on its way to Redis, not left for the next save
+            await asyncio.wait_for(hold(0), 5)  # waits for what it may have read: the cancelled one's change
+            version = coordinator.version
+        finally:
+            await coordinator.stop()
+        fresh = ServerState(Settings(state=redis))
+        other = RedisCoordinator(redis, fresh)
+        fresh.share(other, other.worker, other.alive)
+        await other.start()  # loads what Redis holds
+        await other.stop()
+        return fresh.clock.offset, version
+
+    offset, version = asyncio.run(scenario())
+    assert offset == 60 and version >= 1

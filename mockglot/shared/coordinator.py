@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import logging
 import operator
 import os
@@ -203,6 +204,7 @@ _ACQUIRE_SCRIPT, _READ_SCRIPT, _COMMIT_SCRIPT = resp.Script(_ACQUIRE), resp.Scri
 
 class Unavailable(ApiError):
     def __init__(self, why: str) -> None:
+        self.why = why
         super().__init__(
             "service_unavailable",
             f"mockglot's state store (Redis) {why}. Retry shortly; the request changed nothing.",
@@ -249,7 +251,7 @@ class _Batch:
             self.waiters.append(waiter)
             await waiter
         if self.error is not None:
-            raise self.error.with_traceback(None)  # (one error for every waiter: its traceback each time its own)
+            raise Unavailable(self.error.why)  # each waiter its own: one raised in many tasks gathers their contexts
 
     def settle(self, error: Unavailable | None = None) -> None:
         if self.settled:
@@ -388,8 +390,10 @@ class RedisCoordinator:
 
     async def leave(self, held: contextvars.Token[bool] | None) -> None:
         if held is not None:
+            holding = _holding.get()  # False: `outside` could not take the state back, so there is none to leave
             _holding.reset(held)
-            await self._leave()
+            if holding:
+                await self._leave()
 
     def hold_unless_busy(self) -> contextlib.AbstractAsyncContextManager[bool]:
         return _Hold(self, wait=False, background=True)
@@ -427,7 +431,12 @@ class RedisCoordinator:
         if self._sending is None and self._batch is batch:
             # Sent after one turn of the event loop, not now: the requests that arrived with this one run their
             # holds first and share its commit (as the coalesced responses share a write).
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:  # the holds that staged into it still wait for it: sent all the same
+                if self._sending is None and self._batch is batch:
+                    self._next = asyncio.create_task(self._send_next())
+                raise
             if self._sending is None and self._batch is batch:
                 await self._send_next()
         await batch.wait()
@@ -435,8 +444,13 @@ class RedisCoordinator:
     async def outside(self, waiting: Awaitable[T]) -> T:
         if not _holding.get():
             return await waiting
-        await self._leave()
-        _holding.set(False)
+        _holding.set(False)  # (first: when the save or the taking back fails, nothing is held for `leave` to end)
+        try:
+            await self._leave()
+        except BaseException:
+            if inspect.iscoroutine(waiting):
+                waiting.close()  # never awaited now
+            raise
         try:
             return await waiting
         finally:
@@ -966,8 +980,10 @@ class _Hold:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self.reset is not None:
+            holding = _holding.get()  # (as in `RedisCoordinator.leave`)
             _holding.reset(self.reset)
-            await self.coordinator._leave(self.sticky, lazy=not self.background)
+            if holding:
+                await self.coordinator._leave(self.sticky, lazy=not self.background)
 
 
 class _Store:
