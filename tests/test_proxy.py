@@ -482,6 +482,32 @@ async def test_a_finished_recording_leaves_memory_and_a_reconnect_adds_to_it(pro
     assert at == sorted(at)
 
 
+async def test_a_recording_pushed_out_of_memory_while_it_streams_keeps_all_it_records(proxied, tmp_path, monkeypatch):
+    """Past the bound of recordings held at once, the oldest went to disk even while its stream was open: a REST
+    call then read the file back and wrote that copy over what the stream recorded after."""
+    from mockglot.proxy import app as proxy_app
+
+    monkeypatch.setattr(proxy_app, "MAX_OPEN_RECORDINGS", 1)
+    first, second = utterance(), utterance(900, 700)
+    async with Client(proxied.base_url, new_key()) as client:
+        session = await client.create_session(source_language="de", target_language="en")
+        stream = await client.open_stream(session)
+        await stream.send_audio("customer", first)
+        await stream.until("transcript.final")
+        await client.create_session(source_language="de", target_language="en")  # one recording too many
+        await client.get_session(session["id"])
+        await stream.send_audio("customer", second)
+        await stream.end()
+        await client.end_session(session["id"])
+        await released(proxied)
+    loaded = recording.load(tmp_path / "recordings" / session["id"])
+    assert loaded.client_audio("customer") == first + second
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in loaded.recording.rest] == [
+        ("POST", "sessions"), ("GET", session["id"]), ("POST", "end")]  # fmt: skip
+    finals = [f.frame["text"] for f in loaded.recording.frames if f.type == "transcript.final"]
+    assert finals == ["Ich möchte meine Bestellung ändern", "Meine Bestellnummer ist 12345"]
+
+
 async def test_an_upstream_frame_past_16_mib_closes_the_stream_instead_of_filling_memory():
     """The proxy read the upstream's frames without a size limit: one misbehaving upstream frame could take all
     the memory there is."""

@@ -41,7 +41,7 @@ from mockglot.wire import LANGUAGES, Language
 
 log = logging.getLogger("mockglot.proxy")
 
-MAX_OPEN_RECORDINGS = 1000  # sessions being recorded at once; the oldest is written and let go first
+MAX_OPEN_RECORDINGS = 1000  # sessions being recorded at once; the oldest not streaming is written and let go first
 MAX_RELEASED_CLOCKS = 100_000  # written recordings whose time bases are kept, to go on exactly if they resume
 UPSTREAM_TIMEOUT_SECONDS = 30.0
 MAX_UPSTREAM_FRAME_BYTES = 16 * 1024 * 1024  # as uvicorn takes from the client: a bigger one closes the stream, 1009
@@ -194,7 +194,12 @@ class Proxy:
         self.recorders[session_id] = recorder
         self.recorders.move_to_end(session_id)
         while len(self.recorders) > MAX_OPEN_RECORDINGS:
-            oldest_id, oldest = self.recorders.popitem(last=False)
+            # The oldest whose stream is closed: one still streaming keeps adding to the recorder it holds, and a
+            # copy read back from disk meanwhile would be written over it. Streams are bounded by the connections.
+            oldest_id = next((held for held in self.recorders if held not in self.streaming), None)
+            if oldest_id is None:
+                break
+            oldest = self.recorders.pop(oldest_id)
             self._write(oldest)
             self._keep_clock(oldest_id, oldest)
         return recorder
