@@ -455,6 +455,18 @@ async def released(proxy: AppThread) -> None:
     raise AssertionError(f"the proxy still holds {list(proxy.app.state.proxy.recorders)}")  # type: ignore[attr-defined]
 
 
+def recorded_whole(tmp_path: Path, session_id: str, audio: bytes) -> Any:
+    """The session's recording, holding all of its two-turn call: the audio, the create, a GET and the end, and
+    both finals."""
+    loaded = recording.load(tmp_path / "recordings" / session_id)
+    assert loaded.client_audio("customer") == audio
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in loaded.recording.rest] == [
+        ("POST", "sessions"), ("GET", session_id), ("POST", "end")]  # fmt: skip
+    finals = [f.frame["text"] for f in loaded.recording.frames if f.type == "transcript.final"]
+    assert finals == ["Ich möchte meine Bestellung ändern", "Meine Bestellnummer ist 12345"]
+    return loaded
+
+
 async def test_a_finished_recording_leaves_memory_and_a_reconnect_adds_to_it(proxied, tmp_path):
     """Each recording stayed in memory with all its audio until 1,000 later sessions pushed it out (gigabytes on a
     proxy left running); now it is let go once written, and what comes later is added to the file, not over it."""
@@ -472,12 +484,7 @@ async def test_a_finished_recording_leaves_memory_and_a_reconnect_adds_to_it(pro
         await again.end()
         await client.end_session(session["id"])
         await released(proxied)
-    loaded = recording.load(tmp_path / "recordings" / session["id"])
-    assert loaded.client_audio("customer") == first + second
-    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in loaded.recording.rest] == [
-        ("POST", "sessions"), ("GET", session["id"]), ("POST", "end")]  # fmt: skip
-    finals = [f.frame["text"] for f in loaded.recording.frames if f.type == "transcript.final"]
-    assert finals == ["Ich möchte meine Bestellung ändern", "Meine Bestellnummer ist 12345"]
+    loaded = recorded_whole(tmp_path, session["id"], first + second)
     at = [f.at_ms for f in loaded.recording.frames]
     assert at == sorted(at)
 
@@ -500,12 +507,7 @@ async def test_a_recording_pushed_out_of_memory_while_it_streams_keeps_all_it_re
         await stream.end()
         await client.end_session(session["id"])
         await released(proxied)
-    loaded = recording.load(tmp_path / "recordings" / session["id"])
-    assert loaded.client_audio("customer") == first + second
-    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in loaded.recording.rest] == [
-        ("POST", "sessions"), ("GET", session["id"]), ("POST", "end")]  # fmt: skip
-    finals = [f.frame["text"] for f in loaded.recording.frames if f.type == "transcript.final"]
-    assert finals == ["Ich möchte meine Bestellung ändern", "Meine Bestellnummer ist 12345"]
+    recorded_whole(tmp_path, session["id"], first + second)
 
 
 async def test_an_upstream_frame_past_16_mib_closes_the_stream_instead_of_filling_memory():

@@ -51,9 +51,8 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
-        if not self.json_wanted:
-            super().error(message)
-        _json_refusal(message, EXIT_USAGE, None)
+        if self.json_wanted:
+            _json_refusal(message, EXIT_USAGE, None)
         super().error(message)
 
 

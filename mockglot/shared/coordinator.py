@@ -388,12 +388,12 @@ class RedisCoordinator:
         await self._enter()
         return _holding.set(True)
 
-    async def leave(self, held: contextvars.Token[bool] | None) -> None:
+    async def leave(self, held: contextvars.Token[bool] | None, sticky: bool = True, lazy: bool = True) -> None:
         if held is not None:
             holding = _holding.get()  # False: `outside` could not take the state back, so there is none to leave
             _holding.reset(held)
             if holding:
-                await self._leave()
+                await self._leave(sticky, lazy)
 
     def hold_unless_busy(self) -> contextlib.AbstractAsyncContextManager[bool]:
         return _Hold(self, wait=False, background=True)
@@ -588,9 +588,9 @@ class RedisCoordinator:
                 later = True
             else:
                 store.tracker.stage(staged, store.prefix)
-        for store in self._untracked:
-            for doc, data in store.replica.changes().items():
-                staged[store.prefix + doc] = data if data is not None else b""
+        for prefix, replica in self._untracked:
+            for doc, data in replica.changes().items():
+                staged[prefix + doc] = data if data is not None else b""
         if later and staged:  # a commit goes anyway: they ride along
             for store in filter(_TOUCHED, self._stores):
                 store.tracker.stage(staged, store.prefix)
@@ -613,12 +613,14 @@ class RedisCoordinator:
     def _stores(self) -> list[_Store]:
         """Each store that tracks its documents, looked up once (made when the state was shared, after this
         coordinator)."""
-        return [_Store(name, replica) for name, replica in self.replicas.items() if _tracker(replica) is not None]
+        stores = ((name, replica, getattr(replica, "tracker", None)) for name, replica in self.replicas.items())
+        return [_Store(name, replica, tracker) for name, replica, tracker in stores if tracker is not None]
 
     @functools.cached_property
-    def _untracked(self) -> list[_Store]:
-        """The stores that report their changes without a tracker: asked at every hold's end."""
-        return [_Store(name, replica) for name, replica in self.replicas.items() if _tracker(replica) is None]
+    def _untracked(self) -> list[tuple[str, Replica]]:
+        """The stores that report their changes without a tracker, by their documents' prefix: asked at every
+        hold's end."""
+        return [(name + "/", r) for name, r in self.replicas.items() if getattr(r, "tracker", None) is None]
 
     async def _send_next(self) -> None:
         """Commit the staged batch; then hand the one staged meanwhile on to a task of its own."""
@@ -979,11 +981,7 @@ class _Hold:
         return True
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self.reset is not None:
-            holding = _holding.get()  # (as in `RedisCoordinator.leave`)
-            _holding.reset(self.reset)
-            if holding:
-                await self.coordinator._leave(self.sticky, lazy=not self.background)
+        await self.coordinator.leave(self.reset, self.sticky, lazy=not self.background)
 
 
 class _Store:
@@ -991,18 +989,14 @@ class _Store:
 
     __slots__ = ("deferrable", "prefix", "replica", "tracker")
 
-    def __init__(self, name: str, replica: Replica) -> None:
+    def __init__(self, name: str, replica: Replica, tracker: DocTracker) -> None:
         self.prefix = name + "/"
         self.replica = replica
-        self.tracker: DocTracker = _tracker(replica)  # type: ignore[assignment]  # (None: in `_untracked`)
+        self.tracker = tracker
         self.deferrable = replica.deferrable
 
 
 _TOUCHED = operator.attrgetter("tracker.touched")  # a store with documents to stage (filtered in C)
-
-
-def _tracker(replica: Replica) -> DocTracker | None:
-    return getattr(replica, "tracker", None)
 
 
 def _redacted(url: str) -> str:
